@@ -1,0 +1,63 @@
+# The two commands of the README: `make synth` (the main job) and `make test` (the whole suite).
+# Each installs what it needs first, from Pipfile.lock and package-lock.json, nothing by hand.
+SHELL := /bin/bash
+.DEFAULT_GOAL := synth
+
+PIPENV_VERSION := 2026.10.3
+CONFIG ?= examples/config.toml
+OUT ?= cdktf.out
+
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_NOSPIN := 1
+export PIPENV_YES := 1
+export PIPENV_IGNORE_VIRTUALENVS := 1
+# jsii prints an end-of-life banner on Node 20 at every start; it is noise, not news.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export WRANGLER_SEND_METRICS := false
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: synth test install lint format serve-handler bench clean
+
+$(VENV)/.synced: Pipfile.lock
+	@echo "==> installing Python dependencies from Pipfile.lock into $(VENV)/"
+	@python3 -m pipenv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION)
+	python3 -m pipenv sync --dev
+	@touch $@
+
+node_modules/.installed: package-lock.json
+	@echo "==> installing the local Workers runtime (wrangler) from package-lock.json"
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(VENV)/.synced node_modules/.installed
+
+synth: $(VENV)/.synced
+	@echo "==> synthesizing $(CONFIG) into $(OUT)/"
+	$(PY) main.py --config $(CONFIG) --out $(OUT)
+
+lint: $(VENV)/.synced
+	@echo "==> ruff (lint and format) and mypy"
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.synced
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install lint
+	@echo "==> pytest"
+	$(VENV)/bin/pytest
+
+serve-handler: $(VENV)/.synced
+	$(PY) -m handler.local_server --config $(CONFIG)
+
+bench: install
+	$(PY) bench/handler_core.py
+	$(PY) bench/worker_runtime.py
+	$(PY) bench/synth_scaling.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

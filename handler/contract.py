@@ -1,0 +1,230 @@
+"""What the dispatch Worker shares with the rest of the toolkit, defined once.
+
+Three agreements live here and nowhere else:
+
+* the Worker's bindings (name, type, what each holds), which the Cloudflare stack must declare
+  exactly;
+* the Nomad dispatch meta keys, which the handler sends and the runner jobspec requires;
+* the routing document (pools and served repositories) that the stacks render from the typed
+  configuration and the Worker reads from its ``ROUTING`` binding, plus the per-repository webhook
+  path and secret derivation that the GitHub stack and the Worker must compute identically.
+
+Standard library only, no I/O: this module runs under CPython, in the Workers runtime and inside
+the cdktf app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+BindingType = Literal["plain_text", "secret_text", "kv_namespace"]
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    """One Worker binding: the name the code reads on ``env`` and what the stack must give it."""
+
+    name: str
+    type: BindingType
+    description: str
+
+
+ROUTING_BINDING: Final = "ROUTING"
+NOMAD_ADDR_BINDING: Final = "NOMAD_ADDR"
+NOMAD_TOKEN_BINDING: Final = "NOMAD_TOKEN"
+ACCESS_CLIENT_ID_BINDING: Final = "CF_ACCESS_CLIENT_ID"
+ACCESS_CLIENT_SECRET_BINDING: Final = "CF_ACCESS_CLIENT_SECRET"
+WEBHOOK_SECRET_KEY_BINDING: Final = "WEBHOOK_SECRET_KEY"
+LEDGER_BINDING: Final = "LEDGER"
+
+WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
+    BindingSpec(
+        ROUTING_BINDING,
+        "plain_text",
+        "Routing document (JSON): runner pools, their Nomad jobs and the served repositories.",
+    ),
+    BindingSpec(
+        NOMAD_ADDR_BINDING,
+        "plain_text",
+        "Base URL of the Nomad API behind the Cloudflare tunnel, e.g. https://nomad-api.example.com.",
+    ),
+    BindingSpec(
+        NOMAD_TOKEN_BINDING,
+        "secret_text",
+        "Secret ID of the dispatch-only Nomad ACL token.",
+    ),
+    BindingSpec(
+        ACCESS_CLIENT_ID_BINDING,
+        "secret_text",
+        "Client ID of the Cloudflare Access service token admitted to the Nomad API hostname.",
+    ),
+    BindingSpec(
+        ACCESS_CLIENT_SECRET_BINDING,
+        "secret_text",
+        "Client secret of that Access service token.",
+    ),
+    BindingSpec(
+        WEBHOOK_SECRET_KEY_BINDING,
+        "secret_text",
+        "Key from which each repository's webhook secret is derived (see webhook_secret_for).",
+    ),
+    BindingSpec(
+        LEDGER_BINDING,
+        "kv_namespace",
+        "KV namespace holding the per-job ledger (what happened to each GitHub job).",
+    ),
+)
+
+# Meta keys of every dispatch. The runner jobspec lists exactly these as ``meta_required``; a test
+# holds the two sides together. Values are never secret: anyone with read-job can see them.
+META_REPOSITORY: Final = "github_repository"
+META_JOB_ID: Final = "github_job_id"
+META_RUN_ID: Final = "github_run_id"
+META_POOL: Final = "runner_pool"
+DISPATCH_META_KEYS: Final[tuple[str, ...]] = (META_REPOSITORY, META_JOB_ID, META_RUN_ID, META_POOL)
+
+WEBHOOK_PATH_PREFIX: Final = "/webhook/"
+
+# GitHub owner and repository names: letters, digits, '-', '_' and '.', nothing else.
+_NAME_PART = r"[A-Za-z0-9_.-]{1,100}"
+REPOSITORY_PATTERN: Final = re.compile(rf"^{_NAME_PART}/{_NAME_PART}$")
+# Nomad job ids and pool names we generate: lower-case DNS-label-like words.
+POOL_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+ROUTING_VERSION: Final = 1
+
+
+class RoutingError(ValueError):
+    """The routing document is malformed; the message names the field."""
+
+
+def webhook_path(repository: str) -> str:
+    """URL path GitHub posts a repository's deliveries to: ``/webhook/{owner}/{repo}``."""
+    return f"{WEBHOOK_PATH_PREFIX}{repository.lower()}"
+
+
+def webhook_secret_for(key: str, repository: str) -> str:
+    """The webhook secret of one repository.
+
+    ``sha256("{key}:{owner/repo lower-cased}")`` in hex, which Terraform computes with
+    ``sha256()`` for the hook and the Worker recomputes from ``WEBHOOK_SECRET_KEY``: one secret
+    binding serves any number of repositories, and one leaked hook secret forges nothing for
+    another repository.
+    """
+    return hashlib.sha256(f"{key}:{repository.lower()}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PoolRoute:
+    """A runner pool as the Worker sees it."""
+
+    name: str
+    labels: frozenset[str]  # lower-cased; always contains "self-hosted"
+    nomad_job: str
+    max_runners: int
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which repositories we serve and which pools each may use."""
+
+    namespace: str
+    pools: tuple[PoolRoute, ...]
+    # lower-cased "owner/repo" -> names of the pools that repository may use
+    repositories: Mapping[str, tuple[str, ...]]
+
+    def pool(self, name: str) -> PoolRoute:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def to_json(self) -> str:
+        document = {
+            "version": ROUTING_VERSION,
+            "namespace": self.namespace,
+            "pools": [
+                {
+                    "name": pool.name,
+                    "labels": sorted(pool.labels),
+                    "nomad_job": pool.nomad_job,
+                    "max_runners": pool.max_runners,
+                }
+                for pool in self.pools
+            ],
+            "repositories": {
+                repo: list(pools) for repo, pools in sorted(self.repositories.items())
+            },
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Routing:
+        try:
+            document = json.loads(text)
+        except ValueError as error:
+            raise RoutingError(f"routing: not JSON ({error})") from None
+        return cls.from_document(document)
+
+    @classmethod
+    def from_document(cls, document: Any) -> Routing:
+        if not isinstance(document, dict):
+            raise RoutingError("routing: expected a JSON object")
+        if document.get("version") != ROUTING_VERSION:
+            raise RoutingError(f"routing.version: expected {ROUTING_VERSION}")
+        namespace = document.get("namespace")
+        if not isinstance(namespace, str) or not namespace:
+            raise RoutingError("routing.namespace: expected a non-empty string")
+        raw_pools = document.get("pools")
+        if not isinstance(raw_pools, list) or not raw_pools:
+            raise RoutingError("routing.pools: expected a non-empty list")
+        pools = tuple(_parse_pool(index, raw) for index, raw in enumerate(raw_pools))
+        names = [pool.name for pool in pools]
+        if len(set(names)) != len(names):
+            raise RoutingError("routing.pools: pool names must be unique")
+        raw_repos = document.get("repositories")
+        if not isinstance(raw_repos, dict):
+            raise RoutingError("routing.repositories: expected an object")
+        repositories: dict[str, tuple[str, ...]] = {}
+        for repo, allowed in raw_repos.items():
+            where = f"routing.repositories[{repo!r}]"
+            if not REPOSITORY_PATTERN.match(repo):
+                raise RoutingError(f"{where}: not an owner/repo name")
+            if (
+                not isinstance(allowed, list)
+                or not allowed
+                or not all(isinstance(name, str) and name in names for name in allowed)
+            ):
+                raise RoutingError(f"{where}: expected a non-empty list of known pool names")
+            repositories[repo.lower()] = tuple(allowed)
+        return cls(namespace=namespace, pools=pools, repositories=repositories)
+
+
+def _parse_pool(index: int, raw: Any) -> PoolRoute:
+    where = f"routing.pools[{index}]"
+    if not isinstance(raw, dict):
+        raise RoutingError(f"{where}: expected an object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not POOL_NAME_PATTERN.match(name):
+        raise RoutingError(f"{where}.name: expected a lower-case pool name")
+    labels = raw.get("labels")
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(label, str) and label for label in labels)
+    ):
+        raise RoutingError(f"{where}.labels: expected a non-empty list of strings")
+    label_set = frozenset(label.lower() for label in labels)
+    if "self-hosted" not in label_set:
+        raise RoutingError(f"{where}.labels: must include 'self-hosted'")
+    nomad_job = raw.get("nomad_job")
+    if not isinstance(nomad_job, str) or not nomad_job:
+        raise RoutingError(f"{where}.nomad_job: expected a non-empty string")
+    max_runners = raw.get("max_runners")
+    if not isinstance(max_runners, int) or isinstance(max_runners, bool) or max_runners < 1:
+        raise RoutingError(f"{where}.max_runners: expected a positive integer")
+    return PoolRoute(name=name, labels=label_set, nomad_job=nomad_job, max_runners=max_runners)
