@@ -1,0 +1,579 @@
+"""The one configuration file of a deployment, read and validated once.
+
+``load_config(path)`` reads a TOML file into frozen dataclasses (``AppConfig``); nothing else in
+the app reads the file or the environment for settings. Every problem is a ``ConfigError`` whose
+message names the file, the dotted field path and what is wrong, e.g.
+``examples/config.toml: github.repositories[2].pools: unknown pool 'gpu'``. Unknown keys are
+errors too, so a typo never silently falls back to a default.
+
+No field holds a secret: credentials are sensitive Terraform variables or generated at deploy
+time (see the README). Standard library only, no I/O besides reading the one file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from handler.contract import POOL_NAME_PATTERN, PoolRoute, Routing
+
+RUNNER_JOB_PREFIX: Final = "github-runner-"
+DEFAULT_NAMESPACE: Final = "github-runners"
+SELF_HOSTED: Final = "self-hosted"
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_OWNER = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,38})$")
+_REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_NOMAD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+_CONSTRAINT_OPERATORS: Final = frozenset(
+    {
+        "=",
+        "!=",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "distinct_hosts",
+        "distinct_property",
+        "regexp",
+        "set_contains",
+        "set_contains_any",
+        "version",
+        "semver",
+        "is_set",
+        "is_not_set",
+    }
+)
+# A tag that moves under you is not a pin.
+_FLOATING_TAGS: Final = frozenset({"latest", "stable", "edge", "main", "master", "nightly"})
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where (file and field) and why."""
+
+
+@dataclass(frozen=True)
+class CloudflareConfig:
+    account_id: str
+    zone_id: str
+    zone_name: str
+    webhook_hostname: str
+    nomad_api_hostname: str
+    resource_prefix: str
+
+
+@dataclass(frozen=True)
+class NomadConfig:
+    address: str
+    namespace: str
+    datacenters: tuple[str, ...]
+    node_pool: str
+    tunnel_origin: str
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    name: str  # the repository name alone, without the owner
+    full_name: str  # "owner/name" as written in the configuration
+    pools: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    owner: str
+    owner_type: Literal["user", "organization"]
+    repositories: tuple[RepositoryConfig, ...]
+    api_url: str
+
+
+@dataclass(frozen=True)
+class Constraint:
+    attribute: str
+    operator: str
+    value: str
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    labels: tuple[str, ...]
+    image: str | None  # overrides images.runner for this pool
+    cpu: int  # MHz
+    memory: int  # MB
+    idle_timeout_seconds: int
+    max_duration_seconds: int
+    max_runners: int
+    constraints: tuple[Constraint, ...]
+
+    @property
+    def nomad_job(self) -> str:
+        return f"{RUNNER_JOB_PREFIX}{self.name}"
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    runner: str
+    helper: str
+    cloudflared: str
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Where Terraform keeps each stack's state.
+
+    ``local``: ``{path}/{stack}.tfstate`` with ``path`` relative to the stack's directory;
+    ``s3``: ``s3://{bucket}/{key_prefix}/{stack}.tfstate``; ``remote``: HCP Terraform /
+    Terraform Enterprise workspaces ``{workspace_prefix}{stack}``. Credentials for remote
+    backends come from their usual environment variables, never from here.
+    """
+
+    type: Literal["local", "s3", "remote"]
+    settings: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    source: str
+    cloudflare: CloudflareConfig
+    nomad: NomadConfig
+    github: GitHubConfig
+    pools: tuple[PoolConfig, ...]
+    images: ImagesConfig
+    backend: BackendConfig
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def routing(self) -> Routing:
+        """The routing document the Worker reads from its ROUTING binding."""
+        return Routing(
+            namespace=self.nomad.namespace,
+            pools=tuple(
+                PoolRoute(
+                    name=pool.name,
+                    labels=frozenset(label.lower() for label in pool.labels),
+                    nomad_job=pool.nomad_job,
+                    max_runners=pool.max_runners,
+                )
+                for pool in self.pools
+            ),
+            repositories={repo.full_name.lower(): repo.pools for repo in self.github.repositories},
+        )
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate one configuration file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: cannot read the configuration file ({error})") from None
+    return loads_config(text, source=source)
+
+
+def loads_config(text: str, *, source: str = "<config>") -> AppConfig:
+    """Validate configuration given as TOML text; ``source`` names it in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: not valid TOML ({error})") from None
+    return parse_config(document, source=source)
+
+
+def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> AppConfig:
+    """Validate an already parsed document (what ``tomllib`` returns)."""
+    root = _Table(document, source, "")
+    with root:
+        cloudflare = _cloudflare(root.table("cloudflare"))
+        nomad = _nomad(root.table("nomad"))
+        images = _images(root.table("images"))
+        pools = _pools(root)
+        github = _github(root.table("github"), pools)
+        backend = _backend(root.optional_table("backend"))
+    return AppConfig(
+        source=source,
+        cloudflare=cloudflare,
+        nomad=nomad,
+        github=github,
+        pools=pools,
+        images=images,
+        backend=backend,
+    )
+
+
+class _Table:
+    """Typed access to one TOML table that remembers its path and which keys were read.
+
+    Used as a context manager: leaving it reports any key nobody asked for (a typo, or a field
+    this version does not know).
+    """
+
+    def __init__(self, data: Mapping[str, Any], source: str, path: str) -> None:
+        self._data = data
+        self._source = source
+        self._path = path
+        self._seen: set[str] = set()
+
+    def where(self, key: str | None = None) -> str:
+        if key is None:
+            return self._path or "(top level)"
+        return f"{self._path}.{key}" if self._path else key
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(f"{self._source}: {self.where(key)}: {message}")
+
+    def __enter__(self) -> _Table:
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if kind is not None:
+            return
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown field (check the spelling)")
+
+    def _get(self, key: str, default: Any = None, *, required: bool = True) -> Any:
+        self._seen.add(key)
+        if key not in self._data:
+            if required:
+                raise self.error(key, "missing required field")
+            return default
+        return self._data[key]
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self._get(key, default, required=default is None)
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_kind(value)}")
+        if not value.strip():
+            raise self.error(key, "must not be empty")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self._get(key, None, required=False)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"expected a non-empty string, got {_kind(value)}")
+        return value
+
+    def integer(self, key: str, default: int | None = None, *, minimum: int = 1) -> int:
+        value = self._get(key, default, required=default is None)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(key, f"expected an integer, got {_kind(value)}")
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
+        value = self._get(key, default, required=default is None)
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list of strings, got {_kind(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.error(
+                    f"{key}[{index}]", f"expected a non-empty string, got {_kind(item)}"
+                )
+        return tuple(value)
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key)
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_kind(value)}")
+        return _Table(value, self._source, self.where(key))
+
+    def optional_table(self, key: str) -> _Table:
+        value = self._get(key, {}, required=False)
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_kind(value)}")
+        return _Table(value, self._source, self.where(key))
+
+    def tables(self, key: str, *, required: bool = True) -> Iterator[_Table]:
+        value = self._get(key, [], required=required)
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list of tables ([[{key}]]), got {_kind(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.error(f"{key}[{index}]", f"expected a table, got {_kind(item)}")
+            yield _Table(item, self._source, self.where(f"{key}[{index}]"))
+
+    def raw_list(self, key: str) -> list[Any]:
+        value = self._get(key, [], required=False)
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list, got {_kind(value)}")
+        return value
+
+    def child(self, data: Mapping[str, Any], key: str) -> _Table:
+        return _Table(data, self._source, self.where(key))
+
+
+def _kind(value: object) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    for python_type, name in kinds.items():
+        if type(value) is python_type:
+            return name
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def _hostname(table: _Table, key: str) -> str:
+    value = table.string(key)
+    labels = value.split(".")
+    if value != value.lower() or len(value) > 253 or len(labels) < 2:
+        raise table.error(key, f"'{value}' is not a lower-case DNS name like 'a.example.com'")
+    for label in labels:
+        if not _DNS_LABEL.match(label):
+            raise table.error(key, f"'{value}' is not a valid DNS name (bad label '{label}')")
+    return value
+
+
+def _url(table: _Table, key: str, default: str | None = None) -> str:
+    value = table.string(key, default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise table.error(key, f"'{value}' is not an http(s) URL")
+    if parts.query or parts.fragment or parts.username:
+        raise table.error(key, f"'{value}': no credentials, query or fragment allowed")
+    return value.rstrip("/")
+
+
+def _cloudflare(table: _Table) -> CloudflareConfig:
+    with table:
+        account_id = table.string("account_id")
+        if not _HEX32.match(account_id):
+            raise table.error("account_id", "expected 32 lower-case hex digits")
+        zone_id = table.string("zone_id")
+        if not _HEX32.match(zone_id):
+            raise table.error("zone_id", "expected 32 lower-case hex digits")
+        zone_name = _hostname(table, "zone_name")
+        hostnames = {}
+        for key in ("webhook_hostname", "nomad_api_hostname"):
+            host = _hostname(table, key)
+            if not host.endswith(f".{zone_name}"):
+                raise table.error(key, f"'{host}' is not within the zone '{zone_name}'")
+            hostnames[key] = host
+        if hostnames["webhook_hostname"] == hostnames["nomad_api_hostname"]:
+            raise table.error("nomad_api_hostname", "must differ from webhook_hostname")
+        prefix = table.string("resource_prefix", "github-runners")
+        if not _PREFIX.match(prefix):
+            raise table.error("resource_prefix", "expected lower-case letters, digits and '-'")
+    return CloudflareConfig(
+        account_id=account_id,
+        zone_id=zone_id,
+        zone_name=zone_name,
+        webhook_hostname=hostnames["webhook_hostname"],
+        nomad_api_hostname=hostnames["nomad_api_hostname"],
+        resource_prefix=prefix,
+    )
+
+
+def _nomad(table: _Table) -> NomadConfig:
+    with table:
+        address = _url(table, "address")
+        namespace = table.string("namespace", DEFAULT_NAMESPACE)
+        if not _NOMAD_NAME.match(namespace):
+            raise table.error("namespace", "expected letters, digits, '-' and '_' only")
+        datacenters = table.strings("datacenters", ["*"])
+        if not datacenters:
+            raise table.error("datacenters", "must list at least one datacenter (or '*')")
+        node_pool = table.string("node_pool", "default")
+        if not _NOMAD_NAME.match(node_pool):
+            raise table.error("node_pool", "expected letters, digits, '-' and '_' only")
+        tunnel_origin = _url(table, "tunnel_origin", "http://127.0.0.1:4646")
+    return NomadConfig(
+        address=address,
+        namespace=namespace,
+        datacenters=datacenters,
+        node_pool=node_pool,
+        tunnel_origin=tunnel_origin,
+    )
+
+
+def _image(table: _Table, key: str, value: str) -> str:
+    """An image reference pinned to a tag or digest: never untagged, never a floating tag."""
+    if any(char.isspace() for char in value) or "${" in value or "%{" in value:
+        raise table.error(key, f"'{value}' is not an image reference")
+    if "@sha256:" in value:
+        return value
+    last = PurePosixPath(value.split("@", 1)[0]).name
+    if ":" not in last:
+        raise table.error(key, f"'{value}' is not pinned: add a version tag or a digest")
+    tag = last.rsplit(":", 1)[1]
+    if not tag or tag.lower() in _FLOATING_TAGS:
+        raise table.error(key, f"'{value}' uses the floating tag '{tag}': pin a version")
+    return value
+
+
+def _images(table: _Table) -> ImagesConfig:
+    with table:
+        runner = _image(table, "runner", table.string("runner"))
+        helper = _image(table, "helper", table.string("helper"))
+        cloudflared = _image(table, "cloudflared", table.string("cloudflared"))
+    return ImagesConfig(runner=runner, helper=helper, cloudflared=cloudflared)
+
+
+def _pools(root: _Table) -> tuple[PoolConfig, ...]:
+    pools: list[PoolConfig] = []
+    for table in root.tables("pools"):
+        with table:
+            name = table.string("name")
+            if not POOL_NAME_PATTERN.match(name):
+                raise table.error("name", f"'{name}': expected lower-case letters, digits and '-'")
+            if any(pool.name == name for pool in pools):
+                raise table.error("name", f"duplicate pool '{name}'")
+            labels = table.strings("labels")
+            lowered = [label.lower() for label in labels]
+            if SELF_HOSTED not in lowered:
+                raise table.error("labels", f"must include '{SELF_HOSTED}'")
+            if len(set(lowered)) != len(lowered):
+                raise table.error("labels", "duplicate label (labels are case-insensitive)")
+            if len(labels) > 100:
+                raise table.error("labels", "GitHub allows at most 100 labels")
+            image = table.optional_string("image")
+            if image is not None:
+                image = _image(table, "image", image)
+            idle = table.integer("idle_timeout_seconds", 600, minimum=60)
+            maximum = table.integer("max_duration_seconds", 21600, minimum=60)
+            if maximum <= idle:
+                raise table.error(
+                    "max_duration_seconds", "must be longer than idle_timeout_seconds"
+                )
+            pool = PoolConfig(
+                name=name,
+                labels=labels,
+                image=image,
+                cpu=table.integer("cpu", 2000, minimum=100),
+                memory=table.integer("memory", 4096, minimum=128),
+                idle_timeout_seconds=idle,
+                max_duration_seconds=maximum,
+                max_runners=table.integer("max_runners", 10),
+                constraints=_constraints(table),
+            )
+        pools.append(pool)
+    if not pools:
+        raise root.error("pools", "define at least one [[pools]] table")
+    return tuple(pools)
+
+
+def _constraints(table: _Table) -> tuple[Constraint, ...]:
+    constraints = []
+    for index, raw in enumerate(table.raw_list("constraints")):
+        key = f"constraints[{index}]"
+        if not isinstance(raw, dict):
+            raise table.error(key, f"expected a table, got {_kind(raw)}")
+        with table.child(raw, key) as entry:
+            attribute = entry.string("attribute")
+            operator = entry.string("operator", "=")
+            if operator not in _CONSTRAINT_OPERATORS:
+                raise entry.error("operator", f"unknown Nomad constraint operator '{operator}'")
+            # Operators such as is_set and distinct_hosts take no value.
+            value = entry.optional_string("value") or ""
+        constraints.append(Constraint(attribute=attribute, operator=operator, value=value))
+    return tuple(constraints)
+
+
+def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
+    pool_names = tuple(pool.name for pool in pools)
+    with table:
+        owner = table.string("owner")
+        if not _OWNER.match(owner):
+            raise table.error("owner", f"'{owner}' is not a GitHub user or organization name")
+        owner_type = table.string("owner_type", "organization")
+        if owner_type not in ("user", "organization"):
+            raise table.error(
+                "owner_type", f"expected 'user' or 'organization', got '{owner_type}'"
+            )
+        api_url = _url(table, "api_url", "https://api.github.com")
+        repositories: list[RepositoryConfig] = []
+        seen: set[str] = set()
+        raw_repositories = table.raw_list("repositories")
+        if not raw_repositories:
+            raise table.error("repositories", "list at least one repository")
+        for index, raw in enumerate(raw_repositories):
+            key = f"repositories[{index}]"
+            repository = _repository(table, key, raw, owner, pool_names)
+            lowered = repository.full_name.lower()
+            if lowered in seen:
+                raise table.error(key, f"duplicate repository '{repository.full_name}'")
+            seen.add(lowered)
+            repositories.append(repository)
+    return GitHubConfig(
+        owner=owner,
+        owner_type="user" if owner_type == "user" else "organization",
+        repositories=tuple(repositories),
+        api_url=api_url,
+    )
+
+
+def _repository(
+    table: _Table, key: str, raw: Any, owner: str, pool_names: tuple[str, ...]
+) -> RepositoryConfig:
+    """A repository is a name (``"app"``) or a table (``{ name = "app", pools = [...] }``)."""
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise table.error(key, f"expected a repository name or a table, got {_kind(raw)}")
+    with table.child(raw, key) as entry:
+        name = entry.string("name")
+        if "/" in name:
+            given_owner, _, name = name.partition("/")
+            if given_owner.lower() != owner.lower():
+                raise entry.error(
+                    "name", f"'{given_owner}/{name}' is not owned by github.owner '{owner}'"
+                )
+        if not _REPO_NAME.match(name) or name in (".", ".."):
+            raise entry.error("name", f"'{name}' is not a GitHub repository name")
+        chosen = entry.strings("pools", list(pool_names))
+        if not chosen:
+            raise entry.error("pools", "list at least one pool (or leave it out for all)")
+        for pool in chosen:
+            if pool not in pool_names:
+                known = ", ".join(pool_names)
+                raise entry.error("pools", f"unknown pool '{pool}' (known pools: {known})")
+        if len(set(chosen)) != len(chosen):
+            raise entry.error("pools", "duplicate pool")
+    return RepositoryConfig(name=name, full_name=f"{owner}/{name}", pools=chosen)
+
+
+def _backend(table: _Table) -> BackendConfig:
+    with table:
+        kind = table.string("type", "local")
+        settings: dict[str, str] = {}
+        if kind == "local":
+            # Relative to the directory that holds cdktf.out/ (the project root for `make synth`).
+            path = table.string("path", "terraform-state").rstrip("/")
+            if PurePosixPath(path).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", path):
+                raise table.error("path", "must be relative (absolute paths differ per machine)")
+            settings["path"] = path
+        elif kind == "s3":
+            settings["bucket"] = table.string("bucket")
+            settings["region"] = table.string("region")
+            settings["key_prefix"] = table.string("key_prefix", "nomad-github-runners").strip("/")
+            for optional in ("endpoint", "dynamodb_table"):
+                value = table.optional_string(optional)
+                if value is not None:
+                    settings[optional] = value
+        elif kind == "remote":
+            settings["organization"] = table.string("organization")
+            settings["workspace_prefix"] = table.string("workspace_prefix", "github-runners-")
+            settings["hostname"] = table.string("hostname", "app.terraform.io")
+        else:
+            raise table.error("type", f"expected 'local', 's3' or 'remote', got '{kind}'")
+    backend_type: Literal["local", "s3", "remote"] = (
+        "local" if kind == "local" else "s3" if kind == "s3" else "remote"
+    )
+    return BackendConfig(type=backend_type, settings=settings)

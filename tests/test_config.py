@@ -1,0 +1,229 @@
+"""config.py: the example files load, and each kind of mistake is reported with file, field, why."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import ConfigError, load_config, loads_config, parse_config
+from handler.contract import Routing, webhook_path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "examples"
+SOURCE = "my/config.toml"
+
+
+def example() -> dict[str, Any]:
+    with (EXAMPLES / "config.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def error_of(document: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, source=SOURCE)
+    return str(caught.value)
+
+
+class TestExamples:
+    @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+    def test_every_example_loads_and_round_trips_its_routing(self, path: Path) -> None:
+        """Every shipped example is valid and its routing document survives the Worker's parser."""
+        config = load_config(path)
+        routing = config.routing()
+        assert Routing.from_json(routing.to_json()) == routing
+        assert len(routing.repositories) == len(config.github.repositories)
+
+    def test_example_values(self) -> None:
+        """Defaults fill what the example leaves out; repositories without pools get all pools."""
+        config = load_config(EXAMPLES / "config.toml")
+        assert config.nomad.namespace == "github-runners"
+        assert [repo.full_name for repo in config.github.repositories] == [
+            "example-org/website",
+            "example-org/api",
+        ]
+        assert all(repo.pools == ("linux-x64",) for repo in config.github.repositories)
+        assert config.pools[0].nomad_job == "github-runner-linux-x64"
+        assert config.backend.type == "local"
+        assert not Path(config.backend.settings["path"]).is_absolute()
+
+    def test_routing_lower_cases_repositories_and_labels(self) -> None:
+        """GitHub compares names and labels case-insensitively: routing stores them lower-cased."""
+        config = load_config(EXAMPLES / "user-owned.toml")
+        routing = config.routing()
+        assert "octocat/hello-world" in routing.repositories
+        assert routing.pool("default").labels == frozenset({"self-hosted", "linux", "arm64"})
+        assert webhook_path("octocat/Hello-World") == "/webhook/octocat/hello-world"
+
+    def test_per_repository_pool_choice(self) -> None:
+        config = load_config(EXAMPLES / "two-pools.toml")
+        assert config.routing().repositories == {
+            "example-org/monorepo": ("small", "gpu"),
+            "example-org/ml-models": ("gpu",),
+            "example-org/docs": ("small",),
+        }
+        assert config.pool("gpu").image == "ghcr.io/example-org/gpu-runner:2.329.0-cuda12"
+        assert config.pool("small").image is None
+
+
+def mutate(path: tuple[Any, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
+    document = copy.deepcopy(example())
+    target: Any = document
+    for step in path[:-1]:
+        target = target[step]
+    if delete:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return document
+
+
+class TestErrors:
+    """Each error names the file, the dotted field and what is wrong."""
+
+    def test_missing_field(self) -> None:
+        message = error_of(mutate(("cloudflare", "zone_id"), None, delete=True))
+        assert message == f"{SOURCE}: cloudflare.zone_id: missing required field"
+
+    def test_missing_section(self) -> None:
+        message = error_of(mutate(("github",), None, delete=True))
+        assert message == f"{SOURCE}: github: missing required field"
+
+    def test_wrong_type(self) -> None:
+        message = error_of(mutate(("pools", 0, "cpu"), "2000"))
+        assert message == f"{SOURCE}: pools[0].cpu: expected an integer, got a string"
+
+    def test_boolean_is_not_an_integer(self) -> None:
+        message = error_of(mutate(("pools", 0, "max_runners"), True))
+        assert message == f"{SOURCE}: pools[0].max_runners: expected an integer, got a boolean"
+
+    def test_wrong_type_in_list(self) -> None:
+        message = error_of(mutate(("nomad", "datacenters"), ["dc1", 2]))
+        assert (
+            message
+            == f"{SOURCE}: nomad.datacenters[1]: expected a non-empty string, got an integer"
+        )
+
+    def test_unknown_pool_in_repository(self) -> None:
+        document = example()
+        document["github"]["repositories"].append({"name": "ml", "pools": ["gpu"]})
+        message = error_of(document)
+        assert message == (
+            f"{SOURCE}: github.repositories[2].pools: unknown pool 'gpu' (known pools: linux-x64)"
+        )
+
+    def test_duplicate_repository_case_insensitive(self) -> None:
+        document = example()
+        document["github"]["repositories"].append("Website")
+        message = error_of(document)
+        assert (
+            message
+            == f"{SOURCE}: github.repositories[2]: duplicate repository 'example-org/Website'"
+        )
+
+    def test_repository_of_another_owner(self) -> None:
+        document = example()
+        document["github"]["repositories"].append("someone-else/tool")
+        assert "github.repositories[2].name: 'someone-else/tool' is not owned by" in error_of(
+            document
+        )
+
+    @pytest.mark.parametrize(
+        ("host", "why"),
+        [
+            ("hooks.example.org", "'hooks.example.org' is not within the zone 'example.com'"),
+            ("Hooks.example.com", "is not a lower-case DNS name"),
+            ("bad_label.example.com", "bad label 'bad_label'"),
+            ("https://hooks.example.com", "bad label 'https://hooks'"),
+            ("example.com", "is not within the zone"),
+        ],
+    )
+    def test_bad_hostname(self, host: str, why: str) -> None:
+        message = error_of(mutate(("cloudflare", "webhook_hostname"), host))
+        assert message.startswith(f"{SOURCE}: cloudflare.webhook_hostname: ")
+        assert why in message
+
+    def test_same_hostname_twice(self) -> None:
+        message = error_of(mutate(("cloudflare", "nomad_api_hostname"), "gh-runners.example.com"))
+        assert (
+            message == f"{SOURCE}: cloudflare.nomad_api_hostname: must differ from webhook_hostname"
+        )
+
+    def test_unknown_key_is_a_typo(self) -> None:
+        message = error_of(mutate(("pools", 0, "memroy"), 1024))
+        assert message == f"{SOURCE}: pools[0].memroy: unknown field (check the spelling)"
+
+    def test_unknown_top_level_section(self) -> None:
+        message = error_of(mutate(("secrets",), {"github_token": "x"}))
+        assert message == f"{SOURCE}: secrets: unknown field (check the spelling)"
+
+    def test_labels_must_include_self_hosted(self) -> None:
+        message = error_of(mutate(("pools", 0, "labels"), ["linux", "x64"]))
+        assert message == f"{SOURCE}: pools[0].labels: must include 'self-hosted'"
+
+    @pytest.mark.parametrize(
+        "image",
+        ["ghcr.io/actions/actions-runner", "ghcr.io/actions/actions-runner:latest", "python:"],
+    )
+    def test_unpinned_image(self, image: str) -> None:
+        message = error_of(mutate(("images", "runner"), image))
+        assert message.startswith(f"{SOURCE}: images.runner: '{image}'")
+
+    def test_registry_port_is_not_a_tag(self) -> None:
+        message = error_of(mutate(("images", "helper"), "registry.local:5000/python"))
+        assert "is not pinned" in message
+
+    def test_digest_is_a_pin(self) -> None:
+        digest = "ghcr.io/actions/actions-runner@sha256:" + "a" * 64
+        config = parse_config(mutate(("images", "runner"), digest), source=SOURCE)
+        assert config.images.runner == digest
+
+    def test_absolute_backend_path(self) -> None:
+        message = error_of(mutate(("backend", "path"), "/var/lib/state"))
+        assert message == (
+            f"{SOURCE}: backend.path: must be relative (absolute paths differ per machine)"
+        )
+
+    def test_unknown_backend(self) -> None:
+        message = error_of(mutate(("backend", "type"), "consul"))
+        assert (
+            message == f"{SOURCE}: backend.type: expected 'local', 's3' or 'remote', got 'consul'"
+        )
+
+    def test_duplicate_pool(self) -> None:
+        document = example()
+        document["pools"].append(copy.deepcopy(document["pools"][0]))
+        assert error_of(document) == f"{SOURCE}: pools[1].name: duplicate pool 'linux-x64'"
+
+    def test_no_pools(self) -> None:
+        document = mutate(("pools",), [])
+        assert error_of(document) == f"{SOURCE}: pools: define at least one [[pools]] table"
+
+    def test_bad_owner_type(self) -> None:
+        message = error_of(mutate(("github", "owner_type"), "team"))
+        assert (
+            message == f"{SOURCE}: github.owner_type: expected 'user' or 'organization', got 'team'"
+        )
+
+    def test_bad_constraint_operator(self) -> None:
+        constraints = [{"attribute": "${attr.kernel.name}", "operator": "~", "value": "linux"}]
+        message = error_of(mutate(("pools", 0, "constraints"), constraints))
+        assert message == (
+            f"{SOURCE}: pools[0].constraints[0].operator: unknown Nomad constraint operator '~'"
+        )
+
+    def test_nomad_address_must_be_a_url(self) -> None:
+        message = error_of(mutate(("nomad", "address"), "nomad.example.com:4646"))
+        assert message == f"{SOURCE}: nomad.address: 'nomad.example.com:4646' is not an http(s) URL"
+
+    def test_invalid_toml_names_the_file(self) -> None:
+        with pytest.raises(ConfigError, match=r"^my/config.toml: not valid TOML"):
+            loads_config("[cloudflare\n", source=SOURCE)
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        missing = tmp_path / "nope.toml"
+        with pytest.raises(ConfigError, match="no such configuration file"):
+            load_config(missing)
