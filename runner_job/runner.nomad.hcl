@@ -1,0 +1,302 @@
+# One runner pool: a parameterized batch job that the dispatch Worker starts once per GitHub job.
+#
+# Each dispatch becomes one allocation with three tasks:
+#   register   (prestart)  mints a just-in-time runner config with the GitHub credential;
+#   runner     (main)      runs the official runner for at most one job, with no credential;
+#   deregister (poststop)  deletes the runner from GitHub if it is still registered.
+#
+# Run by hand from this directory:
+#   nomad job run -var-file=pool.vars.hcl runner.nomad.hcl
+# See README.md for every variable and the security model.
+
+variable "job_name" {
+  description = "Nomad job id of this pool's parameterized job; the credential Variables live under nomad/jobs/<job_name>/."
+  type        = string
+  default     = "github-runner-default"
+}
+
+variable "namespace" {
+  description = "Nomad namespace of the runner jobs; the dispatch token may dispatch any parameterized job in it, so keep it dedicated."
+  type        = string
+  default     = "github-runners"
+}
+
+variable "datacenters" {
+  description = "Datacenters the runners may be placed in."
+  type        = list(string)
+  default     = ["*"]
+}
+
+variable "node_pool" {
+  description = "Nomad node pool the runners are placed in."
+  type        = string
+  default     = "default"
+}
+
+variable "pool" {
+  description = "Name of the runner pool; part of each runner's name, and what the handler sends as meta runner_pool."
+  type        = string
+  default     = "default"
+}
+
+variable "runner_labels" {
+  description = "Labels the runner registers with (1 to 100); a job runs on it when all of the job's runs-on labels are among them."
+  type        = list(string)
+  default     = ["self-hosted", "linux", "x64"]
+}
+
+variable "runner_group_id" {
+  description = "GitHub runner group id the runners join (1 is the Default group)."
+  type        = number
+  default     = 1
+}
+
+variable "runner_image" {
+  description = "Image of the runner task: the official GitHub Actions runner, pinned to a version."
+  type        = string
+  default     = "ghcr.io/actions/actions-runner:2.329.0"
+}
+
+variable "helper_image" {
+  description = "Image that runs the register and deregister scripts (Python 3 standard library only), pinned to a version."
+  type        = string
+  default     = "python:3.13.9-alpine3.22"
+}
+
+variable "driver" {
+  description = "Task driver of all three tasks; it must accept the docker-style config keys image, command and args."
+  type        = string
+  default     = "docker"
+}
+
+variable "cpu" {
+  description = "CPU of the runner task, in MHz."
+  type        = number
+  default     = 2000
+}
+
+variable "memory" {
+  description = "Memory of the runner task, in MiB."
+  type        = number
+  default     = 4096
+}
+
+variable "constraints" {
+  description = "Extra placement constraints, e.g. [{ attribute = \"$${attr.cpu.arch}\", operator = \"=\", value = \"arm64\" }]."
+  type = list(object({
+    attribute = string
+    operator  = string
+    value     = string
+  }))
+  default = []
+}
+
+variable "idle_timeout_seconds" {
+  description = "The runner is ended cleanly when no job has started on it within this many seconds (the job it was started for was cancelled or taken by another runner)."
+  type        = number
+  default     = 600
+}
+
+variable "max_job_seconds" {
+  description = "A job still running this many seconds after it started is stopped."
+  type        = number
+  default     = 21600
+}
+
+variable "github_api_url" {
+  description = "GitHub REST API base URL (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server)."
+  type        = string
+  default     = "https://api.github.com"
+}
+
+variable "scripts_dir" {
+  description = "Directory holding the task scripts (register.py, deregister.py, github_api.py, supervise.sh), relative to where the jobspec is parsed."
+  type        = string
+  default     = "scripts"
+}
+
+job "github-runner" {
+  # Block labels cannot take variables; the id and name attributes can, and win over the label.
+  id          = var.job_name
+  name        = var.job_name
+  namespace   = var.namespace
+  type        = "batch"
+  datacenters = var.datacenters
+  node_pool   = var.node_pool
+
+  # Only the dispatch Worker starts runners. Meta is readable by anyone with read-job in the
+  # namespace, so it carries identifiers only; the payload is refused outright.
+  parameterized {
+    payload       = "forbidden"
+    meta_required = ["github_repository", "github_job_id", "github_run_id", "runner_pool"]
+  }
+
+  dynamic "constraint" {
+    for_each = var.constraints
+    content {
+      attribute = constraint.value.attribute
+      operator  = constraint.value.operator
+      value     = constraint.value.value
+    }
+  }
+
+  group "runner" {
+    count = 1
+
+    # One dispatch, one attempt. A retried allocation would mint a second runner for the same
+    # GitHub job (and might run a job twice); a failure is better surfaced than repeated.
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+
+    task "register" {
+      driver = var.driver
+
+      lifecycle {
+        hook    = "prestart"
+        sidecar = false
+      }
+
+      config {
+        image   = var.helper_image
+        command = "python3"
+        args    = ["${NOMAD_TASK_DIR}/register.py"]
+      }
+
+      env {
+        GITHUB_API_URL      = var.github_api_url
+        GITHUB_REPOSITORY   = "${NOMAD_META_github_repository}"
+        GITHUB_TOKEN_FILE   = "${NOMAD_SECRETS_DIR}/github_token"
+        CREDENTIAL_VARIABLE = "nomad/jobs/${var.job_name}/runner/register"
+        RUNNER_POOL         = var.pool
+        RUNNER_GROUP_ID     = var.runner_group_id
+        RUNNER_LABELS       = jsonencode(var.runner_labels)
+        RUNNER_HANDOFF_DIR  = "${NOMAD_ALLOC_DIR}/runner-handoff"
+      }
+
+      template {
+        data        = file("${var.scripts_dir}/github_api.py")
+        destination = "local/github_api.py"
+      }
+
+      template {
+        data        = file("${var.scripts_dir}/register.py")
+        destination = "local/register.py"
+      }
+
+      # The credential reaches this task only: a task may read nomad/jobs/<job>/<group>/<task> of
+      # its own task, so the runner task cannot read it. It is rendered into this task's secrets/
+      # (not the environment), and a rotation must not restart anything (noop).
+      template {
+        data        = <<-EOT
+        {{ with nomadVar "nomad/jobs/${var.job_name}/runner/register" }}{{ .github_token }}{{ end }}
+        EOT
+        destination = "secrets/github_token"
+        perms       = "0400"
+        env         = false
+        change_mode = "noop"
+      }
+
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+
+    task "runner" {
+      driver = var.driver
+
+      config {
+        image   = var.runner_image
+        command = "/bin/bash"
+        args    = ["${NOMAD_TASK_DIR}/supervise.sh"]
+      }
+
+      # Settings only: no credential, no template reading a Nomad Variable. The JIT config is
+      # read from the hand-off directory and deleted before the runner starts.
+      env {
+        RUNNER_RUN_SH               = "/home/runner/run.sh"
+        RUNNER_JITCONFIG_FILE       = "${NOMAD_ALLOC_DIR}/runner-handoff/jitconfig"
+        RUNNER_IDLE_TIMEOUT_SECONDS = var.idle_timeout_seconds
+        RUNNER_MAX_JOB_SECONDS      = var.max_job_seconds
+        RUNNER_STOP_GRACE_SECONDS   = 25
+      }
+
+      template {
+        data        = file("${var.scripts_dir}/supervise.sh")
+        destination = "local/supervise.sh"
+        perms       = "0755"
+      }
+
+      # SIGTERM is what run.sh forwards to the runner listener (the image sets
+      # RUNNER_MANUALLY_TRAP_SIG=1), which then cancels a running job and reports it to GitHub.
+      # 30s is the most a client allows by default (client max_kill_timeout); the supervisor's
+      # own grace (25s) stays below it so it can still force the runner down and report the
+      # exit code before Nomad kills the task.
+      kill_signal  = "SIGTERM"
+      kill_timeout = "30s"
+
+      resources {
+        cpu    = var.cpu
+        memory = var.memory
+      }
+    }
+
+    task "deregister" {
+      driver = var.driver
+
+      # Runs after the runner task has exited, whatever the reason (job done, idle timeout,
+      # crash, or the runner never started), so cleanup never depends on the runner.
+      lifecycle {
+        hook    = "poststop"
+        sidecar = false
+      }
+
+      config {
+        image   = var.helper_image
+        command = "python3"
+        args    = ["${NOMAD_TASK_DIR}/deregister.py"]
+      }
+
+      env {
+        GITHUB_API_URL      = var.github_api_url
+        GITHUB_REPOSITORY   = "${NOMAD_META_github_repository}"
+        GITHUB_TOKEN_FILE   = "${NOMAD_SECRETS_DIR}/github_token"
+        CREDENTIAL_VARIABLE = "nomad/jobs/${var.job_name}/runner/deregister"
+        RUNNER_POOL         = var.pool
+        RUNNER_HANDOFF_DIR  = "${NOMAD_ALLOC_DIR}/runner-handoff"
+      }
+
+      template {
+        data        = file("${var.scripts_dir}/github_api.py")
+        destination = "local/github_api.py"
+      }
+
+      template {
+        data        = file("${var.scripts_dir}/deregister.py")
+        destination = "local/deregister.py"
+      }
+
+      template {
+        data        = <<-EOT
+        {{ with nomadVar "nomad/jobs/${var.job_name}/runner/deregister" }}{{ .github_token }}{{ end }}
+        EOT
+        destination = "secrets/github_token"
+        perms       = "0400"
+        env         = false
+        change_mode = "noop"
+      }
+
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+  }
+}

@@ -1,0 +1,140 @@
+"""Poststop task: make sure this allocation's runner is gone from GitHub.
+
+Runs after the runner task has exited for any reason, or never started. Reads the runner id the
+register task left in the hand-off directory; if there is none, registration never completed and
+there is nothing to remove (exit 0). Otherwise ``GET`` the runner: 404 means GitHub already
+removed it (an ephemeral runner that ran its job); if it still exists and carries the name this
+allocation gave it, ``DELETE`` it (204 or 404 both mean gone). A runner GitHub still reports as
+busy is retried for a while. Any JIT config the runner never read is removed too.
+
+The name check matters: the hand-off directory is writable by the runner task, where workflow
+code runs, so the id in it is trusted only when GitHub confirms the name.
+
+Exit status: 0 gone, 1 GitHub refused (the message says what to fix), 2 bad settings.
+
+Nomad renders this file as a Go template: it must never contain two opening braces in a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from github_api import (
+    Client,
+    ConfigError,
+    GitHubError,
+    explain,
+    read_token,
+    runner_name,
+    setting,
+    split_repository,
+)
+
+DESCRIPTION = "Delete this allocation's runner from GitHub if it is still registered."
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    flag = parser.add_argument
+    flag("--api-url", help="GitHub API base URL [env GITHUB_API_URL]")
+    flag("--repository", help="owner/name [env GITHUB_REPOSITORY]")
+    flag("--token-file", help="file holding the GitHub credential [env GITHUB_TOKEN_FILE]")
+    flag(
+        "--credential-variable", help="Nomad Variable path, for messages [env CREDENTIAL_VARIABLE]"
+    )
+    flag("--pool", help="runner pool name [env RUNNER_POOL]")
+    flag("--alloc-id", help="Nomad allocation id [env NOMAD_ALLOC_ID]")
+    flag("--handoff-dir", help="directory shared with the runner task [env RUNNER_HANDOFF_DIR]")
+    flag("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    flag("--retries", type=int, default=2, help="extra tries on GitHub 5xx or network errors")
+    flag("--retry-delay", type=float, default=2.0, help="seconds before the first retry")
+    flag("--busy-retries", type=int, default=6, help="tries while GitHub reports the runner busy")
+    flag("--busy-delay", type=float, default=5.0, help="seconds between those tries")
+    return parser.parse_args(argv)
+
+
+def read_runner_id(handoff: Path) -> int | None:
+    path = handoff / "runner_id"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not text.isdigit():
+        raise ConfigError(f"{path} does not hold a runner id: {text[:40]!r}")
+    return int(text)
+
+
+def deregister(args: argparse.Namespace) -> str:
+    handoff = Path(setting(args.handoff_dir, "RUNNER_HANDOFF_DIR"))
+    # A config the runner never read must not outlive the allocation.
+    (handoff / "jitconfig").unlink(missing_ok=True)
+    runner_id = read_runner_id(handoff)
+    if runner_id is None:
+        return "no runner was registered for this allocation; nothing to remove"
+    repository = setting(args.repository, "GITHUB_REPOSITORY")
+    owner, repo = split_repository(repository)
+    expected = runner_name(
+        setting(args.pool, "RUNNER_POOL"), setting(args.alloc_id, "NOMAD_ALLOC_ID")
+    )
+    variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
+    client = Client(
+        api_url=setting(args.api_url, "GITHUB_API_URL"),
+        token=read_token(setting(args.token_file, "GITHUB_TOKEN_FILE")),
+        timeout=args.timeout,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+    )
+    path = f"/repos/{owner}/{repo}/actions/runners/{runner_id}"
+    action = f"removing runner {expected} (id {runner_id})"
+    credential = variable or "holding the deregister task's credential"
+
+    found = client.call("GET", path)
+    if found.status == 404:
+        return f"runner {expected} (id {runner_id}) is already gone from {repository}"
+    if found.status != 200:
+        raise explain(found, action=action, repository=repository, credential_variable=credential)
+    name = found.body.get("name") if isinstance(found.body, dict) else None
+    if name != expected:
+        raise GitHubError(
+            f"{action} for {repository}: refusing, GitHub says runner {runner_id} is named "
+            f"{name!r}; the hand-off file {handoff / 'runner_id'} was changed after registration. "
+            f"Remove runner {expected} by hand if it is still listed"
+        )
+
+    tries = max(1, args.busy_retries)
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(args.busy_delay)
+        gone = client.call("DELETE", path)
+        if gone.status in (204, 404):
+            return f"removed runner {expected} (id {runner_id}) from {repository}"
+        if gone.status != 422:
+            raise explain(
+                gone, action=action, repository=repository, credential_variable=credential
+            )
+        # 422: GitHub still counts the runner as busy while its last job is wrapped up.
+    raise GitHubError(
+        f"{action} for {repository}: GitHub still reports the runner busy after {tries} tries; "
+        "GitHub removes an offline ephemeral runner by itself within a day, or delete it by hand"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        print(deregister(args), flush=True)
+    except ConfigError as error:
+        print(f"deregister: bad setting: {error}", file=sys.stderr)
+        return 2
+    except GitHubError as error:
+        print(f"deregister: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The GitHub REST calls the register and deregister tasks make, and what their failures mean.
+
+Standard library only: the tasks run it on a stock ``python:3-alpine`` image, delivered by a
+Nomad template next to the task script, which imports it from its own directory. Every failure
+becomes a ``GitHubError`` whose message says what an operator should fix; the task scripts print
+it and exit non-zero. The token is read from a file and never printed.
+
+Nomad renders this file as a Go template: it must never contain two opening braces in a row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+API_VERSION: Final = "2022-11-28"
+USER_AGENT: Final = "nomad-github-runner-tasks"
+# Statuses worth one more try after a pause: GitHub's own trouble, not ours.
+TRANSIENT_STATUSES: Final = frozenset({500, 502, 503, 504})
+
+
+class GitHubError(Exception):
+    """A GitHub call failed; ``str(error)`` says what happened and what to fix."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and where it comes from."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any  # decoded JSON, or None for an empty or non-JSON body
+    headers: Mapping[str, str]
+
+
+def setting(value: str | None, env_name: str, *, required: bool = True) -> str:
+    """A setting from its CLI flag, else from the environment; missing ones fail by name."""
+    if value is None:
+        value = os.environ.get(env_name)
+    if required and not value:
+        raise ConfigError(f"missing setting: pass the flag or set environment variable {env_name}")
+    return value or ""
+
+
+def read_token(path: str) -> str:
+    """The GitHub credential from the file a Nomad template rendered."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read the GitHub credential file {path} ({error.strerror})"
+        ) from None
+    if not token:
+        raise ConfigError(
+            f"the GitHub credential file {path} is empty: the Nomad Variable exists but its "
+            "github_token item is missing or empty"
+        )
+    return token
+
+
+def runner_name(pool: str, alloc_id: str) -> str:
+    """The runner's name: unique per allocation, recognisable per pool, at most 64 characters.
+
+    Register names the runner with it; deregister recomputes it from its own environment and
+    deletes a runner only if GitHub reports this name, so a changed hand-off file cannot make it
+    delete another runner.
+    """
+    compact = alloc_id.replace("-", "")[:16]
+    if not compact:
+        raise ConfigError("the allocation id (NOMAD_ALLOC_ID) is empty")
+    return f"nomad-{pool}-{compact}"[:64]
+
+
+def split_repository(repository: str) -> tuple[str, str]:
+    owner, slash, name = repository.partition("/")
+    if not slash or not owner or not name or "/" in name:
+        raise ConfigError(f"repository {repository!r} is not of the form owner/name")
+    return owner, name
+
+
+@dataclass(frozen=True)
+class Client:
+    """One repository's runner endpoints, with one credential."""
+
+    api_url: str
+    token: str
+    timeout: float = 30.0
+    retries: int = 2
+    retry_delay: float = 2.0
+
+    def call(self, method: str, path: str, body: Any = None) -> Response:
+        """Send one request; retry transient failures; return any answer GitHub gave."""
+        attempt = 0
+        while True:
+            try:
+                return self._send(method, path, body)
+            except GitHubError as error:
+                transient = error.status is None or error.status in TRANSIENT_STATUSES
+                if not transient or attempt >= self.retries:
+                    raise
+            attempt += 1
+            time.sleep(self.retry_delay * attempt)
+
+    def _send(self, method: str, path: str, body: Any) -> Response:
+        url = self.api_url.rstrip("/") + path
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https or a test URL
+        request.add_header("Accept", "application/vnd.github+json")
+        request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("X-GitHub-Api-Version", API_VERSION)
+        request.add_header("User-Agent", USER_AGENT)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                return Response(answer.status, _decode(answer.read()), dict(answer.headers))
+        except urllib.error.HTTPError as error:
+            response = Response(error.code, _decode(error.read()), dict(error.headers))
+            if error.code in TRANSIENT_STATUSES:
+                raise GitHubError(
+                    f"{method} {path}: GitHub answered {error.code} "
+                    f"({_message(response)}): a GitHub-side failure; try again later",
+                    status=error.code,
+                ) from None
+            return response
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            reason = getattr(error, "reason", error)
+            raise GitHubError(
+                f"{method} {path}: cannot reach the GitHub API at {self.api_url} ({reason}): "
+                "check the github_api_url setting and the client's outbound network"
+            ) from None
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _message(response: Response) -> str:
+    if isinstance(response.body, dict) and isinstance(response.body.get("message"), str):
+        return str(response.body["message"])
+    return "no message"
+
+
+def _header(response: Response, name: str) -> str | None:
+    for key, value in response.headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def is_rate_limited(response: Response) -> bool:
+    """GitHub signals an exhausted quota with 403 or 429 and x-ratelimit-remaining: 0."""
+    if response.status == 429:
+        return True
+    return response.status == 403 and _header(response, "x-ratelimit-remaining") == "0"
+
+
+def explain(
+    response: Response, *, action: str, repository: str, credential_variable: str
+) -> GitHubError:
+    """Turn a failed answer into an error that names the cause and the fix."""
+    status = response.status
+    said = _message(response)
+    head = f"{action} for {repository}: GitHub answered {status} ({said})"
+    where = f"the Nomad Variable {credential_variable}, item github_token"
+    if is_rate_limited(response):
+        reset = _header(response, "x-ratelimit-reset")
+        when = ""
+        if reset and reset.isdigit():
+            when = " until " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(reset)))
+        fix = (
+            f"the token's API rate limit is used up{when}; wait, or give this pool its own token "
+            "or a GitHub App installation token"
+        )
+    elif status == 401:
+        fix = f"the credential is invalid, expired or revoked; store a valid token in {where}"
+    elif status == 403:
+        fix = (
+            "the token may not manage this repository's runners; grant it the repository "
+            'permission "Administration: read and write" (fine-grained token or GitHub App), '
+            f"make sure the repository is in its selected repositories, and update {where}"
+        )
+    elif status == 404:
+        fix = (
+            "the repository does not exist or the token cannot see it; check the dispatch meta "
+            "github_repository and the token's repository access"
+        )
+    elif status == 409:
+        fix = "a runner with this name already exists; names are per allocation, so re-dispatch"
+    elif status == 422:
+        fix = (
+            "GitHub rejected the request; check runner_group_id (the group must exist and be "
+            "open to this repository) and runner_labels (1 to 100 non-empty labels)"
+        )
+    else:
+        fix = "unexpected answer; see GitHub's message above"
+    return GitHubError(f"{head}: {fix}", status=status)

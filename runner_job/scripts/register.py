@@ -1,0 +1,162 @@
+"""Prestart task: mint one just-in-time runner config and hand it to the runner task.
+
+Calls ``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`` with the pool's labels,
+runner group and a runner name unique to this allocation, then writes into the hand-off
+directory (in the allocation's shared ``alloc/`` dir):
+
+* ``jitconfig``: the encoded config, a secret until the runner has used it; mode 0600, owned by
+  the runner image's user, which deletes it once read;
+* ``runner_id`` and ``runner_name``: for the deregister task.
+
+Settings come from flags, else from environment variables set by the jobspec (names in
+``--help``). Exit status: 0 registered, 1 GitHub refused (the message says what to fix),
+2 bad settings. The credential is read from a file and never printed.
+
+Nomad renders this file as a Go template: it must never contain two opening braces in a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from github_api import (
+    Client,
+    ConfigError,
+    GitHubError,
+    explain,
+    read_token,
+    runner_name,
+    setting,
+    split_repository,
+)
+
+DESCRIPTION = "Mint a just-in-time runner config and hand it to the runner task."
+# The official runner image runs as user "runner" (uid 1001).
+DEFAULT_RUNNER_UID = 1001
+MAX_LABELS = 100
+
+
+def parse_labels(raw: str) -> list[str]:
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"RUNNER_LABELS is not a JSON list of strings: {raw!r}") from None
+    if (
+        not isinstance(labels, list)
+        or not all(isinstance(label, str) and label.strip() for label in labels)
+        or not 1 <= len(labels) <= MAX_LABELS
+    ):
+        raise ConfigError(
+            f"RUNNER_LABELS must be a JSON list of 1 to {MAX_LABELS} non-empty strings: {raw!r}"
+        )
+    return [str(label) for label in labels]
+
+
+def write_handoff(directory: Path, *, jitconfig: str, runner_id: int, name: str, uid: int) -> None:
+    """Write the hand-off files so that only the runner user can read the config."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    as_root = os.geteuid() == 0
+    if as_root:
+        # The runner task runs as another user and must be able to delete the config.
+        os.chown(directory, uid, uid)
+    config_path = directory / "jitconfig"
+    descriptor = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(jitconfig)
+    if as_root:
+        os.chown(config_path, uid, uid)
+    (directory / "runner_id").write_text(f"{runner_id}\n", encoding="utf-8")
+    (directory / "runner_name").write_text(f"{name}\n", encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    flag = parser.add_argument
+    flag("--api-url", help="GitHub API base URL [env GITHUB_API_URL]")
+    flag("--repository", help="owner/name [env GITHUB_REPOSITORY]")
+    flag("--token-file", help="file holding the GitHub credential [env GITHUB_TOKEN_FILE]")
+    flag(
+        "--credential-variable", help="Nomad Variable path, for messages [env CREDENTIAL_VARIABLE]"
+    )
+    flag("--pool", help="runner pool name [env RUNNER_POOL]")
+    flag("--alloc-id", help="Nomad allocation id [env NOMAD_ALLOC_ID]")
+    flag("--runner-group-id", help="GitHub runner group id [env RUNNER_GROUP_ID]")
+    flag("--labels", help="JSON list of runner labels [env RUNNER_LABELS]")
+    flag("--handoff-dir", help="directory shared with the runner task [env RUNNER_HANDOFF_DIR]")
+    flag("--work-folder", default="_work", help="runner work folder (default _work)")
+    flag("--runner-uid", type=int, default=DEFAULT_RUNNER_UID, help="uid of the runner user")
+    flag("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    flag("--retries", type=int, default=2, help="extra tries on GitHub 5xx or network errors")
+    flag("--retry-delay", type=float, default=2.0, help="seconds before the first retry")
+    return parser.parse_args(argv)
+
+
+def register(args: argparse.Namespace) -> str:
+    repository = setting(args.repository, "GITHUB_REPOSITORY")
+    owner, repo = split_repository(repository)
+    pool = setting(args.pool, "RUNNER_POOL")
+    name = runner_name(pool, setting(args.alloc_id, "NOMAD_ALLOC_ID"))
+    group_text = setting(args.runner_group_id, "RUNNER_GROUP_ID")
+    try:
+        group_id = int(float(group_text))
+    except ValueError:
+        raise ConfigError(f"RUNNER_GROUP_ID must be a number, got {group_text!r}") from None
+    labels = parse_labels(setting(args.labels, "RUNNER_LABELS"))
+    handoff = Path(setting(args.handoff_dir, "RUNNER_HANDOFF_DIR"))
+    variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
+    client = Client(
+        api_url=setting(args.api_url, "GITHUB_API_URL"),
+        token=read_token(setting(args.token_file, "GITHUB_TOKEN_FILE")),
+        timeout=args.timeout,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+    )
+    body = {
+        "name": name,
+        "runner_group_id": group_id,
+        "labels": labels,
+        "work_folder": args.work_folder,
+    }
+    response = client.call(
+        "POST", f"/repos/{owner}/{repo}/actions/runners/generate-jitconfig", body
+    )
+    if response.status != 201:
+        raise explain(
+            response,
+            action=f"registering runner {name}",
+            repository=repository,
+            credential_variable=variable or "holding the register task's credential",
+        )
+    answer = response.body if isinstance(response.body, dict) else {}
+    runner = answer.get("runner")
+    jitconfig = answer.get("encoded_jit_config")
+    runner_id = runner.get("id") if isinstance(runner, dict) else None
+    if not isinstance(jitconfig, str) or not jitconfig or not isinstance(runner_id, int):
+        raise GitHubError(
+            f"registering runner {name} for {repository}: GitHub answered 201 without "
+            "runner.id and encoded_jit_config; is github_api_url a GitHub REST API?"
+        )
+    write_handoff(handoff, jitconfig=jitconfig, runner_id=runner_id, name=name, uid=args.runner_uid)
+    return f"registered runner {name} (id {runner_id}) for {repository} with labels {labels}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        print(register(args), flush=True)
+    except ConfigError as error:
+        print(f"register: bad setting: {error}", file=sys.stderr)
+        return 2
+    except GitHubError as error:
+        print(f"register: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
