@@ -1,0 +1,1 @@
+"""Reusable constructs, one logical unit per module; stacks create providers and pass values in."""

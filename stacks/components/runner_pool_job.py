@@ -1,0 +1,83 @@
+"""One runner pool on Nomad: its parameterized job and the GitHub credential its tasks read.
+
+The job is ``runner_job/runner.nomad.hcl`` with the pool's values as HCL2 variables; the task
+scripts ship beside the stack as a Terraform asset, which the jobspec reads with ``file()``
+(hence ``allow_fs``). The GitHub credential goes into two Nomad Variables, one per task that
+needs it (register, deregister: ``runner_job.credential_variable_paths``), and into no other
+place: the runner task, where workflow code runs, can read neither.
+"""
+
+from __future__ import annotations
+
+from cdktf_cdktf_provider_nomad.job import Job, JobHcl2
+from cdktf_cdktf_provider_nomad.variable import Variable
+from constructs import Construct
+
+from config import ImagesConfig, NomadConfig, PoolConfig
+from runner_job import GITHUB_TOKEN_ITEM, RUNNER_JOBSPEC, credential_variable_paths
+from stacks.components.nomad_jobspec import hcl2_vars, jobspec_text
+
+
+class RunnerPoolJob(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        pool: PoolConfig,
+        nomad: NomadConfig,
+        images: ImagesConfig,
+        github_api_url: str,
+        namespace: str,
+        scripts_dir: str,
+        github_token: str,
+    ) -> None:
+        super().__init__(scope, id)
+        job_name = pool.nomad_job
+        credentials = [
+            Variable(
+                self,
+                f"credential_{task_path.rsplit('/', 1)[1]}",
+                namespace=namespace,
+                path=task_path,
+                items={GITHUB_TOKEN_ITEM: github_token},
+            )
+            for task_path in credential_variable_paths(job_name)
+        ]
+        self.job = Job(
+            self,
+            "job",
+            jobspec=jobspec_text(RUNNER_JOBSPEC),
+            hcl2=JobHcl2(
+                allow_fs=True,
+                vars=hcl2_vars(
+                    {
+                        "job_name": job_name,
+                        "namespace": nomad.namespace,
+                        "datacenters": list(nomad.datacenters),
+                        "node_pool": nomad.node_pool,
+                        "pool": pool.name,
+                        "runner_labels": list(pool.labels),
+                        "runner_image": pool.image or images.runner,
+                        "helper_image": images.helper,
+                        "cpu": pool.cpu,
+                        "memory": pool.memory,
+                        "constraints": [
+                            {
+                                "attribute": constraint.attribute,
+                                "operator": constraint.operator,
+                                "value": constraint.value,
+                            }
+                            for constraint in pool.constraints
+                        ],
+                        "idle_timeout_seconds": pool.idle_timeout_seconds,
+                        "max_job_seconds": pool.max_duration_seconds,
+                        "github_api_url": github_api_url,
+                    },
+                    literal_tokens={"scripts_dir": scripts_dir},
+                ),
+            ),
+            # A runner must find its credential when it starts.
+            depends_on=credentials,
+            purge_on_destroy=True,
+        )

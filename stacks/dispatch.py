@@ -1,0 +1,68 @@
+"""The dispatch Worker on Cloudflare, with everything it is bound to.
+
+Takes the Nomad API URL and the Access service token from the edge stack and the dispatch-only
+Nomad token from the nomad stack (all as cdktf references), generates the webhook secret key
+(``random_password``, never in any file), and exposes ``webhook_hostname`` and
+``webhook_secret_key`` to the github stack.
+"""
+
+from __future__ import annotations
+
+from cdktf import TerraformStack
+from cdktf_cdktf_provider_cloudflare.provider import CloudflareProvider
+from cdktf_cdktf_provider_random.password import Password
+from cdktf_cdktf_provider_random.provider import RandomProvider
+from constructs import Construct
+
+from config import AppConfig
+from handler.contract import (
+    ACCESS_CLIENT_ID_BINDING,
+    ACCESS_CLIENT_SECRET_BINDING,
+    NOMAD_ADDR_BINDING,
+    NOMAD_TOKEN_BINDING,
+    ROUTING_BINDING,
+    WEBHOOK_SECRET_KEY_BINDING,
+)
+from stacks.backend import declare_backend
+from stacks.components.dispatch_worker import DispatchWorker
+from stacks.terraform_text import escape
+
+
+class DispatchStack(TerraformStack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: AppConfig,
+        nomad_api_url: str,
+        nomad_token: str,
+        access_client_id: str,
+        access_client_secret: str,
+    ) -> None:
+        super().__init__(scope, id)
+        declare_backend(self, config.backend, id)
+        CloudflareProvider(self, "cloudflare")
+        RandomProvider(self, "random")
+        # One key for all repositories: each hook's secret is sha256("{key}:{owner/repo}"), so
+        # adding a repository adds no binding and one leaked hook secret forges nothing else.
+        webhook_key = Password(self, "webhook_secret_key", length=64, special=False)
+        cloudflare = config.cloudflare
+        worker = DispatchWorker(
+            self,
+            "dispatch_worker",
+            account_id=cloudflare.account_id,
+            zone_id=cloudflare.zone_id,
+            name=f"{cloudflare.resource_prefix}-dispatch",
+            hostname=cloudflare.webhook_hostname,
+            text_bindings={
+                ROUTING_BINDING: escape(config.routing().to_json()),
+                NOMAD_ADDR_BINDING: nomad_api_url,
+                NOMAD_TOKEN_BINDING: nomad_token,
+                ACCESS_CLIENT_ID_BINDING: access_client_id,
+                ACCESS_CLIENT_SECRET_BINDING: access_client_secret,
+                WEBHOOK_SECRET_KEY_BINDING: webhook_key.result,
+            },
+        )
+        self.webhook_hostname = worker.hostname
+        self.webhook_secret_key = webhook_key.result
