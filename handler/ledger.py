@@ -1,0 +1,138 @@
+"""The KV ledger: what happened to each GitHub job we own, for clean-up and status later.
+
+One KV entry per GitHub job, key ``job:{owner/repo lower}:{job id}``, value a small JSON record
+(see :class:`LedgerRecord`), written with an expiration TTL of :data:`LEDGER_TTL_SECONDS` (four
+days: longer than GitHub's 3-day redelivery window and the 24 h queue limit, so every delivery
+that can still arrive finds its record). Only jobs that match a pool are recorded: GitHub-hosted
+jobs would spend KV's write quota on work that is not ours.
+
+KV is eventually consistent and allows about one write per second per key, so the ledger is a
+record, never a lock: exactly-once rests on Nomad's idempotency token. :func:`merge` is written
+for out-of-order deliveries: a record never moves back to an earlier state, and a child id once
+known is kept. A job that completes with ``conclusion: cancelled`` and no runner is marked
+``cancelled_before_assignment``: its dispatched runner (if any) may sit idle, which is what the
+later clean-up looks for. Standard library only, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Final
+
+LEDGER_TTL_SECONDS: Final = 4 * 24 * 3600
+LEDGER_VERSION: Final = 1
+# States in the order a job goes through them; merge never moves a record backwards.
+STATES: Final[tuple[str, ...]] = ("queued", "waiting", "in_progress", "completed")
+_MAX_DELIVERIES: Final = 8
+
+
+def ledger_key(repository: str, job_id: int) -> str:
+    return f"job:{repository.lower()}:{job_id}"
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    repository: str
+    job_id: int
+    run_id: int
+    run_attempt: int
+    pool: str
+    state: str  # one of STATES, or an unknown action GitHub may add
+    last_action: str
+    conclusion: str | None
+    runner_name: str | None
+    child_id: str | None  # the Nomad child dispatched for this job, once known
+    dispatch_outcome: str | None  # "dispatched", "replayed", "failed", or why it was not
+    cancelled_before_assignment: bool
+    first_seen: float  # unix seconds
+    updated_at: float
+    deliveries: tuple[str, ...]  # the last few X-GitHub-Delivery ids, newest last
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["v"] = LEDGER_VERSION
+        document["deliveries"] = list(self.deliveries)
+        return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> LedgerRecord | None:
+        """The stored record, or None when it is unreadable or from another version."""
+        try:
+            document: Any = json.loads(text)
+            if not isinstance(document, dict) or document.pop("v", None) != LEDGER_VERSION:
+                return None
+            document["deliveries"] = tuple(document.get("deliveries", ()))
+            return cls(**document)
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One delivery about one of our jobs, and what the Worker did with it."""
+
+    repository: str
+    job_id: int
+    run_id: int
+    run_attempt: int
+    pool: str
+    action: str
+    conclusion: str | None
+    runner_id: int | None
+    runner_name: str | None
+    delivery: str
+    child_id: str | None
+    dispatch_outcome: str | None
+    at: float
+
+
+def _rank(state: str) -> int:
+    return STATES.index(state) if state in STATES else -1
+
+
+def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
+    """The record after ``seen``, given what was stored (None when nothing was)."""
+    cancelled = (
+        seen.action == "completed" and seen.conclusion == "cancelled" and seen.runner_id is None
+    )
+    if existing is None:
+        return LedgerRecord(
+            repository=seen.repository,
+            job_id=seen.job_id,
+            run_id=seen.run_id,
+            run_attempt=seen.run_attempt,
+            pool=seen.pool,
+            state=seen.action,
+            last_action=seen.action,
+            conclusion=seen.conclusion,
+            runner_name=seen.runner_name,
+            child_id=seen.child_id,
+            dispatch_outcome=seen.dispatch_outcome,
+            cancelled_before_assignment=cancelled,
+            first_seen=seen.at,
+            updated_at=seen.at,
+            deliveries=(seen.delivery,),
+        )
+    forward = _rank(seen.action) >= _rank(existing.state)
+    deliveries = existing.deliveries
+    if seen.delivery not in deliveries:
+        deliveries = (*deliveries, seen.delivery)[-_MAX_DELIVERIES:]
+    return replace(
+        existing,
+        state=seen.action if forward else existing.state,
+        last_action=seen.action,
+        conclusion=seen.conclusion if forward and seen.conclusion else existing.conclusion,
+        runner_name=seen.runner_name or existing.runner_name,
+        child_id=existing.child_id or seen.child_id,
+        # A dispatch that succeeded stays the outcome; a later non-dispatch note does not hide it.
+        dispatch_outcome=(
+            existing.dispatch_outcome
+            if existing.child_id
+            else (seen.dispatch_outcome or existing.dispatch_outcome)
+        ),
+        cancelled_before_assignment=existing.cancelled_before_assignment or cancelled,
+        first_seen=min(existing.first_seen, seen.at),
+        updated_at=max(existing.updated_at, seen.at),
+        deliveries=deliveries,
+    )

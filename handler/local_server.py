@@ -1,0 +1,194 @@
+"""The dispatch Worker's core served by CPython on 127.0.0.1: for trying it by hand and for tests.
+
+``python -m handler.local_server --config examples/config.toml`` (what ``make serve-handler``
+runs) answers exactly as the Worker does, because it calls the same :func:`handler.service.handle`;
+only the transport differs: ``http.server`` in, ``urllib`` out, and an in-memory ledger instead of
+KV. Settings come from the environment under the Worker's binding names (``NOMAD_ADDR``,
+``NOMAD_TOKEN``, ``CF_ACCESS_CLIENT_ID``, ``CF_ACCESS_CLIENT_SECRET``, ``WEBHOOK_SECRET_KEY``;
+``PORT`` optional, default 8787) and the routing from the project's config file (or from a routing
+JSON document with ``--routing``). Never uploaded to Cloudflare (see ``handler.bundle``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from handler import contract
+from handler.nomad import HttpRequest
+from handler.service import (
+    ATTEMPT_TIMEOUT_SECONDS,
+    ConfigurationError,
+    IncomingRequest,
+    Ports,
+    Settings,
+    TransportError,
+    declared_too_large,
+    handle,
+    settings_from_bindings,
+    utc_now,
+)
+
+DEFAULT_PORT = 8787
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect from the Nomad side means a login page (Access) or a misrouted host: report it.
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class UrllibTransport:
+    """Outbound HTTP with urllib in a worker thread; connection failures become TransportError."""
+
+    def __init__(self, timeout: float = ATTEMPT_TIMEOUT_SECONDS) -> None:
+        self._timeout = timeout
+
+    def _send(self, request: HttpRequest) -> tuple[int, bytes]:
+        outbound = urllib.request.Request(  # noqa: S310 - the URL is our configured Nomad address
+            request.url, data=request.body, headers=dict(request.headers), method=request.method
+        )
+        try:
+            with _OPENER.open(outbound, timeout=self._timeout) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), bytes(error.read())
+        except (urllib.error.URLError, OSError) as error:
+            raise TransportError(type(error).__name__) from None
+
+    async def send(self, request: HttpRequest) -> tuple[int, bytes]:
+        return await asyncio.to_thread(self._send, request)
+
+
+class MemoryLedger:
+    """The ledger in a dict, with KV's expiry honoured on read."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    async def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[1] < time.time():
+            return None
+        return entry[0]
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        with self._lock:
+            self._entries[key] = (value, time.time() + ttl_seconds)
+
+    def snapshot(self) -> dict[str, str]:
+        with self._lock:
+            return {key: value for key, (value, _) in self._entries.items()}
+
+
+def make_server(
+    settings: Settings,
+    ports: Ports,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    log: Any = None,
+) -> ThreadingHTTPServer:
+    """An HTTP server answering with :func:`handle`; call ``serve_forever()`` on it."""
+    log_stream = log if log is not None else sys.stdout
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # one structured line per delivery is logged below instead
+
+        def _serve(self) -> None:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            body: bytes | None = None
+            if declared_too_large(headers):
+                self.close_connection = True  # the unread body must not be parsed as a request
+            else:
+                length = headers.get("content-length", "0").strip()
+                body = self.rfile.read(int(length)) if length.isdigit() else b""
+            request = IncomingRequest(
+                method=self.command, path=urlsplit(self.path).path, headers=headers, body=body
+            )
+            reply = asyncio.run(handle(request, settings, ports, utc_now()))
+            payload = json.dumps(reply.document).encode()
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            print(json.dumps(reply.log, sort_keys=True), file=log_stream, flush=True)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def load_settings(
+    environ: Mapping[str, str], *, config: Path | None, routing: Path | None
+) -> Settings:
+    """Settings from environment variables plus the routing from a config or routing file."""
+    if routing is not None:
+        routing_text = routing.read_text()
+    elif config is not None:
+        from config import load_config  # the project's typed configuration (repo root)
+
+        routing_text = load_config(config).routing().to_json()
+    else:
+        raise ConfigurationError("give --config FILE or --routing FILE")
+
+    def lookup(name: str) -> str | None:
+        return routing_text if name == contract.ROUTING_BINDING else environ.get(name)
+
+    return settings_from_bindings(lookup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="project config file (TOML)")
+    source.add_argument("--routing", type=Path, help="routing JSON document instead of a config")
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ, config=args.config, routing=args.routing)
+        port = int(os.environ.get("PORT", DEFAULT_PORT))
+    except (ConfigurationError, ValueError, OSError) as error:
+        print(f"serve-handler: {error}", file=sys.stderr)
+        return 2
+    ports = Ports(transport=UrllibTransport(), ledger=MemoryLedger(), monotonic=time.monotonic)
+    server = make_server(settings, ports, host=args.host, port=port)
+    bound = server.server_address[1]
+    print(
+        f"serving the dispatch handler on http://{args.host}:{bound}", file=sys.stderr, flush=True
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The Nomad side of a dispatch, as plain data: the request to send and what the answer means.
+
+``dispatch_request(...)`` builds ``POST {nomad}/v1/job/{job}/dispatch?namespace=..&
+idempotency_token=..`` with the Nomad ACL token and the Cloudflare Access service-token headers.
+``interpret_dispatch_response(status, body)`` reads Nomad's answer: 200 is a new child, or an
+idempotent replay of an earlier one when ``EvalID`` is empty; 403 is a refused credential (Nomad's
+ACL or Cloudflare Access); Nomad reports dispatch errors as 500 with a plain-text reason.
+No I/O here: an adapter sends the request. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote, urlencode
+
+# Nomad truncates nothing, but a reason echoed into our logs and answers should stay short.
+_MAX_REASON: Final = 300
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """An outbound HTTP request. Headers carry credentials, so they stay out of ``repr``."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    body: bytes
+
+
+@dataclass(frozen=True)
+class NomadCredentials:
+    """What the Worker presents to reach Nomad: Access service token, then Nomad ACL token."""
+
+    nomad_token: str = field(repr=False)
+    access_client_id: str = field(repr=False)
+    access_client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DispatchAccepted:
+    child_id: str
+    replay: bool  # True: Nomad returned an existing child for this token and started nothing
+    eval_id: str
+
+
+class NomadError(Exception):
+    """Nomad did not dispatch; ``status`` is its HTTP status and ``reason`` its (short) text."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"Nomad answered {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+    @property
+    def retryable(self) -> bool:
+        return self.status >= 500
+
+
+class NomadPermissionDenied(NomadError):
+    """403: the ACL token or the Access service token was refused."""
+
+
+class NomadDispatchRejected(NomadError):
+    """500 with a plain-text reason: unknown job, bad meta, payload rules, stopped parent..."""
+
+
+class NomadBadResponse(NomadError):
+    """An answer Nomad's API never gives (e.g. a 200 without a child id, or an HTML error page)."""
+
+
+def dispatch_request(
+    *,
+    nomad_addr: str,
+    namespace: str,
+    nomad_job: str,
+    meta: Mapping[str, str],
+    idempotency_token: str,
+    credentials: NomadCredentials,
+    id_prefix: str | None = None,
+) -> HttpRequest:
+    """The dispatch call for one runner. ``id_prefix`` (Nomad >= 1.6) tags the child's id."""
+    base = nomad_addr.rstrip("/")
+    query = urlencode({"namespace": namespace, "idempotency_token": idempotency_token})
+    url = f"{base}/v1/job/{quote(nomad_job, safe='')}/dispatch?{query}"
+    document: dict[str, object] = {"Meta": dict(meta)}
+    if id_prefix:
+        document["IdPrefixTemplate"] = id_prefix
+    headers = (
+        ("Content-Type", "application/json"),
+        ("X-Nomad-Token", credentials.nomad_token),
+        ("CF-Access-Client-Id", credentials.access_client_id),
+        ("CF-Access-Client-Secret", credentials.access_client_secret),
+    )
+    body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    return HttpRequest(method="POST", url=url, headers=headers, body=body)
+
+
+def _short(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    text = " ".join(text.split())
+    return text[:_MAX_REASON] if text else "(empty body)"
+
+
+def interpret_dispatch_response(status: int, body: bytes) -> DispatchAccepted:
+    """What a dispatch answer means; raises a :class:`NomadError` subclass unless dispatched."""
+    if status == 200:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise NomadBadResponse(status, "200 without a JSON body") from None
+        if not isinstance(document, dict):
+            raise NomadBadResponse(status, "200 without a JSON object")
+        child = document.get("DispatchedJobID")
+        eval_id = document.get("EvalID", "")
+        if not isinstance(child, str) or not child or not isinstance(eval_id, str):
+            raise NomadBadResponse(status, "200 without DispatchedJobID")
+        return DispatchAccepted(child_id=child, replay=eval_id == "", eval_id=eval_id)
+    if status == 403:
+        raise NomadPermissionDenied(status, _short(body))
+    if status == 500:
+        raise NomadDispatchRejected(status, _short(body))
+    raise NomadBadResponse(status, _short(body))

@@ -1,0 +1,368 @@
+"""One delivery in, one answer out: the Worker's whole behaviour, behind two small ports.
+
+``handle(request, settings, ports, now)`` takes the method, path, headers and raw body of an
+HTTP request and returns a :class:`Reply` (status, JSON document, one structured log record). It
+verifies, parses, decides, dispatches through ``ports.transport`` and records through
+``ports.ledger``; the Worker entry (``entry.py``) and the CPython server (``local_server.py``) only
+translate their request and response types and supply the ports. The outbound dispatch has a
+per-attempt timeout well inside GitHub's 10 s, and one retry on a connection error, a timeout or
+a 5xx; Nomad's idempotency token makes the retry safe.
+
+Statuses: 202 dispatched (or already dispatched), 200 ignored (with a reason) or ping/health,
+400 malformed, 401 bad signature, 404 unknown path, 405 wrong method, 413 body over 1 MiB,
+502 Nomad (or Access) refused the dispatch, 503 Nomad unreachable. No secret is ever put in a
+reply or a log record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from handler import contract
+from handler.contract import REPOSITORY_PATTERN, WEBHOOK_PATH_PREFIX, Routing
+from handler.decide import Dispatch, Ignore, decide
+from handler.events import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    OtherEvent,
+    PayloadError,
+    Ping,
+    WorkflowJobEvent,
+    parse_event,
+)
+from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
+from handler.nomad import (
+    DispatchAccepted,
+    HttpRequest,
+    NomadCredentials,
+    NomadError,
+    dispatch_request,
+    interpret_dispatch_response,
+)
+from handler.signature import SIGNATURE_HEADER, SignatureError, verify_signature
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+HEALTH_PATH: Final = "/healthz"
+# GitHub gives up after 10 s. Two attempts of at most 4 s each, the second only started while
+# there is time for it, keep the answer inside that window.
+ATTEMPT_TIMEOUT_SECONDS: Final = 4.0
+RETRY_WITHIN_SECONDS: Final = 4.5
+_MAX_LOGGED_TEXT: Final = 100
+
+
+class ConfigurationError(ValueError):
+    """A binding or environment variable is missing or malformed; the message names it."""
+
+
+class TransportError(Exception):
+    """The outbound request never got an HTTP answer (refused, reset, DNS, TLS...)."""
+
+
+class LedgerUnavailable(Exception):
+    """The ledger store failed; the delivery is still answered, the log says so."""
+
+
+class Transport(Protocol):
+    async def send(self, request: HttpRequest) -> tuple[int, bytes]:
+        """Send ``request``; return (status, body) or raise :class:`TransportError`."""
+        ...
+
+
+class LedgerStore(Protocol):
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    transport: Transport
+    ledger: LedgerStore
+    monotonic: Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the Worker is configured with: its bindings, parsed."""
+
+    routing: Routing
+    nomad_addr: str
+    credentials: NomadCredentials
+    webhook_secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    method: str
+    path: str  # URL path only, no query string
+    headers: Mapping[str, str]  # keys lower-cased
+    # None when the adapter did not read a body whose declared length is over the limit.
+    body: bytes | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    document: Mapping[str, Any]
+    log: Mapping[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@functools.lru_cache(maxsize=4)
+def _routing_from_text(text: str) -> Routing:
+    # The ROUTING binding is the same string for the life of an isolate: parse it once.
+    return Routing.from_json(text)
+
+
+def settings_from_bindings(lookup: Callable[[str], str | None]) -> Settings:
+    """Settings from the Worker's bindings (or the same names in the environment)."""
+
+    def required(name: str) -> str:
+        value = lookup(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"binding {name}: missing or empty")
+        return value.strip()
+
+    try:
+        routing = _routing_from_text(required(contract.ROUTING_BINDING))
+    except contract.RoutingError as error:
+        raise ConfigurationError(f"binding {contract.ROUTING_BINDING}: {error}") from None
+    nomad_addr = required(contract.NOMAD_ADDR_BINDING)
+    if not nomad_addr.startswith(("https://", "http://")):
+        raise ConfigurationError(f"binding {contract.NOMAD_ADDR_BINDING}: expected an http(s) URL")
+    return Settings(
+        routing=routing,
+        nomad_addr=nomad_addr,
+        credentials=NomadCredentials(
+            nomad_token=required(contract.NOMAD_TOKEN_BINDING),
+            access_client_id=required(contract.ACCESS_CLIENT_ID_BINDING),
+            access_client_secret=required(contract.ACCESS_CLIENT_SECRET_BINDING),
+        ),
+        webhook_secret_key=required(contract.WEBHOOK_SECRET_KEY_BINDING),
+    )
+
+
+def declared_too_large(headers: Mapping[str, str]) -> bool:
+    """True when Content-Length announces more than the limit: adapters then skip the read."""
+    raw = headers.get("content-length", "")
+    return raw.strip().isdigit() and int(raw.strip()) > MAX_BODY_BYTES
+
+
+def _loggable(value: str | None) -> str | None:
+    # Header values come from the caller: keep them short in logs. JSON encoding escapes the rest.
+    return None if value is None else value[:_MAX_LOGGED_TEXT]
+
+
+def _repository_from_path(path: str) -> str | None:
+    if not path.startswith(WEBHOOK_PATH_PREFIX):
+        return None
+    repository = path[len(WEBHOOK_PATH_PREFIX) :]
+    return repository.lower() if REPOSITORY_PATTERN.match(repository) else None
+
+
+class _Delivery:
+    """Collects the log record of one delivery while it is handled."""
+
+    def __init__(self, request: IncomingRequest, ports: Ports) -> None:
+        self._ports = ports
+        self._started = ports.monotonic()
+        self.log: dict[str, Any] = {
+            "msg": "delivery",
+            "method": _loggable(request.method),
+            "path": _loggable(request.path),
+            "delivery": _loggable(request.headers.get(DELIVERY_HEADER)),
+            "github_event": _loggable(request.headers.get(EVENT_HEADER)),
+        }
+
+    def elapsed(self) -> float:
+        return self._ports.monotonic() - self._started
+
+    def reply(
+        self,
+        status: int,
+        outcome: str,
+        reason: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Reply:
+        document: dict[str, Any] = {"outcome": outcome, "reason": reason}
+        if extra:
+            document.update(extra)
+        self.log.update(
+            status=status,
+            decision=outcome,
+            reason=reason,
+            latency_ms=round(self.elapsed() * 1000, 3),
+        )
+        return Reply(status=status, document=document, log=dict(self.log), headers=headers)
+
+
+async def handle(
+    request: IncomingRequest, settings: Settings, ports: Ports, now: datetime
+) -> Reply:
+    """Answer one HTTP request to the Worker (see the module docstring for the statuses)."""
+    delivery = _Delivery(request, ports)
+    method = request.method.upper()
+    if request.path == HEALTH_PATH:
+        if method not in ("GET", "HEAD"):
+            return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET, HEAD"),))
+        return delivery.reply(200, "healthy", "ok")
+    repository = _repository_from_path(request.path)
+    if repository is None:
+        return delivery.reply(404, "rejected", "not a webhook path: /webhook/{owner}/{repo}")
+    delivery.log["repository"] = repository
+    if method != "POST":
+        return delivery.reply(405, "rejected", "webhooks are POSTed", headers=(("Allow", "POST"),))
+    if request.body is None or len(request.body) > MAX_BODY_BYTES:
+        return delivery.reply(413, "rejected", f"body larger than {MAX_BODY_BYTES} bytes")
+    body = request.body
+    secret = contract.webhook_secret_for(settings.webhook_secret_key, repository)
+    try:
+        verify_signature(secret, body, request.headers.get(SIGNATURE_HEADER))
+    except SignatureError as error:
+        return delivery.reply(401, "rejected", str(error))
+    event_name = request.headers.get(EVENT_HEADER, "").strip()
+    if not event_name:
+        return delivery.reply(400, "rejected", "missing X-GitHub-Event header")
+    delivery_id = request.headers.get(DELIVERY_HEADER, "").strip()
+    if not delivery_id:
+        return delivery.reply(400, "rejected", "missing X-GitHub-Delivery header")
+    try:
+        event = parse_event(event_name, body)
+    except PayloadError as error:
+        return delivery.reply(400, "rejected", str(error))
+    if isinstance(event, Ping):
+        return delivery.reply(200, "pong", "ping acknowledged", extra={"hook_id": event.hook_id})
+    if isinstance(event, OtherEvent):
+        return delivery.reply(200, "ignored", "only workflow_job events are acted on")
+    return await _handle_workflow_job(
+        event, repository, delivery_id, settings, ports, now, delivery
+    )
+
+
+async def _handle_workflow_job(
+    event: WorkflowJobEvent,
+    repository: str,
+    delivery_id: str,
+    settings: Settings,
+    ports: Ports,
+    now: datetime,
+    delivery: _Delivery,
+) -> Reply:
+    job = event.job
+    delivery.log.update(action=_loggable(event.action), job_id=job.id, run_id=job.run_id)
+    if event.repository.lower() != repository:
+        return delivery.reply(
+            400, "rejected", "repository.full_name does not match the webhook path"
+        )
+    decision = decide(event, settings.routing, now)
+    observation = functools.partial(
+        Observation,
+        repository=repository,
+        job_id=job.id,
+        run_id=job.run_id,
+        run_attempt=job.run_attempt,
+        action=event.action,
+        conclusion=job.conclusion,
+        runner_id=job.runner_id,
+        runner_name=job.runner_name,
+        delivery=delivery_id,
+        at=now.timestamp(),
+    )
+    if isinstance(decision, Ignore):
+        delivery.log.update(pool=decision.pool, code=decision.code)
+        if decision.pool is not None:
+            seen = observation(
+                pool=decision.pool,
+                child_id=None,
+                dispatch_outcome=f"not dispatched: {decision.code}",
+            )
+            await _record(seen, ports, delivery)
+        extra = {"code": decision.code, "pool": decision.pool}
+        return delivery.reply(200, "ignored", decision.reason, extra=extra)
+    return await _dispatch(decision, event, settings, ports, delivery, observation)
+
+
+async def _dispatch(
+    decision: Dispatch,
+    event: WorkflowJobEvent,
+    settings: Settings,
+    ports: Ports,
+    delivery: _Delivery,
+    observation: Callable[..., Observation],
+) -> Reply:
+    pool = decision.pool
+    delivery.log["pool"] = pool.name
+    outbound = dispatch_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        nomad_job=pool.nomad_job,
+        meta=decision.meta,
+        idempotency_token=decision.idempotency_token,
+        credentials=settings.credentials,
+        id_prefix=f"gh{event.job.id}",
+    )
+    attempts = 0
+    failure: tuple[int, str, str] | None = None  # (our status, outcome text, log detail)
+    accepted: DispatchAccepted | None = None
+    while True:
+        attempts += 1
+        retryable = False
+        try:
+            status, answer = await asyncio.wait_for(
+                ports.transport.send(outbound), ATTEMPT_TIMEOUT_SECONDS
+            )
+            delivery.log["nomad_status"] = status
+            accepted = interpret_dispatch_response(status, answer)
+            failure = None
+        except NomadError as error:
+            failure = (502, f"Nomad refused the dispatch ({error.status}): {error.reason}", "")
+            retryable = error.retryable
+        except (TimeoutError, TransportError, OSError) as error:
+            kind = "timed out" if isinstance(error, TimeoutError) else "connection failed"
+            failure = (503, f"Nomad unreachable: {kind}", kind)
+            retryable = True
+        if failure is None or not retryable or attempts >= 2:
+            break
+        if delivery.elapsed() > RETRY_WITHIN_SECONDS:
+            break
+    delivery.log["attempts"] = attempts
+    if accepted is None:
+        assert failure is not None
+        status, reason, _ = failure
+        await _record(
+            observation(pool=pool.name, child_id=None, dispatch_outcome="failed"), ports, delivery
+        )
+        return delivery.reply(status, "failed", reason, extra={"pool": pool.name})
+    outcome = "already_dispatched" if accepted.replay else "dispatched"
+    delivery.log["nomad_child"] = accepted.child_id
+    seen = observation(pool=pool.name, child_id=accepted.child_id, dispatch_outcome=outcome)
+    await _record(seen, ports, delivery)
+    reason = (
+        "a runner was already dispatched for this job" if accepted.replay else "runner dispatched"
+    )
+    extra = {"pool": pool.name, "nomad_job_id": accepted.child_id}
+    return delivery.reply(202, outcome, reason, extra=extra)
+
+
+async def _record(seen: Observation, ports: Ports, delivery: _Delivery) -> None:
+    key = ledger_key(seen.repository, seen.job_id)
+    try:
+        stored = await ports.ledger.get(key)
+        existing = LedgerRecord.from_json(stored) if stored else None
+        record = merge(existing, seen)
+        await ports.ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS)
+    except LedgerUnavailable as error:
+        delivery.log["ledger"] = f"failed: {_loggable(str(error))}"
+        return
+    delivery.log["ledger"] = "written"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

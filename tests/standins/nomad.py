@@ -1,0 +1,414 @@
+"""A small, faithful stand-in for the Nomad HTTP API behind Cloudflare Access, for tests.
+
+It serves on 127.0.0.1 (ephemeral port) in a background thread and follows the contract the
+Worker relies on (see ``shared/reference/FACTS.md``):
+
+* an Access gate in front: without the right ``CF-Access-Client-Id``/``-Secret`` headers the
+  request never reaches Nomad and gets 403, as Cloudflare Access answers a service-token app;
+* ACL: a wrong or missing ``X-Nomad-Token`` (or ``Authorization: Bearer``) gives 403
+  ``Permission denied``;
+* ``POST /v1/job/{id}/dispatch``: parameterized parents registered by the test; children named
+  ``{parent}/dispatch-[{prefix}-]{unix}-{8 hex}``; every dispatch error is a 500 with a plain-text
+  reason (unknown job, not parameterized, stopped parent, payload forbidden/required/over 16384
+  decoded bytes, unpermitted or missing meta keys); the idempotency token (query
+  ``idempotency_token`` or body ``IdempotencyToken``) returns the existing child with
+  ``EvalID: ""`` and ``EvalCreateIndex: 0`` for as long as that child is in state (not purged);
+* ``GET /v1/jobs?prefix=``, ``GET /v1/job/{id}`` (404 when unknown), ``GET /v1/job/{id}/summary``
+  (``Children`` counts), ``DELETE /v1/job/{id}[?purge=true]`` (unknown id: 200, empty fields).
+
+Every request is recorded; fault switches (down, slow, 500, 403), persistent or one-shot, let
+tests inject failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+MAX_PAYLOAD_BYTES = 16384
+FAULTS = ("down", "slow", "500", "403")
+# Credentials the stand-in accepts unless a test passes others.
+NOMAD_TOKEN = "nomad-token-for-tests"
+ACCESS_CLIENT_ID = "access-client-id.access"
+ACCESS_CLIENT_SECRET = "access-client-secret-for-tests"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+
+@dataclass
+class Job:
+    id: str
+    namespace: str
+    parameterized: bool = True
+    payload: str = "forbidden"  # optional | required | forbidden
+    meta_required: tuple[str, ...] = ()
+    meta_optional: tuple[str, ...] = ()
+    stopped: bool = False
+    parent_id: str = ""
+    status: str = "running"
+    meta: dict[str, str] = field(default_factory=dict)
+    idempotency_token: str = ""
+    create_index: int = 0
+    payload_bytes: bytes = b""
+
+
+class NomadStandIn:
+    """Start with ``with NomadStandIn(...) as nomad:``; ``nomad.url`` is its base URL."""
+
+    def __init__(
+        self,
+        *,
+        token: str = NOMAD_TOKEN,
+        access_client_id: str | None = ACCESS_CLIENT_ID,
+        access_client_secret: str | None = ACCESS_CLIENT_SECRET,
+        slow_seconds: float = 6.0,
+    ) -> None:
+        self.token = token
+        self.access_client_id = access_client_id
+        self.access_client_secret = access_client_secret
+        self.slow_seconds = slow_seconds
+        self.requests: list[RecordedRequest] = []
+        self.jobs: dict[tuple[str, str], Job] = {}
+        self.fault: str | None = None
+        self.one_shot_faults: list[str] = []
+        self._index = 100
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> NomadStandIn:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        stand_in = self
+
+        class Handler(_Handler):
+            nomad = stand_in
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "stand-in not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- test controls ---------------------------------------------------------------------
+    def register_job(
+        self,
+        job_id: str,
+        *,
+        namespace: str = "github-runners",
+        meta_required: tuple[str, ...] = (),
+        meta_optional: tuple[str, ...] = (),
+        payload: str = "forbidden",
+        parameterized: bool = True,
+    ) -> Job:
+        job = Job(
+            id=job_id,
+            namespace=namespace,
+            parameterized=parameterized,
+            payload=payload,
+            meta_required=meta_required,
+            meta_optional=meta_optional,
+            create_index=self._next_index(),
+        )
+        with self._lock:
+            self.jobs[(namespace, job_id)] = job
+        return job
+
+    def children(self, parent_id: str, namespace: str = "github-runners") -> list[Job]:
+        with self._lock:
+            return [
+                job
+                for (ns, _), job in self.jobs.items()
+                if ns == namespace and job.parent_id == parent_id
+            ]
+
+    def dispatch_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/dispatch")]
+
+    def set_status(self, job_id: str, status: str, namespace: str = "github-runners") -> None:
+        with self._lock:
+            self.jobs[(namespace, job_id)].status = status
+
+    @contextmanager
+    def faulty(self, fault: str) -> Iterator[None]:
+        assert fault in FAULTS
+        self.fault = fault
+        try:
+            yield
+        finally:
+            self.fault = None
+
+    def _next_index(self) -> int:
+        with self._lock:
+            self._index += 1
+            return self._index
+
+    # -- the API -----------------------------------------------------------------------------
+    def answer(self, request: RecordedRequest) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request that passed the fault switches."""
+        if self.access_client_id is not None and (
+            request.headers.get("cf-access-client-id") != self.access_client_id
+            or request.headers.get("cf-access-client-secret") != self.access_client_secret
+        ):
+            # Cloudflare answers for Access: the request never reaches the origin.
+            return 403, "text/html", b"<html><body>Forbidden: Cloudflare Access</body></html>"
+        presented = request.headers.get("x-nomad-token")
+        bearer = request.headers.get("authorization", "")
+        if presented is None and bearer.lower().startswith("bearer "):
+            presented = bearer[7:].strip()
+        if presented != self.token:
+            return 403, "text/plain", b"Permission denied"
+        namespace = request.query.get("namespace", "default")
+        path = request.path
+        if request.method == "GET" and path == "/v1/jobs":
+            return self._list(namespace, request.query.get("prefix", ""))
+        if not path.startswith("/v1/job/"):
+            return 404, "text/plain", b"Invalid URL"
+        rest = path[len("/v1/job/") :]
+        if request.method in ("POST", "PUT") and rest.endswith("/dispatch"):
+            return self._dispatch(namespace, rest[: -len("/dispatch")], request)
+        if request.method == "GET" and rest.endswith("/summary"):
+            return self._summary(namespace, rest[: -len("/summary")])
+        if request.method == "GET":
+            job = self.jobs.get((namespace, rest))
+            if job is None:
+                return 404, "text/plain", b"job not found"
+            return _json(200, _job_document(job))
+        if request.method == "DELETE":
+            return self._delete(namespace, rest, request.query.get("purge") == "true")
+        return 405, "text/plain", b"Invalid method"
+
+    def _list(self, namespace: str, prefix: str) -> tuple[int, str, bytes]:
+        with self._lock:
+            stubs = [
+                {
+                    "ID": job.id,
+                    "ParentID": job.parent_id,
+                    "Namespace": job.namespace,
+                    "Type": "batch",
+                    "Status": job.status,
+                    "ParameterizedJob": job.parameterized and not job.parent_id,
+                    "CreateIndex": job.create_index,
+                }
+                for (ns, job_id), job in sorted(self.jobs.items())
+                if ns == namespace and job_id.startswith(prefix)
+            ]
+        return _json(200, stubs)
+
+    def _summary(self, namespace: str, job_id: str) -> tuple[int, str, bytes]:
+        if (namespace, job_id) not in self.jobs:
+            return 404, "text/plain", b"job not found"
+        counts = {"Pending": 0, "Running": 0, "Dead": 0}
+        for child in self.children(job_id, namespace):
+            counts[child.status.capitalize()] += 1
+        return _json(
+            200,
+            {"JobID": job_id, "Namespace": namespace, "Summary": {}, "Children": counts},
+        )
+
+    def _delete(self, namespace: str, job_id: str, purge: bool) -> tuple[int, str, bytes]:
+        with self._lock:
+            job = self.jobs.get((namespace, job_id))
+            if job is None:
+                return _json(200, {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0})
+            if purge:
+                del self.jobs[(namespace, job_id)]
+            else:
+                job.stopped = True
+                job.status = "dead"
+        index = self._next_index()
+        return _json(
+            200,
+            {"EvalID": secrets.token_hex(16), "EvalCreateIndex": index, "JobModifyIndex": index},
+        )
+
+    def _dispatch(
+        self, namespace: str, job_id: str, request: RecordedRequest
+    ) -> tuple[int, str, bytes]:
+        parent = self.jobs.get((namespace, job_id))
+        if parent is None:
+            return 500, "text/plain", b"job not found"
+        if not parent.parameterized or parent.parent_id:
+            return 500, "text/plain", b"Specified job is not a parameterized job"
+        if parent.stopped:
+            return 500, "text/plain", b"Specified job has been stopped"
+        try:
+            document: Any = json.loads(request.body or b"{}")
+        except ValueError:
+            return 400, "text/plain", b"Request decode failed"
+        if not isinstance(document, dict):
+            return 400, "text/plain", b"Request decode failed"
+        try:
+            payload = base64.b64decode(document.get("Payload") or "", validate=True)
+        except (binascii.Error, TypeError):
+            return 400, "text/plain", b"Request decode failed"
+        if payload and parent.payload == "forbidden":
+            return 500, "text/plain", b"Payload is not allowed"
+        if not payload and parent.payload == "required":
+            return 500, "text/plain", b"Payload is required"
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            reason = f"Payload exceeds maximum size; {len(payload)} > {MAX_PAYLOAD_BYTES}"
+            return 500, "text/plain", reason.encode()
+        meta = document.get("Meta") or {}
+        if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+        ):
+            return 400, "text/plain", b"Request decode failed"
+        permitted = set(parent.meta_required) | set(parent.meta_optional)
+        unpermitted = sorted(set(meta) - permitted)
+        if unpermitted:
+            reason = f"Dispatch request included unpermitted metadata keys: {unpermitted}"
+            return 500, "text/plain", reason.encode()
+        missing = sorted(set(parent.meta_required) - set(meta))
+        if missing:
+            reason = f"Dispatch did not provide required meta keys: {missing}"
+            return 500, "text/plain", reason.encode()
+        token = request.query.get("idempotency_token") or document.get("IdempotencyToken") or ""
+        with self._lock:
+            if token:
+                for child in self.jobs.values():
+                    if child.parent_id == job_id and child.idempotency_token == token:
+                        return _json(
+                            200,
+                            {
+                                "Index": self._index,
+                                "JobCreateIndex": child.create_index,
+                                "EvalCreateIndex": 0,
+                                "EvalID": "",
+                                "DispatchedJobID": child.id,
+                            },
+                        )
+            prefix = document.get("IdPrefixTemplate") or ""
+            middle = f"{prefix}-" if prefix else ""
+            child_id = f"{job_id}/dispatch-{middle}{int(time.time())}-{secrets.token_hex(4)}"
+            self._index += 1
+            child = Job(
+                id=child_id,
+                namespace=namespace,
+                parameterized=False,
+                parent_id=job_id,
+                status="pending",
+                meta=dict(meta),
+                idempotency_token=token,
+                create_index=self._index,
+                payload_bytes=payload,
+            )
+            self.jobs[(namespace, child_id)] = child
+            self._index += 1
+            index = self._index
+        return _json(
+            200,
+            {
+                "Index": index,
+                "JobCreateIndex": child.create_index,
+                "EvalCreateIndex": index,
+                "EvalID": secrets.token_hex(16),
+                "DispatchedJobID": child_id,
+            },
+        )
+
+
+def _json(status: int, document: Any) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(document).encode()
+
+
+def _job_document(job: Job) -> dict[str, Any]:
+    parameterized = (
+        {
+            "Payload": job.payload,
+            "MetaRequired": list(job.meta_required),
+            "MetaOptional": list(job.meta_optional),
+        }
+        if job.parameterized and not job.parent_id
+        else None
+    )
+    return {
+        "ID": job.id,
+        "Namespace": job.namespace,
+        "Type": "batch",
+        "ParentID": job.parent_id,
+        "Status": job.status,
+        "Stop": job.stopped,
+        "Meta": job.meta or None,
+        "Dispatched": bool(job.parent_id),
+        "ParameterizedJob": parameterized,
+        "Payload": base64.b64encode(job.payload_bytes).decode() if job.payload_bytes else None,
+        "CreateIndex": job.create_index,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    nomad: NomadStandIn
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # keep test output clean
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = RecordedRequest(
+            method=self.command,
+            path=unquote(parts.path),
+            query={key: values[-1] for key, values in parse_qs(parts.query).items()},
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+        )
+        nomad = self.nomad
+        with nomad._lock:
+            nomad.requests.append(request)
+            fault = nomad.one_shot_faults.pop(0) if nomad.one_shot_faults else nomad.fault
+        if fault == "down":
+            # As a dead tunnel origin looks to the caller: the connection drops, no answer.
+            self.close_connection = True
+            self.connection.close()
+            return
+        if fault == "slow":
+            time.sleep(nomad.slow_seconds)
+        if fault == "500":
+            status, content_type, answer = 500, "text/plain", b"rpc error: No cluster leader"
+        elif fault == "403":
+            status, content_type, answer = 403, "text/plain", b"Permission denied"
+        else:
+            status, content_type, answer = nomad.answer(request)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _serve

@@ -1,0 +1,83 @@
+"""handler.ledger: record format, key scheme, expiry, and merging out-of-order deliveries."""
+
+import json
+
+from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
+
+
+def seen(action="queued", **overrides):
+    values = {
+        "repository": "codertocat/hello-world",
+        "job_id": 7,
+        "run_id": 8,
+        "run_attempt": 1,
+        "pool": "linux-x64",
+        "action": action,
+        "conclusion": None,
+        "runner_id": None,
+        "runner_name": None,
+        "delivery": f"d-{action}",
+        "child_id": None,
+        "dispatch_outcome": None,
+        "at": 1000.0,
+    }
+    values.update(overrides)
+    return Observation(**values)
+
+
+def test_key_scheme_is_per_repository_and_job():
+    assert ledger_key("Codertocat/Hello-World", 7) == "job:codertocat/hello-world:7"
+
+
+def test_expiry_outlives_githubs_redelivery_window():
+    assert LEDGER_TTL_SECONDS > 3 * 24 * 3600
+
+
+def test_round_trip_through_json():
+    record = merge(None, seen(child_id="j/dispatch-1-ab", dispatch_outcome="dispatched"))
+    text = record.to_json()
+    assert json.loads(text)["v"] == 1
+    assert LedgerRecord.from_json(text) == record
+
+
+def test_unreadable_records_are_treated_as_absent():
+    assert LedgerRecord.from_json("not json") is None
+    assert LedgerRecord.from_json('{"v": 99}') is None
+    assert LedgerRecord.from_json('{"v": 1, "unexpected": true}') is None
+
+
+def test_lifecycle_in_order():
+    record = merge(None, seen(child_id="c1", dispatch_outcome="dispatched"))
+    record = merge(record, seen("in_progress", runner_name="r-1", runner_id=3, at=1010.0))
+    record = merge(record, seen("completed", conclusion="success", runner_id=3, at=1100.0))
+    assert (record.state, record.child_id, record.conclusion) == ("completed", "c1", "success")
+    assert record.runner_name == "r-1"
+    assert (record.first_seen, record.updated_at) == (1000.0, 1100.0)
+    assert record.deliveries == ("d-queued", "d-in_progress", "d-completed")
+    assert not record.cancelled_before_assignment
+
+
+def test_a_late_queued_delivery_does_not_move_the_state_back():
+    record = merge(None, seen("completed", conclusion="success", runner_id=3, at=1100.0))
+    record = merge(record, seen(child_id="c1", dispatch_outcome="dispatched", at=1000.0))
+    assert record.state == "completed" and record.last_action == "queued"
+    assert record.child_id == "c1"
+    assert record.first_seen == 1000.0
+
+
+def test_redelivery_is_recorded_once():
+    record = merge(None, seen(child_id="c1", dispatch_outcome="dispatched"))
+    again = merge(record, seen(child_id="c1", dispatch_outcome="already_dispatched"))
+    assert again.deliveries == ("d-queued",)
+    assert again.dispatch_outcome == "dispatched"
+
+
+def test_cancelled_before_assignment_is_flagged():
+    record = merge(None, seen(child_id="c1", dispatch_outcome="dispatched"))
+    record = merge(record, seen("completed", conclusion="cancelled", runner_id=None))
+    assert record.cancelled_before_assignment and record.child_id == "c1"
+
+
+def test_cancelled_after_assignment_is_not_flagged():
+    record = merge(None, seen("completed", conclusion="cancelled", runner_id=5))
+    assert not record.cancelled_before_assignment

@@ -1,0 +1,118 @@
+"""handler.nomad: the dispatch request we build, and how Nomad's answers are read."""
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from handler.nomad import (
+    DispatchAccepted,
+    NomadBadResponse,
+    NomadCredentials,
+    NomadDispatchRejected,
+    NomadPermissionDenied,
+    dispatch_request,
+    interpret_dispatch_response,
+)
+
+CREDENTIALS = NomadCredentials("nomad-secret", "access-id", "access-secret")
+META = {"github_repository": "o/r", "github_job_id": "7", "github_run_id": "8", "runner_pool": "p"}
+
+
+def build(**overrides):
+    arguments = {
+        "nomad_addr": "https://nomad-api.example.com/",
+        "namespace": "github-runners",
+        "nomad_job": "github-runner-linux",
+        "meta": META,
+        "idempotency_token": "7",
+        "credentials": CREDENTIALS,
+    }
+    arguments.update(overrides)
+    return dispatch_request(**arguments)
+
+
+class TestDispatchRequest:
+    def test_method_url_and_query(self):
+        request = build()
+        parts = urlsplit(request.url)
+        assert request.method == "POST"
+        assert (parts.scheme, parts.netloc) == ("https", "nomad-api.example.com")
+        assert parts.path == "/v1/job/github-runner-linux/dispatch"
+        assert parse_qs(parts.query) == {
+            "namespace": ["github-runners"],
+            "idempotency_token": ["7"],
+        }
+
+    def test_headers_carry_nomad_and_access_credentials(self):
+        headers = dict(build().headers)
+        assert headers["X-Nomad-Token"] == "nomad-secret"
+        assert headers["CF-Access-Client-Id"] == "access-id"
+        assert headers["CF-Access-Client-Secret"] == "access-secret"
+        assert headers["Content-Type"] == "application/json"
+
+    def test_body_is_meta_only_and_holds_no_secret(self):
+        request = build(id_prefix="gh7")
+        document = json.loads(request.body)
+        assert document == {"Meta": META, "IdPrefixTemplate": "gh7"}
+        for secret in ("nomad-secret", "access-secret"):
+            assert secret.encode() not in request.body
+            assert secret not in request.url
+
+    def test_repr_hides_the_credentials(self):
+        text = repr(build()) + repr(CREDENTIALS)
+        assert "nomad-secret" not in text and "access-secret" not in text
+
+    def test_job_id_is_path_escaped(self):
+        assert "/v1/job/a%2Fb/dispatch" in build(nomad_job="a/b").url
+
+
+class TestInterpretResponse:
+    def test_new_child(self):
+        body = json.dumps(
+            {
+                "Index": 9,
+                "JobCreateIndex": 9,
+                "EvalCreateIndex": 9,
+                "EvalID": "e1",
+                "DispatchedJobID": "job/dispatch-1700000000-0123abcd",
+            }
+        ).encode()
+        assert interpret_dispatch_response(200, body) == DispatchAccepted(
+            child_id="job/dispatch-1700000000-0123abcd", replay=False, eval_id="e1"
+        )
+
+    def test_idempotent_replay_has_an_empty_eval_id(self):
+        body = b'{"EvalID": "", "EvalCreateIndex": 0, "DispatchedJobID": "job/dispatch-1-ab"}'
+        accepted = interpret_dispatch_response(200, body)
+        assert accepted.replay and accepted.child_id == "job/dispatch-1-ab"
+
+    def test_permission_denied(self):
+        with pytest.raises(NomadPermissionDenied) as caught:
+            interpret_dispatch_response(403, b"Permission denied")
+        assert caught.value.reason == "Permission denied" and not caught.value.retryable
+
+    def test_plain_text_500_keeps_the_reason(self):
+        reason = b"Dispatch did not provide required meta keys: [github_run_id]"
+        with pytest.raises(NomadDispatchRejected) as caught:
+            interpret_dispatch_response(500, reason)
+        assert "github_run_id" in caught.value.reason and caught.value.retryable
+
+    @pytest.mark.parametrize(
+        ("status", "body"),
+        [
+            (200, b"<html>"),
+            (200, b"[]"),
+            (200, b'{"EvalID": "x"}'),
+            (502, b"Bad gateway"),
+            (302, b""),
+        ],
+    )
+    def test_answers_nomad_never_gives(self, status, body):
+        with pytest.raises(NomadBadResponse):
+            interpret_dispatch_response(status, body)
+
+    def test_long_reasons_are_shortened(self):
+        with pytest.raises(NomadDispatchRejected) as caught:
+            interpret_dispatch_response(500, b"x" * 10000)
+        assert len(caught.value.reason) <= 300

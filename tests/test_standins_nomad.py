@@ -1,0 +1,157 @@
+"""tests.standins.nomad: the Nomad stand-in itself follows the documented contract."""
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.standins.nomad import ACCESS_CLIENT_ID, ACCESS_CLIENT_SECRET, NOMAD_TOKEN, NomadStandIn
+
+GOOD = {
+    "X-Nomad-Token": NOMAD_TOKEN,
+    "CF-Access-Client-Id": ACCESS_CLIENT_ID,
+    "CF-Access-Client-Secret": ACCESS_CLIENT_SECRET,
+}
+META = {"a": "1", "b": "2"}
+
+
+def call(nomad, method, path, body=None, headers=GOOD):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(nomad.url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture(scope="module")
+def nomad():
+    with NomadStandIn() as stand_in:
+        stand_in.register_job("runner", meta_required=("a", "b"), meta_optional=("c",))
+        stand_in.register_job("with-payload", payload="optional")
+        stand_in.register_job("service", parameterized=False)
+        yield stand_in
+
+
+DISPATCH = "/v1/job/runner/dispatch?namespace=github-runners"
+
+
+def test_dispatch_creates_a_child_named_like_nomad(nomad):
+    status, body = call(nomad, "POST", DISPATCH, {"Meta": META})
+    answer = json.loads(body)
+    assert status == 200 and answer["EvalID"] and answer["EvalCreateIndex"] > 0
+    assert answer["DispatchedJobID"].startswith("runner/dispatch-")
+    assert len(answer["DispatchedJobID"].rsplit("-", 1)[1]) == 8
+
+
+def test_id_prefix_template_goes_into_the_child_id(nomad):
+    status, body = call(nomad, "POST", DISPATCH, {"Meta": META, "IdPrefixTemplate": "gh9"})
+    assert status == 200 and "/dispatch-gh9-" in json.loads(body)["DispatchedJobID"]
+
+
+@pytest.mark.parametrize("where", ["query", "body"])
+def test_idempotency_token_replays_the_same_child(nomad, where):
+    token = f"token-{where}"
+    path = DISPATCH + (f"&idempotency_token={token}" if where == "query" else "")
+    body = {"Meta": META} | ({"IdempotencyToken": token} if where == "body" else {})
+    first = json.loads(call(nomad, "POST", path, body)[1])
+    second = json.loads(call(nomad, "POST", path, body)[1])
+    assert second["DispatchedJobID"] == first["DispatchedJobID"]
+    assert (second["EvalID"], second["EvalCreateIndex"]) == ("", 0)
+    children = [c for c in nomad.children("runner") if c.idempotency_token == token]
+    assert len(children) == 1
+
+
+def test_token_stays_taken_while_the_child_is_dead_and_frees_after_purge(nomad):
+    path = DISPATCH + "&idempotency_token=gc-me"
+    child = json.loads(call(nomad, "POST", path, {"Meta": META})[1])["DispatchedJobID"]
+    nomad.set_status(child, "dead")
+    assert json.loads(call(nomad, "POST", path, {"Meta": META})[1])["DispatchedJobID"] == child
+    assert call(nomad, "DELETE", f"/v1/job/{child}?namespace=github-runners&purge=true")[0] == 200
+    assert json.loads(call(nomad, "POST", path, {"Meta": META})[1])["DispatchedJobID"] != child
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "reason"),
+    [
+        ("/v1/job/nope/dispatch?namespace=github-runners", {"Meta": META}, b"job not found"),
+        ("/v1/job/service/dispatch?namespace=github-runners", {}, b"not a parameterized job"),
+        ("/v1/job/runner/dispatch", {"Meta": META}, b"job not found"),  # default namespace
+        (DISPATCH, {"Meta": {"a": "1"}}, b"required meta keys: ['b']"),
+        (DISPATCH, {"Meta": META | {"zzz": "1"}}, b"unpermitted metadata keys: ['zzz']"),
+        (DISPATCH, {"Meta": META, "Payload": base64.b64encode(b"x").decode()}, b"not allowed"),
+        (
+            "/v1/job/with-payload/dispatch?namespace=github-runners",
+            {"Payload": base64.b64encode(b"x" * 16385).decode()},
+            b"16385 > 16384",
+        ),
+    ],
+)
+def test_dispatch_errors_are_plain_text_500s(nomad, path, body, reason):
+    status, answer = call(nomad, "POST", path, body)
+    assert status == 500 and reason in answer
+
+
+def test_payload_at_the_limit_is_accepted(nomad):
+    path = "/v1/job/with-payload/dispatch?namespace=github-runners"
+    body = {"Payload": base64.b64encode(b"x" * 16384).decode()}
+    assert call(nomad, "POST", path, body)[0] == 200
+
+
+def test_bad_nomad_token_is_permission_denied(nomad):
+    status, body = call(nomad, "POST", DISPATCH, {"Meta": META}, GOOD | {"X-Nomad-Token": "x"})
+    assert (status, body) == (403, b"Permission denied")
+
+
+def test_bearer_token_is_accepted(nomad):
+    headers = {k: v for k, v in GOOD.items() if k != "X-Nomad-Token"}
+    headers["Authorization"] = f"Bearer {NOMAD_TOKEN}"
+    assert call(nomad, "POST", DISPATCH, {"Meta": META}, headers)[0] == 200
+
+
+@pytest.mark.parametrize("drop", ["CF-Access-Client-Id", "CF-Access-Client-Secret"])
+def test_access_gate_refuses_without_service_token_headers(nomad, drop):
+    before = len(nomad.children("runner"))
+    headers = {k: v for k, v in GOOD.items() if k != drop}
+    status, body = call(nomad, "POST", DISPATCH, {"Meta": META}, headers)
+    assert status == 403 and b"Access" in body
+    assert len(nomad.children("runner")) == before
+
+
+def test_listing_reading_summary_and_stopping(nomad):
+    child = json.loads(call(nomad, "POST", DISPATCH, {"Meta": META})[1])["DispatchedJobID"]
+    status, body = call(nomad, "GET", "/v1/jobs?prefix=runner/dispatch-&namespace=github-runners")
+    stubs = json.loads(body)
+    assert status == 200 and child in [stub["ID"] for stub in stubs]
+    assert all(stub["ParentID"] == "runner" and "Meta" not in stub for stub in stubs)
+    status, body = call(nomad, "GET", f"/v1/job/{child}?namespace=github-runners")
+    assert status == 200 and json.loads(body)["Meta"] == META
+    assert call(nomad, "GET", "/v1/job/unknown?namespace=github-runners")[0] == 404
+    summary = json.loads(call(nomad, "GET", "/v1/job/runner/summary?namespace=github-runners")[1])
+    assert summary["Children"]["Pending"] >= 1
+    status, body = call(nomad, "DELETE", f"/v1/job/{child}?namespace=github-runners")
+    assert status == 200 and json.loads(body)["EvalID"]
+    assert nomad.jobs[("github-runners", child)].status == "dead"
+    status, body = call(nomad, "DELETE", "/v1/job/unknown?namespace=github-runners")
+    assert status == 200 and json.loads(body)["EvalID"] == ""
+
+
+def test_every_request_is_recorded(nomad):
+    before = len(nomad.requests)
+    call(nomad, "GET", "/v1/jobs?namespace=github-runners")
+    assert len(nomad.requests) == before + 1 and nomad.requests[-1].path == "/v1/jobs"
+
+
+def test_fault_switches(nomad):
+    with nomad.faulty("500"):
+        status, body = call(nomad, "POST", DISPATCH, {"Meta": META})
+        assert status == 500 and body
+    with nomad.faulty("403"):
+        assert call(nomad, "POST", DISPATCH, {"Meta": META})[0] == 403
+    nomad.one_shot_faults.append("down")
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        call(nomad, "POST", DISPATCH, {"Meta": META})
+    assert call(nomad, "POST", DISPATCH, {"Meta": META})[0] == 200
