@@ -65,8 +65,9 @@ ROUTING = Routing.from_document(ROUTING_DOCUMENT)
 
 
 def load(name: str) -> dict[str, Any]:
-    """One fixture payload, e.g. ``load("workflow_job/queued")``."""
-    document: dict[str, Any] = json.loads((FIXTURES / f"{name}.payload.json").read_text())
+    """One fixture payload, e.g. ``load("workflow_job/queued")`` or ``load("ping/payload")``."""
+    file_name = f"{name}.json" if name.endswith("payload") else f"{name}.payload.json"
+    document: dict[str, Any] = json.loads((FIXTURES / file_name).read_text())
     return document
 
 
