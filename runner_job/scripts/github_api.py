@@ -23,6 +23,7 @@ API_VERSION: Final = "2022-11-28"
 USER_AGENT: Final = "nomad-github-runner-tasks"
 # Statuses worth one more try after a pause: GitHub's own trouble, not ours.
 TRANSIENT_STATUSES: Final = frozenset({500, 502, 503, 504})
+MAX_RUNNER_NAME: Final = 64
 
 
 class GitHubError(Exception):
@@ -71,16 +72,17 @@ def read_token(path: str) -> str:
 
 
 def runner_name(pool: str, alloc_id: str) -> str:
-    """The runner's name: unique per allocation, recognisable per pool, at most 64 characters.
+    """The runner's name: the whole allocation id (unique) after the pool's name, <= 64 chars.
 
     Register names the runner with it; deregister recomputes it from its own environment and
     deletes a runner only if GitHub reports this name, so a changed hand-off file cannot make it
-    delete another runner.
+    delete another runner. The pool part is cut short if needed, never the allocation id.
     """
-    compact = alloc_id.replace("-", "")[:16]
+    compact = alloc_id.replace("-", "").lower()
     if not compact:
         raise ConfigError("the allocation id (NOMAD_ALLOC_ID) is empty")
-    return f"nomad-{pool}-{compact}"[:64]
+    prefix = f"nomad-{pool}"[: MAX_RUNNER_NAME - len(compact) - 1]
+    return f"{prefix}-{compact}"
 
 
 def split_repository(repository: str) -> tuple[str, str]:

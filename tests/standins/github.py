@@ -1,0 +1,305 @@
+"""A small, faithful stand-in for GitHub's self-hosted runner REST endpoints, for tests.
+
+It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as GitHub does (see
+``shared/reference/FACTS.md`` and GitHub's REST docs for self-hosted runners):
+
+* ``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`` with JSON ``name``,
+  ``runner_group_id``, ``labels`` (1..100 strings), optional ``work_folder``: 201
+  ``{"runner": {"id", "name", "os", "status", "busy", "labels"}, "encoded_jit_config"}``; 409 when
+  the repository already has a runner of that name; 422 for a malformed body or an unknown
+  runner group;
+* ``GET /repos/{owner}/{repo}/actions/runners/{id}``: 200 runner, 404 unknown;
+* ``DELETE /repos/{owner}/{repo}/actions/runners/{id}``: 204, 404 unknown, 422 while busy;
+* authentication by ``Authorization: Bearer|token``: missing gives 401 "Requires
+  authentication", unknown gives 401 "Bad credentials"; a repository the token cannot see is 404
+  "Not Found"; a token that can see it but lacks "Administration: write" gets 403 "Resource not
+  accessible by personal access token"; an exhausted quota is 403 with
+  ``x-ratelimit-remaining: 0`` and "API rate limit exceeded";
+* every error body is GitHub's ``{"message", "documentation_url"}`` JSON; every answer carries
+  the ``x-ratelimit-*`` headers.
+
+Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DOCS = "https://docs.github.com/rest/actions/self-hosted-runners"
+# Credentials the stand-in knows unless a test passes others: token -> {repo: permission}.
+ADMIN_TOKEN = "ghp_standin_admin_token_for_tests_0001"
+READ_ONLY_TOKEN = "ghp_standin_read_only_token_for_tests_2"
+REPOSITORY = "octo-org/hello-world"
+MAX_LABELS = 100
+RATE_LIMIT = 5000
+
+_RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # decoded JSON, or None
+
+
+@dataclass
+class Runner:
+    id: int
+    name: str
+    repository: str
+    labels: list[str]
+    runner_group_id: int
+    jit_config: str
+    status: str = "offline"
+    busy: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "os": "unknown",
+            "status": self.status,
+            "busy": self.busy,
+            "labels": [
+                {"id": index + 1, "name": label, "type": "custom"}
+                for index, label in enumerate(self.labels)
+            ],
+        }
+
+
+@dataclass
+class Injected:
+    method: str | None
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class GitHubStandIn:
+    """Start with ``with GitHubStandIn() as github:``; ``github.url`` is the API base URL."""
+
+    def __init__(
+        self,
+        *,
+        tokens: dict[str, dict[str, str]] | None = None,
+        runner_groups: frozenset[int] = frozenset({1}),
+    ) -> None:
+        # token -> {"owner/repo" (lower-case): "admin" | "read"}
+        self.tokens = (
+            tokens
+            if tokens is not None
+            else {ADMIN_TOKEN: {REPOSITORY: "admin"}, READ_ONLY_TOKEN: {REPOSITORY: "read"}}
+        )
+        self.runner_groups = runner_groups
+        self.runners: dict[int, Runner] = {}
+        self.requests: list[RecordedRequest] = []
+        self.rate_limited = False
+        self.busy_deletes_left: dict[int, int] = {}
+        self._injected: list[Injected] = []
+        self._ids = itertools.count(23)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> GitHubStandIn:
+        handler = _handler_for(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        # A short poll interval keeps shutdown (once per test) quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start the stand-in with 'with'"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- test controls ---------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        method: str | None = None,
+        message: str = "Server Error",
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` requests (of ``method``, if given) with this error."""
+        body = {"message": message, "documentation_url": DOCS}
+        with self._lock:
+            for _ in range(times):
+                self._injected.append(Injected(method, status, body, dict(headers or {})))
+
+    def mark_busy(self, runner_id: int, *, deletes: int) -> None:
+        """The runner stays busy (DELETE gives 422) for the next ``deletes`` DELETE requests."""
+        with self._lock:
+            self.runners[runner_id].busy = True
+            self.busy_deletes_left[runner_id] = deletes
+
+    def add_runner(self, repository: str, name: str) -> Runner:
+        """A runner registered by someone else (e.g. another allocation)."""
+        with self._lock:
+            runner = Runner(next(self._ids), name, repository.lower(), ["self-hosted"], 1, "x")
+            self.runners[runner.id] = runner
+            return runner
+
+    def calls(self, method: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if method is None or r.method == method]
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            self.requests.append(RecordedRequest(method, path, headers, body))
+            for index, injected in enumerate(self._injected):
+                if injected.method in (None, method):
+                    del self._injected[index]
+                    return injected.status, injected.body, injected.headers
+            return self._answer(method, path, headers, body)
+
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        match = _RUNNERS_PATH.match(path)
+        if not match:
+            return _error(404, "Not Found")
+        repository = f"{match.group(1)}/{match.group(2)}".lower()
+        target = match.group(3)
+
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if not token or scheme.lower() not in ("bearer", "token"):
+            return _error(401, "Requires authentication")
+        grants = self.tokens.get(token)
+        if grants is None:
+            return _error(401, "Bad credentials")
+        if self.rate_limited:
+            return _error(
+                403,
+                "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for "
+                "help, please include the request ID.",
+                {"x-ratelimit-remaining": "0"},
+            )
+        permission = grants.get(repository)
+        if permission is None:
+            return _error(404, "Not Found")
+        if permission != "admin":
+            return _error(403, "Resource not accessible by personal access token")
+
+        if target == "generate-jitconfig":
+            if method != "POST":
+                return _error(404, "Not Found")
+            return self._generate_jitconfig(repository, body)
+        if not target.isdigit():
+            return _error(404, "Not Found")
+        runner = self.runners.get(int(target))
+        if runner is None or runner.repository != repository:
+            return _error(404, "Not Found")
+        if method == "GET":
+            return 200, runner.as_json(), {}
+        if method == "DELETE":
+            left = self.busy_deletes_left.get(runner.id, 0)
+            if runner.busy and left > 0:
+                self.busy_deletes_left[runner.id] = left - 1
+                if left - 1 == 0:
+                    runner.busy = False
+                return _error(422, f'Bad request - Runner "{runner.name}" is still running a job"')
+            del self.runners[runner.id]
+            return 204, None, {}
+        return _error(404, "Not Found")
+
+    def _generate_jitconfig(self, repository: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if not isinstance(body, dict):
+            return _error(422, "Invalid request.\n\nFor 'links/0/schema', nil is not an object.")
+        name = body.get("name")
+        group = body.get("runner_group_id")
+        labels = body.get("labels")
+        work_folder = body.get("work_folder", "_work")
+        if not isinstance(name, str) or not name:
+            return _error(422, 'Invalid request.\n\n"name" wasn\'t supplied.')
+        if not isinstance(group, int) or isinstance(group, bool):
+            return _error(422, 'Invalid request.\n\n"runner_group_id" wasn\'t supplied.')
+        if (
+            not isinstance(labels, list)
+            or not 1 <= len(labels) <= MAX_LABELS
+            or not all(isinstance(label, str) and label for label in labels)
+        ):
+            return _error(422, "Invalid request.\n\nFor 'properties/labels', is not valid.")
+        if not isinstance(work_folder, str):
+            return _error(422, "Invalid request.\n\nFor 'properties/work_folder', is not a string.")
+        if group not in self.runner_groups:
+            return _error(422, f"Validation Failed: runner group {group} does not exist")
+        if any(r.repository == repository and r.name == name for r in self.runners.values()):
+            return _error(409, f"Already exists - A runner with the name {name} already exists.")
+        jit = base64.b64encode(secrets.token_bytes(48)).decode()
+        runner = Runner(next(self._ids), name, repository, list(labels), group, jit)
+        self.runners[runner.id] = runner
+        return 201, {"runner": runner.as_json(), "encoded_jit_config": jit}, {}
+
+
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    return status, {"message": message, "documentation_url": DOCS}, dict(headers or {})
+
+
+def _handler_for(standin: GitHubStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: tests read standin.requests instead
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            status, answer, extra = standin.handle(self.command, self.path, headers, body)
+            payload = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("x-github-request-id", secrets.token_hex(8).upper())
+            self.send_header("x-ratelimit-limit", str(RATE_LIMIT))
+            remaining = extra.pop("x-ratelimit-remaining", str(RATE_LIMIT - len(standin.requests)))
+            self.send_header("x-ratelimit-remaining", remaining)
+            self.send_header("x-ratelimit-reset", str(int(time.time()) + 3600))
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+
+    return Handler
