@@ -18,7 +18,7 @@ export WRANGLER_SEND_METRICS := false
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: synth test install lint format serve-handler bench clean
+.PHONY: synth test install lint format serve-handler bench clean tools
 
 $(VENV)/.synced: Pipfile.lock
 	@echo "==> installing Python dependencies from Pipfile.lock into $(VENV)/"
@@ -47,7 +47,14 @@ format: $(VENV)/.synced
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: install lint
+# System tools the tests call (Debian packages): installed only when missing.
+tools:
+	@command -v shellcheck >/dev/null || { \
+	  echo "==> installing shellcheck (Debian package)"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq shellcheck; }
+
+test: install lint tools
 	@echo "==> pytest"
 	$(VENV)/bin/pytest
 

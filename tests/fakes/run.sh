@@ -9,8 +9,8 @@
 # FAKE_EXIT_CODE        status when the runner ends by itself (0)
 # FAKE_TERM_EXIT_CODE   status after SIGTERM (0, like the real listener when idle)
 # FAKE_IGNORE_TERM      1: ignore SIGTERM, so only SIGKILL ends it
-# FAKE_RECORD           file to record the arguments and whether the JIT config file still
-#                       existed when the runner started (RUNNER_JITCONFIG_FILE)
+# FAKE_RECORD           file to record the pid, the arguments, and whether the JIT config file
+#                       still existed when the runner started (RUNNER_JITCONFIG_FILE)
 set -uo pipefail
 
 scenario="${FAKE_RUNNER_SCENARIO:-job}"
@@ -27,6 +27,7 @@ pause() {
 
 if [[ -n ${FAKE_RECORD:-} ]]; then
   {
+    echo "pid: $$"
     printf 'args:'
     printf ' %s' "$@"
     printf '\n'
