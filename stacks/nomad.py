@@ -8,6 +8,11 @@ from ``NOMAD_TOKEN``.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
 from cdktf import AssetType, TerraformAsset, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_nomad.provider import NomadProvider
 from constructs import Construct
@@ -20,6 +25,19 @@ from stacks.components.runner_namespace import RunnerNamespace
 from stacks.components.runner_pool_job import RunnerPoolJob
 
 GITHUB_RUNNER_TOKEN_VARIABLE = "github_runner_token"
+# What the jobspec reads from the scripts directory; caches and editor files stay behind (a
+# compiled .pyc embeds this machine's paths and would change the asset hash on every checkout).
+_SHIPPED_SUFFIXES = (".py", ".sh")
+
+
+def _staged_scripts() -> Path:
+    """A clean copy of runner_job/scripts holding only the task scripts, removed at exit."""
+    staging = Path(tempfile.mkdtemp(prefix="runner-scripts-"))
+    atexit.register(shutil.rmtree, staging, True)
+    for source in sorted(SCRIPTS_DIR.iterdir()):
+        if source.is_file() and source.suffix in _SHIPPED_SUFFIXES:
+            shutil.copy2(source, staging / source.name)
+    return staging
 
 
 class NomadStack(TerraformStack):
@@ -48,7 +66,7 @@ class NomadStack(TerraformStack):
         # Copied next to the stack's Terraform files; the path is relative to that directory,
         # which is where the provider's file() resolves it.
         scripts = TerraformAsset(
-            self, "runner_scripts", path=str(SCRIPTS_DIR), type=AssetType.DIRECTORY
+            self, "runner_scripts", path=str(_staged_scripts()), type=AssetType.DIRECTORY
         )
         for pool in config.pools:
             RunnerPoolJob(

@@ -1,0 +1,127 @@
+"""stacks/dispatch.py: the Worker with exactly the handler's bindings, its ledger and domain."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from handler.bundle import COMPATIBILITY_DATE, MAIN_MODULE, worker_modules
+from handler.contract import WORKER_BINDINGS, Routing
+from stacks.components.dispatch_worker import DispatchWorker
+from stacks.terraform_text import unescape
+from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
+
+
+@pytest.fixture
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_snapshot(variant: str, snapshot_json: SnapshotAssertion) -> None:
+    assert masked(synthesized(variant).stacks["dispatch"]) == snapshot_json
+
+
+def dispatch(variant: str = "example") -> dict[str, Any]:
+    return synthesized(variant).stacks["dispatch"]
+
+
+def version(variant: str = "example") -> dict[str, Any]:
+    return only(dispatch(variant), "cloudflare_worker_version")
+
+
+def test_python_worker_settings() -> None:
+    worker_version = version()
+    assert "python_workers" in worker_version["compatibility_flags"]
+    assert worker_version["compatibility_date"] == COMPATIBILITY_DATE
+    assert worker_version["main_module"] == MAIN_MODULE
+
+
+def test_modules_are_the_handler_package_base64_encoded() -> None:
+    """Exactly worker_modules(), byte for byte; base64 cannot carry a Terraform ${ at all."""
+    modules = version()["modules"]
+    expected = worker_modules()
+    assert [module["name"] for module in modules] == [name for name, _ in expected]
+    assert any(module["name"] == MAIN_MODULE for module in modules)
+    for module, (_, content) in zip(modules, expected, strict=True):
+        assert module["content_type"] == "text/x-python"
+        assert re.fullmatch(r"[A-Za-z0-9+/=]+", module["content_base64"])
+        decoded = base64.b64decode(module["content_base64"])
+        assert decoded == (content or b"\n")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bindings_are_exactly_the_contract(variant: str) -> None:
+    bindings = version(variant)["bindings"]
+    assert [(binding["name"], binding["type"]) for binding in bindings] == [
+        (spec.name, spec.type) for spec in WORKER_BINDINGS
+    ]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_binding_values(variant: str) -> None:
+    synth = synthesized(variant)
+    stack = synth.stacks["dispatch"]
+    bindings = {binding["name"]: binding for binding in version(variant)["bindings"]}
+    routing = unescape(bindings["ROUTING"]["text"])
+    assert routing == synth.config.routing().to_json()
+    assert Routing.from_json(routing) == synth.config.routing()
+    assert bindings["NOMAD_ADDR"]["text"] == f"https://{synth.config.cloudflare.nomad_api_hostname}"
+    (ledger,) = resources(stack, "cloudflare_workers_kv_namespace")
+    assert bindings["LEDGER"]["namespace_id"] == f"${{cloudflare_workers_kv_namespace.{ledger}.id}}"
+    # Secret bindings are references, filled in by Terraform at apply time, never literals.
+    remote = "${data.terraform_remote_state.cross-stack-reference-input-"
+    assert bindings["NOMAD_TOKEN"]["text"].startswith(remote + "nomad.outputs.")
+    assert "nomad_acl_token" in bindings["NOMAD_TOKEN"]["text"]
+    assert bindings["CF_ACCESS_CLIENT_ID"]["text"].startswith(remote + "edge.outputs.")
+    assert bindings["CF_ACCESS_CLIENT_ID"]["text"].endswith("client_id}")
+    assert bindings["CF_ACCESS_CLIENT_SECRET"]["text"].endswith("client_secret}")
+    assert bindings["WEBHOOK_SECRET_KEY"]["text"] == "${random_password.webhook_secret_key.result}"
+
+
+def test_webhook_key_is_generated_and_strong() -> None:
+    password = only(dispatch(), "random_password")
+    assert password["length"] >= 32
+
+
+def test_deployment_and_custom_domain() -> None:
+    synth = synthesized("example")
+    stack = synth.stacks["dispatch"]
+    (worker_name,) = resources(stack, "cloudflare_worker")
+    (version_name,) = resources(stack, "cloudflare_worker_version")
+    deployment = only(stack, "cloudflare_workers_deployment")
+    assert deployment["versions"] == [
+        {"percentage": 100, "version_id": f"${{cloudflare_worker_version.{version_name}.id}}"}
+    ]
+    assert deployment["script_name"] == f"${{cloudflare_worker.{worker_name}.name}}"
+    domain = only(stack, "cloudflare_workers_custom_domain")
+    assert domain["hostname"] == synth.config.cloudflare.webhook_hostname
+    assert domain["zone_id"] == synth.config.cloudflare.zone_id
+    assert domain["service"] == f"${{cloudflare_worker.{worker_name}.name}}"
+    (deployment_name,) = resources(stack, "cloudflare_workers_deployment")
+    assert domain["depends_on"] == [f"cloudflare_workers_deployment.{deployment_name}"]
+
+
+def test_binding_values_must_match_the_contract() -> None:
+    """A binding missing or unknown to handler.contract is a synth-time error naming it."""
+    from cdktf import App, TerraformStack
+
+    stack = TerraformStack(App(), "stack")
+    values = {spec.name: "x" for spec in WORKER_BINDINGS if spec.type != "kv_namespace"}
+    values.pop("NOMAD_TOKEN")
+    values["EXTRA"] = "y"
+    with pytest.raises(ValueError, match="missing NOMAD_TOKEN; not in the contract EXTRA"):
+        DispatchWorker(
+            stack,
+            "worker",
+            account_id="a",
+            zone_id="z",
+            name="n",
+            hostname="h.example.com",
+            text_bindings=values,
+        )

@@ -1,0 +1,86 @@
+"""stacks/github.py: one workflow_job hook per repository, its secret derived as the Worker does."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from handler.contract import webhook_path, webhook_secret_for
+from stacks.terraform_text import unescape
+from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
+
+
+@pytest.fixture
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_snapshot(variant: str, snapshot_json: SnapshotAssertion) -> None:
+    assert masked(synthesized(variant).stacks["github"]) == snapshot_json
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_repository_has_exactly_one_hook(variant: str) -> None:
+    """One for_each resource keyed by repository name: one instance per configured repository."""
+    synth = synthesized(variant)
+    hooks = resources(synth.stacks["github"], "github_repository_webhook")
+    assert list(hooks) == ["workflow_job"]
+    hook = hooks["workflow_job"]
+    names = [repo.name for repo in synth.config.github.repositories]
+    assert sorted(hook["for_each"]) == sorted(names)
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert unescape(hook["for_each"][name]["repository"]) == name
+    assert hook["repository"] == "${each.value.repository}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_hook_settings(variant: str) -> None:
+    hook = only(synthesized(variant).stacks["github"], "github_repository_webhook")
+    assert hook["events"] == ["workflow_job"]
+    assert hook["active"] is True
+    assert hook["configuration"]["content_type"] == "json"
+    assert hook["configuration"]["insecure_ssl"] is False
+
+
+def test_hook_url_is_the_worker_path_of_each_repository() -> None:
+    synth = synthesized("user-owned")
+    hook = only(synth.stacks["github"], "github_repository_webhook")
+    url = hook["configuration"]["url"]
+    match = re.fullmatch(
+        r"https://(\$\{data\.terraform_remote_state\.[^}]+\})\$\{each\.value\.url_path\}", url
+    )
+    assert match, url
+    for repo in synth.config.github.repositories:
+        assert hook["for_each"][repo.name]["url_path"] == webhook_path(repo.full_name)
+    assert hook["for_each"]["Hello-World"]["url_path"] == "/webhook/octocat/hello-world"
+
+
+@pytest.mark.parametrize("variant", ["example", "user-owned"])
+def test_secret_equals_the_handlers_derivation(variant: str) -> None:
+    """Evaluating Terraform's expression with a known key gives webhook_secret_for(key, repo)."""
+    synth = synthesized(variant)
+    hook = only(synth.stacks["github"], "github_repository_webhook")
+    expression = hook["configuration"]["secret"]
+    match = re.fullmatch(
+        r'\$\{sha256\("\$\{(data\.terraform_remote_state\.[^}]+)\}:\$\{each\.value\.secret_subject\}"\)\}',
+        expression,
+    )
+    assert match, expression
+    assert "webhook_secret_key" in match.group(1)
+    key = "known-test-key"
+    for repo in synth.config.github.repositories:
+        subject = unescape(hook["for_each"][repo.name]["secret_subject"])
+        terraform_value = hashlib.sha256(f"{key}:{subject}".encode()).hexdigest()
+        assert terraform_value == webhook_secret_for(key, repo.full_name)
+
+
+def test_provider_owner_is_the_configured_owner() -> None:
+    for variant, owner in (("example", "example-org"), ("user-owned", "octocat")):
+        providers = synthesized(variant).stacks["github"]["provider"]["github"]
+        assert providers == [{"owner": owner}]

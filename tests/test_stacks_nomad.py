@@ -1,0 +1,169 @@
+"""stacks/nomad.py: namespace, dispatch-only token, credentials and jobs from runner_job/."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pygohcl
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from runner_job import (
+    CLOUDFLARED_JOBSPEC,
+    RUNNER_JOBSPEC,
+    SCRIPTS_DIR,
+    credential_variable_paths,
+    tunnel_token_variable_path,
+)
+from stacks.components.cloudflared_job import CLOUDFLARED_JOB
+from stacks.terraform_text import unescape
+from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
+
+
+@pytest.fixture
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_snapshot(variant: str, snapshot_json: SnapshotAssertion) -> None:
+    assert masked(synthesized(variant).stacks["nomad"]) == snapshot_json
+
+
+def nomad(variant: str = "example") -> dict[str, Any]:
+    return synthesized(variant).stacks["nomad"]
+
+
+def jobs_by_name(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        unescape(job["hcl2"]["vars"]["job_name"]): job
+        for job in resources(stack, "nomad_job").values()
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_policy_grants_only_dispatch_in_the_runner_namespace(variant: str) -> None:
+    config = synthesized(variant).config
+    stack = nomad(variant)
+    policy = only(stack, "nomad_acl_policy")
+    rules = pygohcl.loads(policy["rules_hcl"])
+    assert rules == {
+        "namespace": {
+            config.nomad.namespace: {"capabilities": ["dispatch-job", "read-job", "list-jobs"]}
+        }
+    }
+    token = only(stack, "nomad_acl_token")
+    (policy_name,) = resources(stack, "nomad_acl_policy")
+    assert token["type"] == "client"
+    assert token["policies"] == [f"${{nomad_acl_policy.{policy_name}.name}}"]
+    assert only(stack, "nomad_namespace")["name"] == config.nomad.namespace
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_runner_job_per_pool_plus_cloudflared(variant: str) -> None:
+    config = synthesized(variant).config
+    jobs = jobs_by_name(nomad(variant))
+    assert sorted(jobs) == sorted([pool.nomad_job for pool in config.pools] + [CLOUDFLARED_JOB])
+    for job in jobs.values():
+        assert job["purge_on_destroy"] is True
+        assert job["hcl2"]["allow_fs"] is True
+
+
+def declared_variables(path: Any) -> dict[str, dict[str, Any]]:
+    variables: dict[str, dict[str, Any]] = pygohcl.loads(path.read_text())["variable"]
+    return variables
+
+
+@pytest.mark.parametrize(
+    ("jobspec", "job"), [(RUNNER_JOBSPEC, None), (CLOUDFLARED_JOBSPEC, CLOUDFLARED_JOB)]
+)
+def test_job_variables_are_declared_by_the_jobspec(jobspec: Any, job: str | None) -> None:
+    """Nomad rejects an undeclared -var; a variable without default must be given."""
+    synth = synthesized("two-pools")
+    name = job or synth.config.pools[0].nomad_job
+    given = set(jobs_by_name(synth.stacks["nomad"])[name]["hcl2"]["vars"])
+    declared = declared_variables(jobspec)
+    assert given <= set(declared), sorted(given - set(declared))
+    required = {var for var, spec in declared.items() if "default" not in spec}
+    assert required <= given, sorted(required - given)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_jobspec_text_reaches_nomad_unchanged(variant: str) -> None:
+    """Escaped for Terraform, which then yields exactly the file, ${NOMAD_...} included."""
+    for name, job in jobs_by_name(nomad(variant)).items():
+        path = CLOUDFLARED_JOBSPEC if name == CLOUDFLARED_JOB else RUNNER_JOBSPEC
+        assert unescape(job["jobspec"]) == path.read_text()
+        text = job["jobspec"]
+        assert text.count("${") == text.count("$${"), "an unescaped ${ reaches Terraform"
+        assert text.count("%{") == text.count("%%{"), "an unescaped %{ reaches Terraform"
+
+
+def test_runner_job_variable_values_parse_as_nomad_reads_them() -> None:
+    """string/number values are literal; list and object values parse as HCL to the config."""
+    synth = synthesized("two-pools")
+    gpu = synth.config.pool("gpu")
+    variables = jobs_by_name(synth.stacks["nomad"])[gpu.nomad_job]["hcl2"]["vars"]
+    declared = declared_variables(RUNNER_JOBSPEC)
+
+    def value(name: str) -> Any:
+        raw = unescape(variables[name])
+        kind = str(declared[name].get("type", "string")).strip("${}")
+        if kind in ("string", "number"):
+            return raw
+        return pygohcl.loads(f"v = {raw}")["v"]
+
+    assert value("job_name") == "github-runner-gpu"
+    assert value("pool") == "gpu"
+    assert value("runner_labels") == list(gpu.labels)
+    assert value("datacenters") == ["eu-west-1a", "eu-west-1b"]
+    assert value("runner_image") == gpu.image
+    assert value("cpu") == "8000"
+    assert value("max_job_seconds") == "43200"
+    assert value("constraints") == [
+        {"attribute": "${meta.gpu}", "operator": "=", "value": "true"},
+        {"attribute": "${node.unique.id}", "operator": "distinct_hosts", "value": ""},
+    ]
+    small = jobs_by_name(synth.stacks["nomad"])["github-runner-small"]["hcl2"]["vars"]
+    assert unescape(small["runner_image"]) == synth.config.images.runner
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_github_credential_only_in_the_register_and_deregister_variables(variant: str) -> None:
+    synth = synthesized(variant)
+    stack = synth.stacks["nomad"]
+    variables = {item["path"]: item for item in resources(stack, "nomad_variable").values()}
+    expected_paths = {
+        path for pool in synth.config.pools for path in credential_variable_paths(pool.nomad_job)
+    }
+    expected_paths.add(tunnel_token_variable_path(CLOUDFLARED_JOB))
+    assert set(variables) == expected_paths
+    for path, variable in variables.items():
+        if path == tunnel_token_variable_path(CLOUDFLARED_JOB):
+            (reference,) = variable["items"].values()
+            assert list(variable["items"]) == ["tunnel_token"]
+            assert reference.startswith(
+                "${data.terraform_remote_state.cross-stack-reference-input-edge."
+            )
+        else:
+            assert variable["items"] == {"github_token": "${var.github_runner_token}"}
+        assert variable["namespace"].startswith("${nomad_namespace.")
+    assert stack["variable"]["github_runner_token"]["sensitive"] is True
+    assert "default" not in stack["variable"]["github_runner_token"]
+
+
+def test_scripts_ship_beside_the_stack() -> None:
+    """The asset the jobspec's file() reads: the task scripts, by a path relative to the stack."""
+    synth = synthesized("example")
+    job = jobs_by_name(synth.stacks["nomad"])[synth.config.pools[0].nomad_job]
+    relative = job["hcl2"]["vars"]["scripts_dir"]
+    assert re.fullmatch(r"assets/runner_scripts/[0-9A-F]{32}", relative)
+    copied = synth.outdir / "stacks" / "nomad" / relative
+    scripts = sorted(p.name for p in SCRIPTS_DIR.iterdir() if p.suffix in (".py", ".sh"))
+    assert sorted(p.name for p in copied.iterdir()) == scripts
+    for name in scripts:
+        assert (copied / name).read_bytes() == (SCRIPTS_DIR / name).read_bytes()
+    for name in re.findall(r'file\("\$\{var\.scripts_dir\}/([^"]+)"\)', RUNNER_JOBSPEC.read_text()):
+        assert name in scripts, f"the jobspec reads {name}, which is not shipped"
