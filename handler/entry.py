@@ -1,0 +1,111 @@
+"""The Worker entry: the runtime's request in, :func:`handler.service.handle`, a Response out.
+
+Class style (``WorkerEntrypoint``), as compatibility dates from 2025-08-14 on require. Everything
+that decides lives in the pure modules beside this one; this adapter only reads the bindings on
+``self.env``, turns the request into an :class:`~handler.service.IncomingRequest`, supplies the
+ports (outbound ``fetch`` to Nomad, the ``LEDGER`` KV namespace) and prints the one structured log
+line per delivery. It is the outermost layer, so it alone turns unexpected exceptions into a 500.
+The modules ``workers``/``js`` exist only inside the Workers runtime: nothing else imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from workers import Request, Response, WorkerEntrypoint, fetch
+
+from handler.contract import LEDGER_BINDING
+from handler.nomad import HttpRequest
+from handler.service import (
+    ConfigurationError,
+    IncomingRequest,
+    LedgerUnavailable,
+    Ports,
+    TransportError,
+    declared_too_large,
+    handle,
+    settings_from_bindings,
+    utc_now,
+)
+
+_JSON = "application/json"
+
+
+class FetchTransport:
+    """Outbound HTTP through the runtime's ``fetch``, no redirects (Access login = error)."""
+
+    async def send(self, request: HttpRequest) -> tuple[int, bytes]:
+        try:
+            response = await fetch(
+                request.url,
+                method=request.method,
+                headers=dict(request.headers),
+                body=request.body.decode(),
+                redirect="manual",
+            )
+            return int(response.status), bytes(await response.bytes())
+        except Exception as error:  # the runtime raises JsException/OSError for network failures
+            raise TransportError(type(error).__name__) from None
+
+
+class KvLedger:
+    """The ledger in Workers KV; KV failures (e.g. 429 on a hot key) become LedgerUnavailable."""
+
+    def __init__(self, namespace: Any) -> None:
+        self._namespace = namespace
+
+    async def get(self, key: str) -> str | None:
+        try:
+            value = await self._namespace.get(key)
+        except Exception as error:
+            raise LedgerUnavailable(type(error).__name__) from None
+        return value if isinstance(value, str) else None
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        try:
+            await self._namespace.put(key, value, expirationTtl=ttl_seconds)
+        except Exception as error:
+            raise LedgerUnavailable(type(error).__name__) from None
+
+
+def _reply(status: int, document: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(
+        json.dumps(document), status=status, headers={"content-type": _JSON, **dict(headers)}
+    )
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request: Any) -> Response:
+        if not isinstance(request, Request):  # a bare JS Request: give it the SDK's Python face
+            request = Request(request)
+        try:
+            return await self._answer(request)
+        except Exception as error:
+            # Only the type: an exception's text could quote a header or a binding.
+            print(json.dumps({"msg": "unhandled", "error": type(error).__name__}))
+            return _reply(500, {"outcome": "error", "reason": "internal error"})
+
+    async def _answer(self, request: Any) -> Response:
+        env = self.env
+        try:
+            settings = settings_from_bindings(lambda name: getattr(env, name, None))
+        except ConfigurationError as error:
+            print(json.dumps({"msg": "misconfigured", "error": str(error)}))
+            return _reply(500, {"outcome": "error", "reason": "worker misconfigured"})
+        headers = {str(name).lower(): str(value) for name, value in request.headers.items()}
+        body = None if declared_too_large(headers) else bytes(await request.bytes())
+        method = getattr(request.method, "value", request.method)
+        incoming = IncomingRequest(
+            method=str(method), path=urlsplit(request.url).path, headers=headers, body=body
+        )
+        ports = Ports(
+            transport=FetchTransport(),
+            ledger=KvLedger(getattr(env, LEDGER_BINDING)),
+            monotonic=time.monotonic,
+        )
+        reply = await handle(incoming, settings, ports, utc_now())
+        print(json.dumps(reply.log, sort_keys=True))
+        return _reply(reply.status, reply.document, reply.headers)

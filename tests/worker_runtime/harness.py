@@ -1,0 +1,160 @@
+"""Run the dispatch Worker in the real local Workers runtime (wrangler 3.92.0), for tests and bench.
+
+``LocalWorker(bindings, workdir)`` lays out a bundle in ``workdir``: the test-only adapter and
+stubs from this folder, the pure-Python ``workers`` SDK (PyPI ``workers-runtime-sdk``, pinned in
+the Pipfile) and exactly the modules ``handler.bundle.worker_modules()`` uploads, so what runs is
+what is deployed. It writes a ``wrangler.toml`` with the bindings as ``[vars]`` and the ``LEDGER``
+KV namespace persisted under ``workdir``, starts ``wrangler dev`` in its own process group and
+waits for the first 200 on ``/healthz`` (Pyodide loads on the first request, not at "Ready").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from handler.bundle import worker_modules
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WRANGLER = REPO_ROOT / "node_modules" / ".bin" / "wrangler"
+HERE = Path(__file__).resolve().parent
+ADAPTER_FILES = ("adapter.py", "_cloudflare_compat_flags.py", "_pyodide_entrypoint_helper.py")
+# workerd 2024-11-06 is the newest runtime the local wrangler ships; it caps the date there.
+LOCAL_COMPATIBILITY_DATE = "2024-11-06"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+class LocalWorker:
+    def __init__(self, bindings: dict[str, str], workdir: Path) -> None:
+        self.bindings = bindings
+        self.workdir = workdir
+        self.bundle = workdir / "bundle"
+        self.log_path = workdir / "wrangler-output.log"
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def build(self) -> None:
+        self.bundle.mkdir(parents=True, exist_ok=True)
+        for name in ADAPTER_FILES:
+            shutil.copy(HERE / name, self.bundle / name)
+        # Located, not imported: the SDK imports runtime-only modules (js, pyodide).
+        spec = importlib.util.find_spec("workers")
+        assert spec is not None and spec.submodule_search_locations, "workers-runtime-sdk missing"
+        sdk = Path(next(iter(spec.submodule_search_locations)))
+        shutil.copytree(
+            sdk, self.bundle / "workers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        for name, content in worker_modules():
+            target = self.bundle / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        lines = [
+            'name = "dispatch-worker-test"',
+            'main = "adapter.py"',
+            f'compatibility_date = "{LOCAL_COMPATIBILITY_DATE}"',
+            'compatibility_flags = ["python_workers"]',
+            "",
+            "[vars]",
+            *(f"{name} = {_toml_string(value)}" for name, value in sorted(self.bindings.items())),
+            "",
+            "[[kv_namespaces]]",
+            'binding = "LEDGER"',
+            'id = "ledger-local"',
+        ]
+        (self.bundle / "wrangler.toml").write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.build()
+        env = dict(os.environ)
+        env.update(
+            WRANGLER_SEND_METRICS="false",
+            # Inside the bundle the log file would trigger a reload on every write, for ever.
+            WRANGLER_LOG_PATH=str(self.workdir / "wrangler-logs"),
+            NO_COLOR="1",
+            CI="1",
+        )
+        command = [
+            str(WRANGLER),
+            "dev",
+            "--local",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--inspector-port",
+            str(_free_port()),
+            "--persist-to",
+            str(self.workdir / "state"),
+            "--show-interactive-dev-session=false",
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.bundle,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        server_errors = 0
+        while time.monotonic() < deadline and server_errors < 3:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"wrangler exited early:\n{self.output()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=10) as response:
+                    if response.status == 200:
+                        return
+            except urllib.error.HTTPError as error:
+                # The Worker answered but failed: waiting longer will not fix it.
+                server_errors += error.code >= 500
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the Worker never answered /healthz:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> LocalWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
