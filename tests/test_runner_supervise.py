@@ -87,6 +87,13 @@ class TestSupervisor:
         assert "config file: absent" in lines
         assert not config_file.exists()
 
+    def test_a_line_written_in_pieces_is_read_whole(self, config_file, record):
+        """The output is read with a timeout: a line split across reads must still match."""
+        result = supervise(config_file, record, FAKE_RUNNER_SCENARIO="split")
+        assert result.returncode == 0, result.stderr
+        assert any(line.endswith(": Running job: build") for line in result.stdout.splitlines())
+        assert "a job started" in result.stderr
+
     def test_passes_on_the_runners_exit_status(self, config_file, record):
         result = supervise(config_file, record, FAKE_RUNNER_SCENARIO="job", FAKE_EXIT_CODE="3")
         assert result.returncode == 3

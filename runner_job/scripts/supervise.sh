@@ -143,8 +143,18 @@ while true; do
   fi
 done
 
-wait "$runner_pid"
-status=$?
+# A signal arriving now interrupts `wait` early; wait again while the runner still lives.
+while true; do
+  wait "$runner_pid"
+  status=$?
+  if ((status > 128)) && kill -0 "$runner_pid" 2>/dev/null; then
+    if [[ -n $stop_requested && -z $outcome ]]; then
+      begin_stop nomad "Nomad is stopping the task"
+    fi
+    continue
+  fi
+  break
+done
 exec 3<&-
 
 case "$outcome" in

@@ -4,6 +4,7 @@
 # FAKE_RUNNER_SCENARIO  job  : a job is assigned, runs FAKE_JOB_SECONDS, succeeds, runner exits
 #                       idle : listens for jobs until signalled
 #                       long : a job is assigned and runs until signalled
+#                       split: like job, but the "Running job" line arrives in two writes 1.5s apart
 # FAKE_JOB_DELAY        seconds between "Listening for Jobs" and "Running job" (0.2)
 # FAKE_JOB_SECONDS      how long the job runs in the "job" scenario (0.3)
 # FAKE_EXIT_CODE        status when the runner ends by itself (0)
@@ -54,6 +55,14 @@ case "$scenario" in
   job)
     pause "${FAKE_JOB_DELAY:-0.2}"
     echo "$(stamp): Running job: build"
+    pause "${FAKE_JOB_SECONDS:-0.3}"
+    echo "$(stamp): Job build completed with result: Succeeded"
+    exit "${FAKE_EXIT_CODE:-0}"
+    ;;
+  split)
+    printf '%s: Running jo' "$(stamp)"
+    pause 1.5
+    echo "b: build"
     pause "${FAKE_JOB_SECONDS:-0.3}"
     echo "$(stamp): Job build completed with result: Succeeded"
     exit "${FAKE_EXIT_CODE:-0}"
