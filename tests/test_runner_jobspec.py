@@ -200,6 +200,12 @@ class TestCredential:
             assert "secret" not in text
             assert "github_api_url" not in text
 
+    def test_no_task_exposes_its_workload_identity_or_asks_for_vault(self, tasks):
+        """Without an identity block the token for Nomad's task API stays out of every task."""
+        for name, task in tasks.items():
+            assert "identity" not in task, name
+            assert "vault" not in task, name
+
     def test_no_credential_is_written_in_the_jobspec(self):
         text = RUNNER_JOBSPEC.read_text(encoding="utf-8")
         assert not re.search(r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_", text)
