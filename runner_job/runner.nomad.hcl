@@ -110,7 +110,7 @@ variable "github_api_url" {
 }
 
 variable "scripts_dir" {
-  description = "Directory holding the task scripts (register.py, deregister.py, github_api.py, supervise.sh), relative to where the jobspec is parsed."
+  description = "Directory holding the task scripts (register.py, deregister.py, github_api.py, supervise.sh); relative paths start at the jobspec's directory (nomad CLI) or the working directory (jobspec given as text)."
   type        = string
   default     = "scripts"
 }
