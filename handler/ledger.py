@@ -48,6 +48,10 @@ class LedgerRecord:
     first_seen: float  # unix seconds
     updated_at: float
     deliveries: tuple[str, ...]  # the last few X-GitHub-Delivery ids, newest last
+    # Added for status and recovery; records written before them read back with the defaults.
+    created_at: float | None = None  # the GitHub job's created_at (unix seconds)
+    dispatched_at: float | None = None  # when a NEW child was dispatched (not a replay)
+    reconciled: bool = False  # that dispatch came from the reconciler, not from a webhook
 
     def to_json(self) -> str:
         document = asdict(self)
@@ -67,6 +71,25 @@ class LedgerRecord:
         except (TypeError, ValueError):
             return None
 
+    def summary(self) -> str:
+        """The compact form stored as the KV key's metadata, so status needs only list calls.
+
+        KV allows 1024 bytes of metadata per key; this stays far below (no repository name,
+        no runner name). Keys: p pool, s state, o dispatch outcome, q created_at, d dispatched_at,
+        r reconciled, x cancelled before assignment, c child known.
+        """
+        document = {
+            "p": self.pool,
+            "s": self.state,
+            "o": self.dispatch_outcome,
+            "q": self.created_at,
+            "d": self.dispatched_at,
+            "r": int(self.reconciled),
+            "x": int(self.cancelled_before_assignment),
+            "c": int(self.child_id is not None),
+        }
+        return json.dumps(document, separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -85,6 +108,8 @@ class Observation:
     child_id: str | None
     dispatch_outcome: str | None
     at: float
+    created_at: float | None = None  # the job's created_at, unix seconds
+    source: str = "webhook"  # or "reconciler"
 
 
 def _rank(state: str) -> int:
@@ -96,6 +121,7 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
     cancelled = (
         seen.action == "completed" and seen.conclusion == "cancelled" and seen.runner_id is None
     )
+    new_child = seen.dispatch_outcome == "dispatched" and seen.child_id is not None
     if existing is None:
         return LedgerRecord(
             repository=seen.repository,
@@ -113,8 +139,13 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
             first_seen=seen.at,
             updated_at=seen.at,
             deliveries=(seen.delivery,),
+            created_at=seen.created_at,
+            dispatched_at=seen.at if new_child else None,
+            reconciled=new_child and seen.source == "reconciler",
         )
     forward = _rank(seen.action) >= _rank(existing.state)
+    # Only the first dispatch that started a child counts: a later replay changes nothing.
+    first_child = new_child and existing.child_id is None
     deliveries = existing.deliveries
     if seen.delivery not in deliveries:
         deliveries = (*deliveries, seen.delivery)[-_MAX_DELIVERIES:]
@@ -135,4 +166,7 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
         first_seen=min(existing.first_seen, seen.at),
         updated_at=max(existing.updated_at, seen.at),
         deliveries=deliveries,
+        created_at=existing.created_at or seen.created_at,
+        dispatched_at=existing.dispatched_at or (seen.at if first_child else None),
+        reconciled=existing.reconciled or (first_child and seen.source == "reconciler"),
     )

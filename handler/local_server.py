@@ -32,6 +32,7 @@ from handler.service import (
     ATTEMPT_TIMEOUT_SECONDS,
     ConfigurationError,
     IncomingRequest,
+    LedgerPage,
     Ports,
     Settings,
     TransportError,
@@ -76,10 +77,12 @@ class UrllibTransport:
 
 
 class MemoryLedger:
-    """The ledger in a dict, with KV's expiry honoured on read."""
+    """The ledger in a dict, with KV's expiry honoured on read and KV's list pages."""
+
+    PAGE_SIZE = 1000  # KV's maximum keys per list call
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[str, float]] = {}
+        self._entries: dict[str, tuple[str, float, str | None]] = {}
         self._lock = threading.Lock()
 
     async def get(self, key: str) -> str | None:
@@ -89,13 +92,29 @@ class MemoryLedger:
             return None
         return entry[0]
 
-    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+    async def put(
+        self, key: str, value: str, ttl_seconds: int, metadata: str | None = None
+    ) -> None:
         with self._lock:
-            self._entries[key] = (value, time.time() + ttl_seconds)
+            self._entries[key] = (value, time.time() + ttl_seconds, metadata)
+
+    async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
+        # KV lists keys in lexicographic order; the cursor here is the last key returned.
+        now = time.time()
+        with self._lock:
+            keys = sorted(
+                key
+                for key, (_, expires, _) in self._entries.items()
+                if key.startswith(prefix) and expires >= now and (cursor is None or key > cursor)
+            )
+            page = keys[: self.PAGE_SIZE]
+            entries = tuple((key, self._entries[key][2]) for key in page)
+        more = len(keys) > self.PAGE_SIZE
+        return LedgerPage(entries=entries, cursor=page[-1] if more else None)
 
     def snapshot(self) -> dict[str, str]:
         with self._lock:
-            return {key: value for key, (value, _) in self._entries.items()}
+            return {key: value for key, (value, _, _) in self._entries.items()}
 
 
 def make_server(

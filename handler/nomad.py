@@ -123,3 +123,43 @@ def interpret_dispatch_response(status: int, body: bytes) -> DispatchAccepted:
     if status == 500:
         raise NomadDispatchRejected(status, _short(body))
     raise NomadBadResponse(status, _short(body))
+
+
+def summary_request(
+    *, nomad_addr: str, namespace: str, nomad_job: str, credentials: NomadCredentials
+) -> HttpRequest:
+    """``GET {nomad}/v1/job/{job}/summary?namespace=..``: the pool's children by state."""
+    base = nomad_addr.rstrip("/")
+    query = urlencode({"namespace": namespace})
+    url = f"{base}/v1/job/{quote(nomad_job, safe='')}/summary?{query}"
+    headers = (
+        ("X-Nomad-Token", credentials.nomad_token),
+        ("CF-Access-Client-Id", credentials.access_client_id),
+        ("CF-Access-Client-Secret", credentials.access_client_secret),
+    )
+    return HttpRequest(method="GET", url=url, headers=headers, body=b"")
+
+
+def interpret_summary_response(status: int, body: bytes) -> int:
+    """Children of a parameterized job that hold or wait for a slot: Pending + Running.
+
+    Dead children are done and free their slot. Raises a :class:`NomadError` subclass for any
+    answer but a 200 with a ``Children`` object (404 unknown job, 403 refused, 500 Nomad error).
+    """
+    if status == 200:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise NomadBadResponse(status, "summary: 200 without a JSON body") from None
+        children = document.get("Children") if isinstance(document, dict) else None
+        if not isinstance(children, dict):
+            raise NomadBadResponse(status, "summary: no Children counts (not a parameterized job?)")
+        counts = [children.get("Pending", 0), children.get("Running", 0)]
+        if not all(type(count) is int and count >= 0 for count in counts):
+            raise NomadBadResponse(status, "summary: Children counts are not integers")
+        return int(counts[0]) + int(counts[1])
+    if status == 403:
+        raise NomadPermissionDenied(status, _short(body))
+    if status == 500:
+        raise NomadDispatchRejected(status, _short(body))
+    raise NomadBadResponse(status, _short(body))

@@ -43,6 +43,8 @@ from handler.nomad import (
     NomadError,
     dispatch_request,
     interpret_dispatch_response,
+    interpret_summary_response,
+    summary_request,
 )
 from handler.signature import SIGNATURE_HEADER, SignatureError, verify_signature
 
@@ -74,9 +76,25 @@ class Transport(Protocol):
 
 
 class LedgerStore(Protocol):
+    """Workers KV as the core uses it. Every method raises :class:`LedgerUnavailable` on failure."""
+
     async def get(self, key: str) -> str | None: ...
 
-    async def put(self, key: str, value: str, ttl_seconds: int) -> None: ...
+    async def put(
+        self, key: str, value: str, ttl_seconds: int, metadata: str | None = None
+    ) -> None:
+        """Store ``value``; ``metadata`` (a short JSON text) comes back from :meth:`list`."""
+        ...
+
+    async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
+        """One page (up to 1000 keys, KV's maximum) of keys under ``prefix``, with metadata."""
+        ...
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: tuple[tuple[str, str | None], ...]  # (key, metadata)
+    cursor: str | None  # None: this was the last page
 
 
 @dataclass(frozen=True)
@@ -274,6 +292,7 @@ async def _handle_workflow_job(
         runner_name=job.runner_name,
         delivery=delivery_id,
         at=now.timestamp(),
+        created_at=job.created_at.timestamp(),
     )
     if isinstance(decision, Ignore):
         delivery.log.update(pool=decision.pool, code=decision.code)
@@ -299,6 +318,59 @@ async def _dispatch(
 ) -> Reply:
     pool = decision.pool
     delivery.log["pool"] = pool.name
+    result = await dispatch_job(
+        decision, settings, ports, id_prefix=f"gh{event.job.id}", started=delivery._started
+    )
+    delivery.log["attempts"] = result.attempts
+    if result.nomad_status is not None:
+        delivery.log["nomad_status"] = result.nomad_status
+    if result.active is not None:
+        delivery.log["active_runners"] = result.active
+    if result.child_id is not None:
+        delivery.log["nomad_child"] = result.child_id
+    seen = observation(pool=pool.name, child_id=result.child_id, dispatch_outcome=result.outcome)
+    await _record(seen, ports, delivery)
+    extra: dict[str, Any] = {"pool": pool.name}
+    if result.child_id is not None:
+        extra["nomad_job_id"] = result.child_id
+    return delivery.reply(result.status, result.outcome, result.reason, extra=extra)
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """What one dispatch attempt sequence came to, for a webhook reply or the reconciler."""
+
+    outcome: str  # dispatched | already_dispatched | deferred | failed
+    status: int  # the HTTP status a webhook delivery is answered with
+    reason: str
+    child_id: str | None = None
+    attempts: int = 0
+    active: int | None = None  # the pool's pending + running children, when read
+    nomad_status: int | None = None
+
+
+async def dispatch_job(
+    decision: Dispatch,
+    settings: Settings,
+    ports: Ports,
+    *,
+    id_prefix: str,
+    started: float,
+    active: int | None = None,
+) -> DispatchResult:
+    """Dispatch ``decision`` once, unless its pool is at its cap; the one path to Nomad.
+
+    Each attempt first reads the pool's job summary (unless the caller passes ``active``, the
+    count it already knows) and then dispatches with the job id as idempotency token. At the cap
+    nothing is dispatched: the outcome is ``deferred`` and the reconciler dispatches the job once
+    a runner finishes. A failed capacity read fails the attempt like a failed dispatch would:
+    dispatching blind could exceed the cap (a one-GPU pool started twice), while refusing only
+    delays the job until the next attempt or reconciler run. An attempt that fails with a
+    connection error, a timeout or a 5xx is retried once if there is time (``started`` is the
+    ``ports.monotonic()`` reading the caller's deadline counts from).
+    """
+    pool = decision.pool
+    known_active = active
     outbound = dispatch_request(
         nomad_addr=settings.nomad_addr,
         namespace=settings.routing.namespace,
@@ -306,62 +378,93 @@ async def _dispatch(
         meta=decision.meta,
         idempotency_token=decision.idempotency_token,
         credentials=settings.credentials,
-        id_prefix=f"gh{event.job.id}",
+        id_prefix=id_prefix,
     )
+    summary = summary_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        nomad_job=pool.nomad_job,
+        credentials=settings.credentials,
+    )
+    statuses: list[int] = []
+
+    async def attempt() -> tuple[int, DispatchAccepted | None]:
+        count = known_active
+        if count is None:
+            status, answer = await ports.transport.send(summary)
+            statuses.append(status)
+            count = interpret_summary_response(status, answer)
+        if count >= pool.max_runners:
+            return count, None
+        status, answer = await ports.transport.send(outbound)
+        statuses.append(status)
+        return count, interpret_dispatch_response(status, answer)
+
     attempts = 0
-    failure: tuple[int, str, str] | None = None  # (our status, outcome text, log detail)
-    accepted: DispatchAccepted | None = None
+    failure: tuple[int, str] | None = None  # (our status, reason)
     while True:
         attempts += 1
         retryable = False
         try:
-            status, answer = await asyncio.wait_for(
-                ports.transport.send(outbound), ATTEMPT_TIMEOUT_SECONDS
-            )
-            delivery.log["nomad_status"] = status
-            accepted = interpret_dispatch_response(status, answer)
+            count, accepted = await asyncio.wait_for(attempt(), ATTEMPT_TIMEOUT_SECONDS)
             failure = None
         except NomadError as error:
-            failure = (502, f"Nomad refused the dispatch ({error.status}): {error.reason}", "")
+            failure = (502, f"Nomad refused the dispatch ({error.status}): {error.reason}")
             retryable = error.retryable
         except (TimeoutError, TransportError, OSError) as error:
             kind = "timed out" if isinstance(error, TimeoutError) else "connection failed"
-            failure = (503, f"Nomad unreachable: {kind}", kind)
+            failure = (503, f"Nomad unreachable: {kind}")
             retryable = True
         if failure is None or not retryable or attempts >= 2:
             break
-        if delivery.elapsed() > RETRY_WITHIN_SECONDS:
+        if ports.monotonic() - started > RETRY_WITHIN_SECONDS:
             break
-    delivery.log["attempts"] = attempts
-    if accepted is None:
-        assert failure is not None
-        status, reason, _ = failure
-        await _record(
-            observation(pool=pool.name, child_id=None, dispatch_outcome="failed"), ports, delivery
+    nomad_status = statuses[-1] if statuses else None
+    if failure is not None:
+        status, reason = failure
+        return DispatchResult(
+            "failed", status, reason, attempts=attempts, nomad_status=nomad_status
         )
-        return delivery.reply(status, "failed", reason, extra={"pool": pool.name})
+    if accepted is None:
+        return DispatchResult(
+            "deferred",
+            202,
+            f"pool '{pool.name}' is at its cap ({count} of {pool.max_runners} runners); "
+            "the job stays queued and the reconciler dispatches it when one finishes",
+            attempts=attempts,
+            active=count,
+            nomad_status=nomad_status,
+        )
     outcome = "already_dispatched" if accepted.replay else "dispatched"
-    delivery.log["nomad_child"] = accepted.child_id
-    seen = observation(pool=pool.name, child_id=accepted.child_id, dispatch_outcome=outcome)
-    await _record(seen, ports, delivery)
     reason = (
         "a runner was already dispatched for this job" if accepted.replay else "runner dispatched"
     )
-    extra = {"pool": pool.name, "nomad_job_id": accepted.child_id}
-    return delivery.reply(202, outcome, reason, extra=extra)
+    return DispatchResult(
+        outcome,
+        202,
+        reason,
+        child_id=accepted.child_id,
+        attempts=attempts,
+        active=count,
+        nomad_status=nomad_status,
+    )
 
 
 async def _record(seen: Observation, ports: Ports, delivery: _Delivery) -> None:
+    delivery.log["ledger"] = await record_observation(seen, ports.ledger)
+
+
+async def record_observation(seen: Observation, ledger: LedgerStore) -> str:
+    """Merge ``seen`` into the job's ledger record; "written", or "failed: why" (never raises)."""
     key = ledger_key(seen.repository, seen.job_id)
     try:
-        stored = await ports.ledger.get(key)
+        stored = await ledger.get(key)
         existing = LedgerRecord.from_json(stored) if stored else None
         record = merge(existing, seen)
-        await ports.ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS)
+        await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
     except LedgerUnavailable as error:
-        delivery.log["ledger"] = f"failed: {_loggable(str(error))}"
-        return
-    delivery.log["ledger"] = "written"
+        return f"failed: {_loggable(str(error))}"
+    return "written"
 
 
 def utc_now() -> datetime:
