@@ -111,6 +111,9 @@ class PoolConfig:
     max_duration_seconds: int
     max_runners: int
     constraints: tuple[Constraint, ...]
+    # GitHub runner group the runners join: 1 is the default group; other groups exist only in
+    # organizations (and must be open to the repositories using the pool).
+    runner_group_id: int
 
     @property
     def nomad_job(self) -> str:
@@ -202,6 +205,14 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Ap
         pools = _pools(root)
         github = _github(root.table("github"), pools)
         backend = _backend(root.optional_table("backend"))
+        if github.owner_type == "user":
+            for index, pool in enumerate(pools):
+                if pool.runner_group_id != 1:
+                    raise root.error(
+                        f"pools[{index}].runner_group_id",
+                        "runner groups exist only in organizations (github.owner_type is "
+                        "'user'): leave it at 1",
+                    )
     return AppConfig(
         source=source,
         cloudflare=cloudflare,
@@ -462,6 +473,7 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
                 max_duration_seconds=maximum,
                 max_runners=table.integer("max_runners", 10),
                 constraints=_constraints(table),
+                runner_group_id=table.integer("runner_group_id", 1),
             )
         pools.append(pool)
     if not pools:

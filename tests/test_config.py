@@ -215,6 +215,15 @@ class TestErrors:
             f"{SOURCE}: pools[0].constraints[0].operator: unknown Nomad constraint operator '~'"
         )
 
+    def test_runner_group_needs_an_organization(self) -> None:
+        document = mutate(("pools", 0, "runner_group_id"), 3)
+        assert parse_config(document, source=SOURCE).pools[0].runner_group_id == 3
+        document["github"]["owner_type"] = "user"
+        assert error_of(document) == (
+            f"{SOURCE}: pools[0].runner_group_id: runner groups exist only in organizations "
+            "(github.owner_type is 'user'): leave it at 1"
+        )
+
     def test_nomad_address_must_be_a_url(self) -> None:
         message = error_of(mutate(("nomad", "address"), "nomad.example.com:4646"))
         assert message == f"{SOURCE}: nomad.address: 'nomad.example.com:4646' is not an http(s) URL"

@@ -122,6 +122,7 @@ def test_runner_job_variable_values_parse_as_nomad_reads_them() -> None:
     assert value("runner_image") == gpu.image
     assert value("cpu") == "8000"
     assert value("max_job_seconds") == "43200"
+    assert value("runner_group_id") == "4"
     assert value("constraints") == [
         {"attribute": "${meta.gpu}", "operator": "=", "value": "true"},
         {"attribute": "${node.unique.id}", "operator": "distinct_hosts", "value": ""},

@@ -58,6 +58,7 @@ class RunnerPoolJob(Construct):
                         "node_pool": nomad.node_pool,
                         "pool": pool.name,
                         "runner_labels": list(pool.labels),
+                        "runner_group_id": pool.runner_group_id,
                         "runner_image": pool.image or images.runner,
                         "helper_image": images.helper,
                         "cpu": pool.cpu,
