@@ -65,6 +65,7 @@ def test_diff_credentials_come_from_repository_secrets(diff_workflow: str) -> No
         "GITHUB_TOKEN",
         "NOMAD_TOKEN",
         "TF_VAR_github_runner_token",
+        "TF_VAR_github_read_token",
     ):
         assert re.search(
             rf"^      {name}: \$\{{\{{ secrets\.[A-Z_]+ \}}\}}$", diff_workflow, re.M
