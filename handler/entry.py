@@ -22,6 +22,7 @@ from handler.nomad import HttpRequest
 from handler.service import (
     ConfigurationError,
     IncomingRequest,
+    LedgerPage,
     LedgerUnavailable,
     Ports,
     TransportError,
@@ -38,14 +39,15 @@ class FetchTransport:
     """Outbound HTTP through the runtime's ``fetch``, no redirects (Access login = error)."""
 
     async def send(self, request: HttpRequest) -> tuple[int, bytes]:
+        options: dict[str, Any] = {
+            "method": request.method,
+            "headers": dict(request.headers),
+            "redirect": "manual",
+        }
+        if request.body:  # fetch refuses any body, even an empty one, on GET and HEAD
+            options["body"] = request.body.decode()
         try:
-            response = await fetch(
-                request.url,
-                method=request.method,
-                headers=dict(request.headers),
-                body=request.body.decode(),
-                redirect="manual",
-            )
+            response = await fetch(request.url, **options)
             return int(response.status), bytes(await response.bytes())
         except Exception as error:  # the runtime raises JsException/OSError for network failures
             raise TransportError(type(error).__name__) from None
@@ -64,11 +66,45 @@ class KvLedger:
             raise LedgerUnavailable(type(error).__name__) from None
         return value if isinstance(value, str) else None
 
-    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+    async def put(
+        self, key: str, value: str, ttl_seconds: int, metadata: str | None = None
+    ) -> None:
+        options: dict[str, Any] = {"expirationTtl": ttl_seconds}
+        if metadata is not None:
+            options["metadata"] = metadata  # KV metadata may be any JSON value: keep the text
         try:
-            await self._namespace.put(key, value, expirationTtl=ttl_seconds)
+            await self._namespace.put(key, value, **options)
         except Exception as error:
             raise LedgerUnavailable(type(error).__name__) from None
+
+    async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
+        options: dict[str, Any] = {"prefix": prefix}
+        if cursor:
+            options["cursor"] = cursor
+        try:
+            page = await self._namespace.list(**options)
+            entries = tuple(
+                (str(_field(key, "name")), _text_or_none(_field(key, "metadata")))
+                for key in _field(page, "keys")
+            )
+            complete = bool(_field(page, "list_complete"))
+            next_cursor = None if complete else _text_or_none(_field(page, "cursor"))
+        except LedgerUnavailable:
+            raise
+        except Exception as error:
+            raise LedgerUnavailable(type(error).__name__) from None
+        return LedgerPage(entries=entries, cursor=next_cursor)
+
+
+def _field(value: Any, name: str) -> Any:
+    # KV results arrive as a converted dict or as a JS object proxy, depending on the runtime.
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _reply(status: int, document: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -96,6 +132,7 @@ class Default(WorkerEntrypoint):
             print(json.dumps({"msg": "misconfigured", "error": str(error)}))
             return _reply(500, {"outcome": "error", "reason": "worker misconfigured"})
         headers = {str(name).lower(): str(value) for name, value in request.headers.items()}
+        # An announced oversize body is not read at all: 413 without spending CPU or memory on it.
         body = None if declared_too_large(headers) else bytes(await request.bytes())
         method = getattr(request.method, "value", request.method)
         incoming = IncomingRequest(

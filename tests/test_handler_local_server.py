@@ -57,6 +57,9 @@ def test_signed_delivery_dispatches_and_logs_one_json_line(served):
         )
         == 1
     )
+    deadline = time.monotonic() + 5
+    while sent.headers["x-github-delivery"] not in log.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server logs right after answering, on its own thread
     line = json.loads(log.getvalue().strip().splitlines()[-1])
     assert line["delivery"] == sent.headers["x-github-delivery"] and line["status"] == 202
 

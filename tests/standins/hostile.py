@@ -218,7 +218,9 @@ def headers() -> list[HostileCase]:
 
 
 def methods_and_paths() -> list[HostileCase]:
-    sent = delivery(workflow_job())
+    # Labels no pool has: even where a runtime normalises "/x/../webhook/..." into the real
+    # webhook path, the delivery is then only ignored.
+    sent = delivery(workflow_job(labels=["self-hosted", "windows"]))
     cases = [
         _case(f"method:{method}", sent, frozenset({405}), method=method)
         for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -240,7 +242,8 @@ def methods_and_paths() -> list[HostileCase]:
             "/healthz/../webhook/codertocat/hello-world",
         ]
     ):
-        cases.append(_case(f"path:{index}", sent, frozenset({404}), path=path))
+        expect = frozenset({404, 200}) if "/../" in path else frozenset({404})
+        cases.append(_case(f"path:{index}", sent, expect, path=path))
     return cases
 
 

@@ -3,17 +3,20 @@
 wrangler 3.92.0 (workerd 2024-11-06) only calls a top-level ``on_fetch(request, env)``. This
 adapter builds the production ``Default(WorkerEntrypoint)`` from ``handler/entry.py`` with the
 runtime's ``env`` and forwards the request, then hands the runtime the JS Response inside the
-SDK's Response. It also answers ``GET /__test/kv/{key}`` with the raw KV value so tests can read
-the ledger. Never uploaded: production calls ``Default.fetch`` itself.
+SDK's Response. For tests it also answers ``GET /__test/kv/{key}`` with the raw KV value and
+``GET /__test/ledger-list/{prefix}`` with one page of the entry's own ``KvLedger.list``. Never
+uploaded: production calls ``Default.fetch`` itself.
 """
 
+import json
 from urllib.parse import unquote, urlsplit
 
 from js import Response as JsResponse
 
-from handler.entry import Default
+from handler.entry import Default, KvLedger
 
 _KV_PREFIX = "/__test/kv/"
+_LIST_PREFIX = "/__test/ledger-list/"
 
 
 async def on_fetch(request, env, ctx=None):
@@ -21,5 +24,9 @@ async def on_fetch(request, env, ctx=None):
     if path.startswith(_KV_PREFIX):
         value = await env.LEDGER.get(unquote(path[len(_KV_PREFIX) :]))
         return JsResponse.new(value if isinstance(value, str) else "", status=200)
+    if path.startswith(_LIST_PREFIX):
+        page = await KvLedger(env.LEDGER).list(unquote(path[len(_LIST_PREFIX) :]), None)
+        document = {"entries": [list(entry) for entry in page.entries], "cursor": page.cursor}
+        return JsResponse.new(json.dumps(document), status=200)
     response = await Default(ctx, env).fetch(request)
     return response.js_object
