@@ -41,6 +41,8 @@ ACCESS_CLIENT_ID_BINDING: Final = "CF_ACCESS_CLIENT_ID"
 ACCESS_CLIENT_SECRET_BINDING: Final = "CF_ACCESS_CLIENT_SECRET"
 WEBHOOK_SECRET_KEY_BINDING: Final = "WEBHOOK_SECRET_KEY"
 LEDGER_BINDING: Final = "LEDGER"
+GITHUB_API_URL_BINDING: Final = "GITHUB_API_URL"
+GITHUB_READ_TOKEN_BINDING: Final = "GITHUB_READ_TOKEN"
 
 WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
     BindingSpec(
@@ -77,6 +79,17 @@ WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
         LEDGER_BINDING,
         "kv_namespace",
         "KV namespace holding the per-job ledger (what happened to each GitHub job).",
+    ),
+    BindingSpec(
+        GITHUB_API_URL_BINDING,
+        "plain_text",
+        "GitHub REST API base URL the reconciler lists queued runs and jobs from.",
+    ),
+    BindingSpec(
+        GITHUB_READ_TOKEN_BINDING,
+        "secret_text",
+        "GitHub token with only 'Actions: read' on the served repositories, for the reconciler "
+        "(the runner-minting credential stays in Nomad).",
     ),
 )
 

@@ -60,20 +60,31 @@ class UrllibTransport:
     def __init__(self, timeout: float = ATTEMPT_TIMEOUT_SECONDS) -> None:
         self._timeout = timeout
 
-    def _send(self, request: HttpRequest) -> tuple[int, bytes]:
-        outbound = urllib.request.Request(  # noqa: S310 - the URL is our configured Nomad address
-            request.url, data=request.body, headers=dict(request.headers), method=request.method
+    def _exchange(self, request: HttpRequest) -> tuple[int, dict[str, str], bytes]:
+        # The URL is a configured Nomad or GitHub API address, never caller input.
+        outbound = urllib.request.Request(  # noqa: S310
+            request.url,
+            data=request.body or None,
+            headers=dict(request.headers),
+            method=request.method,
         )
         try:
             with _OPENER.open(outbound, timeout=self._timeout) as response:
-                return int(response.status), bytes(response.read())
+                headers = {name.lower(): value for name, value in response.headers.items()}
+                return int(response.status), headers, bytes(response.read())
         except urllib.error.HTTPError as error:
-            return int(error.code), bytes(error.read())
+            headers = {name.lower(): value for name, value in error.headers.items()}
+            return int(error.code), headers, bytes(error.read())
         except (urllib.error.URLError, OSError) as error:
             raise TransportError(type(error).__name__) from None
 
     async def send(self, request: HttpRequest) -> tuple[int, bytes]:
-        return await asyncio.to_thread(self._send, request)
+        status, _, body = await asyncio.to_thread(self._exchange, request)
+        return status, body
+
+    async def exchange(self, request: HttpRequest) -> tuple[int, dict[str, str], bytes]:
+        """As :meth:`send`, with the answer's headers (lower-cased): the reconciler reads them."""
+        return await asyncio.to_thread(self._exchange, request)
 
 
 class MemoryLedger:
@@ -144,6 +155,8 @@ def make_server(
                 method=self.command, path=urlsplit(self.path).path, headers=headers, body=body
             )
             reply = asyncio.run(handle(request, settings, ports, utc_now()))
+            # Log before answering: whoever reads the log after the answer finds the line there.
+            print(json.dumps(reply.log, sort_keys=True), file=log_stream, flush=True)
             payload = json.dumps(reply.document).encode()
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
@@ -153,7 +166,6 @@ def make_server(
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)
-            print(json.dumps(reply.log, sort_keys=True), file=log_stream, flush=True)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 

@@ -347,6 +347,7 @@ class DispatchResult:
     attempts: int = 0
     active: int | None = None  # the pool's pending + running children, when read
     nomad_status: int | None = None
+    requests: int = 0  # requests sent to Nomad (summary reads and dispatches)
 
 
 async def dispatch_job(
@@ -387,15 +388,19 @@ async def dispatch_job(
         credentials=settings.credentials,
     )
     statuses: list[int] = []
+    sent = 0
 
     async def attempt() -> tuple[int, DispatchAccepted | None]:
+        nonlocal sent
         count = known_active
         if count is None:
+            sent += 1
             status, answer = await ports.transport.send(summary)
             statuses.append(status)
             count = interpret_summary_response(status, answer)
         if count >= pool.max_runners:
             return count, None
+        sent += 1
         status, answer = await ports.transport.send(outbound)
         statuses.append(status)
         return count, interpret_dispatch_response(status, answer)
@@ -423,7 +428,7 @@ async def dispatch_job(
     if failure is not None:
         status, reason = failure
         return DispatchResult(
-            "failed", status, reason, attempts=attempts, nomad_status=nomad_status
+            "failed", status, reason, attempts=attempts, nomad_status=nomad_status, requests=sent
         )
     if accepted is None:
         return DispatchResult(
@@ -434,6 +439,7 @@ async def dispatch_job(
             attempts=attempts,
             active=count,
             nomad_status=nomad_status,
+            requests=sent,
         )
     outcome = "already_dispatched" if accepted.replay else "dispatched"
     reason = (
@@ -447,6 +453,7 @@ async def dispatch_job(
         attempts=attempts,
         active=count,
         nomad_status=nomad_status,
+        requests=sent,
     )
 
 

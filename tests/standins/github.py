@@ -16,7 +16,14 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   accessible by personal access token"; an exhausted quota is 403 with
   ``x-ratelimit-remaining: 0`` and "API rate limit exceeded";
 * every error body is GitHub's ``{"message", "documentation_url"}`` JSON; every answer carries
-  the ``x-ratelimit-*`` headers.
+  the ``x-ratelimit-*`` headers;
+* for the reconciler, with a token granted ``actions_read`` on the repository (a fine-grained
+  token with "Actions: read"; the runner tokens above get 403 there, as GitHub answers):
+  ``GET /repos/{owner}/{repo}/actions/runs?status=..`` (``{"total_count", "workflow_runs"}``,
+  newest first, an ``ETag``, and 304 with no body when ``If-None-Match`` matches) and
+  ``GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`` (``{"total_count", "jobs"}``; 404
+  for an unknown run). Tests put jobs in with ``queue_job`` and move them on with
+  ``set_job_status``; ``rate_limit_remaining`` overrides the ``x-ratelimit-remaining`` header.
 
 Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests.
 """
@@ -24,6 +31,7 @@ Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the ne
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import re
@@ -33,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 DOCS = "https://docs.github.com/rest/actions/self-hosted-runners"
 # Credentials the stand-in knows unless a test passes others: token -> {repo: permission}.
@@ -43,6 +52,8 @@ MAX_LABELS = 100
 RATE_LIMIT = 5000
 
 _RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
+_RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)/jobs)?$")
+ACTIONS_READ_TOKEN = "github_pat_standin_actions_read_for_tests_3"
 
 
 @dataclass
@@ -105,6 +116,10 @@ class GitHubStandIn:
         self.runners: dict[int, Runner] = {}
         self.requests: list[RecordedRequest] = []
         self.rate_limited = False
+        self.rate_limit_remaining: int | None = None
+        # run id -> {"repository", "status"}; job id -> REST job object (its "run_id" links it)
+        self.runs: dict[int, dict[str, Any]] = {}
+        self.jobs: dict[int, dict[str, Any]] = {}
         self.busy_deletes_left: dict[int, int] = {}
         self._injected: list[Injected] = []
         self._ids = itertools.count(23)
@@ -167,6 +182,36 @@ class GitHubStandIn:
             self.runners[runner.id] = runner
             return runner
 
+    def queue_job(self, repository: str, job: dict[str, Any]) -> None:
+        """Make ``job`` (a REST job object, e.g. a webhook's ``workflow_job``) known as queued.
+
+        Its run is created if needed; a run is ``queued`` while none of its jobs has started,
+        ``in_progress`` once one has, ``completed`` when all have (GitHub's own rule).
+        """
+        with self._lock:
+            document = dict(job, status="queued", conclusion=None)
+            self.jobs[int(job["id"])] = document
+            run = self.runs.setdefault(
+                int(job["run_id"]), {"repository": repository.lower(), "status": "queued"}
+            )
+            self._update_run(run, int(job["run_id"]))
+
+    def set_job_status(self, job_id: int, status: str, conclusion: str | None = None) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            job["status"] = status
+            job["conclusion"] = conclusion
+            self._update_run(self.runs[int(job["run_id"])], int(job["run_id"]))
+
+    def _update_run(self, run: dict[str, Any], run_id: int) -> None:
+        states = {job["status"] for job in self.jobs.values() if int(job["run_id"]) == run_id}
+        if states == {"completed"}:
+            run["status"] = "completed"
+        elif states <= {"queued", "waiting"}:
+            run["status"] = "queued"
+        else:
+            run["status"] = "in_progress"
+
     def calls(self, method: str | None = None) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if method is None or r.method == method]
@@ -187,6 +232,10 @@ class GitHubStandIn:
     def _answer(
         self, method: str, path: str, headers: dict[str, str], body: Any
     ) -> tuple[int, Any, dict[str, str]]:
+        route, _, query = path.partition("?")
+        runs = _RUNS_PATH.match(route)
+        if runs and method == "GET":
+            return self._runs(runs, parse_qs(query), headers)
         match = _RUNNERS_PATH.match(path)
         if not match:
             return _error(404, "Not Found")
@@ -234,6 +283,50 @@ class GitHubStandIn:
             del self.runners[runner.id]
             return 204, None, {}
         return _error(404, "Not Found")
+
+    def _runs(
+        self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        repository = f"{match.group(1)}/{match.group(2)}".lower()
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if not token or scheme.lower() not in ("bearer", "token"):
+            return _error(401, "Requires authentication")
+        grants = self.tokens.get(token)
+        if grants is None:
+            return _error(401, "Bad credentials")
+        if self.rate_limited:
+            return _error(
+                403,
+                "API rate limit exceeded for user ID 1.",
+                {"x-ratelimit-remaining": "0"},
+            )
+        permission = grants.get(repository)
+        if permission is None:
+            return _error(404, "Not Found")
+        if permission != "actions_read":
+            return _error(403, "Resource not accessible by personal access token")
+        if match.group(3) is not None:
+            run_id = int(match.group(3))
+            run = self.runs.get(run_id)
+            if run is None or run["repository"] != repository:
+                return _error(404, "Not Found")
+            # filter=latest (the default): one attempt per job, which is all we store.
+            jobs = [job for job in self.jobs.values() if int(job["run_id"]) == run_id]
+            return 200, {"total_count": len(jobs), "jobs": jobs}, {}
+        wanted = query.get("status", [None])[-1]
+        per_page = min(int(query.get("per_page", ["30"])[-1]), 100)
+        listed = [
+            {"id": run_id, "status": run["status"], "name": "CI"}
+            for run_id, run in sorted(self.runs.items(), reverse=True)
+            if run["repository"] == repository and wanted in (None, run["status"])
+        ]
+        document = {"total_count": len(listed), "workflow_runs": listed[:per_page]}
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+        etag = f'W/"{digest[:32]}"'
+        if headers.get("if-none-match") == etag:
+            return 304, None, {"etag": etag}
+        return 200, document, {"etag": etag}
 
     def _generate_jitconfig(self, repository: str, body: Any) -> tuple[int, Any, dict[str, str]]:
         if not isinstance(body, dict):
@@ -292,7 +385,10 @@ def _handler_for(standin: GitHubStandIn) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("x-github-request-id", secrets.token_hex(8).upper())
             self.send_header("x-ratelimit-limit", str(RATE_LIMIT))
-            remaining = extra.pop("x-ratelimit-remaining", str(RATE_LIMIT - len(standin.requests)))
+            default = standin.rate_limit_remaining
+            if default is None:
+                default = RATE_LIMIT - len(standin.requests)
+            remaining = extra.pop("x-ratelimit-remaining", str(default))
             self.send_header("x-ratelimit-remaining", remaining)
             self.send_header("x-ratelimit-reset", str(int(time.time()) + 3600))
             for key, value in extra.items():

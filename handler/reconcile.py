@@ -1,0 +1,464 @@
+"""The reconciler: find queued jobs the webhooks missed and dispatch them, within a budget.
+
+GitHub never retries a failed delivery, Nomad or the tunnel can be down when one arrives, and a
+job deferred at its pool's cap waits for capacity. Every few minutes (a Worker Cron Trigger, or
+``python -m handler.local_server --reconcile-once``) :func:`reconcile` lists each served
+repository's runs with status ``queued`` and ``in_progress`` (a run whose first job already runs
+can still hold a queued job), then each such run's jobs (``filter=latest``). Every job still
+``queued`` goes through the same :func:`handler.decide.decide` as a webhook and the same
+:func:`handler.service.dispatch_job` (pool cap included), with the job id as Nomad's idempotency
+token: a job already served is a no-op at Nomad, so the reconciler can never start a second
+runner for a job. Jobs it dispatches first are marked ``reconciled`` in the ledger.
+
+Limits, so one run stays cheap and bounded:
+
+* a budget of outbound requests per run (:data:`DEFAULT_REQUEST_BUDGET`: the Workers Free plan
+  allows 50 subrequests per invocation) shared by GitHub and Nomad calls;
+* conditional requests: each runs list is sent with the ``ETag`` of its last answer
+  (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit and reuses the stored run ids;
+* round-robin: a cursor in KV names the repository the next run starts with, so a budget smaller
+  than the repository list still covers every repository in turn;
+* it stops at a rate limit (403/429 with ``x-ratelimit-remaining: 0`` or ``retry-after``), when
+  ``x-ratelimit-remaining`` falls under :data:`RATE_LIMIT_FLOOR`, on a refused credential (401),
+  and at a wall-time deadline.
+
+It needs ``GITHUB_READ_TOKEN``: a fine-grained token with only "Actions: read" on the served
+repositories. The credential that mints runners stays in Nomad Variables. The GitHub side is plain
+data (requests built and answers parsed here); the adapters send the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Protocol
+from urllib.parse import quote, urlencode
+
+from handler import contract
+from handler.decide import Dispatch, decide
+from handler.events import WORKFLOW_JOB, PayloadError, WorkflowJobEvent, parse_event
+from handler.ledger import Observation
+from handler.nomad import HttpRequest
+from handler.service import (
+    ConfigurationError,
+    LedgerStore,
+    LedgerUnavailable,
+    Ports,
+    Settings,
+    TransportError,
+    dispatch_job,
+    record_observation,
+)
+
+DEFAULT_REQUEST_BUDGET: Final = 40
+# Stop before the token's hourly quota runs dry: leave room for a person or another tool.
+RATE_LIMIT_FLOOR: Final = 100
+REQUEST_TIMEOUT_SECONDS: Final = 5.0
+DEADLINE_SECONDS: Final = 20.0
+RUN_STATUSES: Final[tuple[str, ...]] = ("queued", "in_progress")
+PER_PAGE: Final = 100
+CURSOR_KEY: Final = "reconcile:cursor"
+ETAG_PREFIX: Final = "reconcile:etag:"
+STATE_TTL_SECONDS: Final = 24 * 3600
+GITHUB_API_VERSION: Final = "2022-11-28"
+USER_AGENT: Final = "nomad-github-runners-reconciler"
+_MAX_REASON: Final = 200
+
+
+class GitHubError(Exception):
+    """GitHub answered with an error; ``status`` is its HTTP status, ``reason`` its message."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"GitHub answered {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class GitHubRateLimited(GitHubError):
+    """Primary or secondary rate limit: stop this run, try again at the next one."""
+
+
+class GitHubCredentialRefused(GitHubError):
+    """401: the read token is missing, expired or revoked; no repository will work."""
+
+
+class HeaderTransport(Protocol):
+    async def exchange(self, request: HttpRequest) -> tuple[int, Mapping[str, str], bytes]:
+        """Send ``request``; return (status, lower-cased headers, body) or raise TransportError."""
+        ...
+
+
+@dataclass(frozen=True)
+class GitHubReadSettings:
+    api_url: str
+    token: str = field(repr=False)
+    request_budget: int = DEFAULT_REQUEST_BUDGET
+    deadline_seconds: float = DEADLINE_SECONDS
+
+
+def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHubReadSettings:
+    """The reconciler's settings from ``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN``.
+
+    Separate from :func:`handler.service.settings_from_bindings`: webhooks and ``/status`` work
+    without these, only the reconciler needs them.
+    """
+    values = {}
+    for name in (contract.GITHUB_API_URL_BINDING, contract.GITHUB_READ_TOKEN_BINDING):
+        value = lookup(name)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"binding {name}: missing or empty")
+        values[name] = value.strip()
+    api_url = values[contract.GITHUB_API_URL_BINDING]
+    if not api_url.startswith(("https://", "http://")):
+        raise ConfigurationError(f"binding {contract.GITHUB_API_URL_BINDING}: expected a URL")
+    return GitHubReadSettings(
+        api_url=api_url.rstrip("/"), token=values[contract.GITHUB_READ_TOKEN_BINDING]
+    )
+
+
+def _headers(token: str, etag: str | None = None) -> tuple[tuple[str, str], ...]:
+    headers = [
+        ("Accept", "application/vnd.github+json"),
+        ("Authorization", f"Bearer {token}"),
+        ("X-GitHub-Api-Version", GITHUB_API_VERSION),
+        ("User-Agent", USER_AGENT),
+    ]
+    if etag:
+        headers.append(("If-None-Match", etag))
+    return tuple(headers)
+
+
+def _repo_path(repository: str) -> str:
+    owner, name = repository.split("/", 1)
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+def runs_request(
+    github: GitHubReadSettings, repository: str, status: str, etag: str | None
+) -> HttpRequest:
+    """``GET /repos/{o}/{r}/actions/runs?status=..&per_page=100``, conditional on ``etag``."""
+    query = urlencode({"status": status, "per_page": PER_PAGE})
+    url = f"{github.api_url}{_repo_path(repository)}/actions/runs?{query}"
+    return HttpRequest("GET", url, _headers(github.token, etag), b"")
+
+
+def jobs_request(github: GitHubReadSettings, repository: str, run_id: int) -> HttpRequest:
+    """``GET /repos/{o}/{r}/actions/runs/{run_id}/jobs?filter=latest&per_page=100``."""
+    query = urlencode({"filter": "latest", "per_page": PER_PAGE})
+    url = f"{github.api_url}{_repo_path(repository)}/actions/runs/{run_id}/jobs?{query}"
+    return HttpRequest("GET", url, _headers(github.token), b"")
+
+
+def _message(body: bytes) -> str:
+    try:
+        document: Any = json.loads(body)
+        text = document.get("message") if isinstance(document, dict) else None
+    except ValueError:
+        text = None
+    if not isinstance(text, str) or not text:
+        text = body.decode("utf-8", errors="replace")
+    return " ".join(text.split())[:_MAX_REASON] or "(empty body)"
+
+
+def raise_for_github_error(status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """Raise the :class:`GitHubError` an answer stands for; return for 200 and 304."""
+    if status in (200, 304):
+        return
+    reason = _message(body)
+    limited = (
+        headers.get("x-ratelimit-remaining") == "0"
+        or "retry-after" in headers
+        or "rate limit" in reason.lower()
+    )
+    if status == 429 or (status == 403 and limited):
+        raise GitHubRateLimited(status, reason)
+    if status == 401:
+        raise GitHubCredentialRefused(status, reason)
+    raise GitHubError(status, reason)
+
+
+def remaining_quota(headers: Mapping[str, str]) -> int | None:
+    raw = headers.get("x-ratelimit-remaining", "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    run_ids: tuple[int, ...]
+    etag: str | None
+
+
+def interpret_runs(status: int, headers: Mapping[str, str], body: bytes) -> RunsPage | None:
+    """The run ids of a runs list; None for 304 (unchanged since the ETag we sent)."""
+    raise_for_github_error(status, headers, body)
+    if status == 304:
+        return None
+    try:
+        document: Any = json.loads(body)
+    except ValueError:
+        raise GitHubError(status, "runs list: not JSON") from None
+    runs = document.get("workflow_runs") if isinstance(document, dict) else None
+    if not isinstance(runs, list):
+        raise GitHubError(status, "runs list: no workflow_runs array")
+    run_ids = tuple(
+        run["id"]
+        for run in runs
+        if isinstance(run, dict) and type(run.get("id")) is int and run["id"] > 0
+    )
+    return RunsPage(run_ids=run_ids, etag=headers.get("etag"))
+
+
+def interpret_jobs(
+    status: int, headers: Mapping[str, str], body: bytes, repository: str
+) -> tuple[WorkflowJobEvent, ...]:
+    """The run's jobs still ``queued``, each as the ``queued`` webhook GitHub would have sent.
+
+    Each job is validated by the webhook parser itself (same fields, same limits), so a job the
+    API lists and a job a webhook carries are decided by exactly the same code. Jobs that do
+    not parse are skipped: one odd job must not hide the others.
+    """
+    raise_for_github_error(status, headers, body)
+    try:
+        document: Any = json.loads(body)
+    except ValueError:
+        raise GitHubError(status, "jobs list: not JSON") from None
+    jobs = document.get("jobs") if isinstance(document, dict) else None
+    if not isinstance(jobs, list):
+        raise GitHubError(status, "jobs list: no jobs array")
+    events = []
+    for job in jobs:
+        if not isinstance(job, dict) or job.get("status") != "queued":
+            continue
+        delivery = {"action": "queued", "repository": {"full_name": repository}, WORKFLOW_JOB: job}
+        try:
+            event = parse_event(WORKFLOW_JOB, json.dumps(delivery).encode())
+        except PayloadError:
+            continue
+        if isinstance(event, WorkflowJobEvent):
+            events.append(event)
+    return tuple(events)
+
+
+def start_order(repositories: list[str], cursor: str | None) -> list[str]:
+    """``repositories`` (sorted) rotated to start at ``cursor``, or the next one after it."""
+    if not repositories:
+        return []
+    start = bisect.bisect_left(repositories, cursor) if cursor else 0
+    start %= len(repositories)
+    return repositories[start:] + repositories[:start]
+
+
+@dataclass
+class ReconcileReport:
+    """What one run did; logged as one JSON line, returned by the local command."""
+
+    repositories: list[str] = field(default_factory=list)  # started, in order
+    github_requests: int = 0
+    nomad_requests: int = 0
+    not_modified: int = 0
+    queued_jobs: int = 0
+    dispatched: int = 0  # new runners: jobs nothing had served
+    already_dispatched: int = 0
+    deferred: int = 0
+    failed: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    stopped: str | None = None  # budget | deadline | rate_limited | quota_low | credentials
+    next_cursor: str | None = None
+
+    def to_log(self) -> dict[str, Any]:
+        document = {"msg": "reconcile", **self.__dict__}
+        document["errors"] = self.errors[:10]
+        return document
+
+
+class _Run:
+    """One reconciler run: its budget, deadline, report and per-pool runner counts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        github: GitHubReadSettings,
+        ports: Ports,
+        transport: HeaderTransport,
+        now: datetime,
+    ) -> None:
+        self.settings = settings
+        self.github = github
+        self.ports = ports
+        self.transport = transport
+        self.now = now
+        self.started = ports.monotonic()
+        self.report = ReconcileReport()
+        self.spent = 0
+        # Pool name -> pending + running children, read once per run, then counted locally.
+        self.active: dict[str, int] = {}
+
+    def can_spend(self, requests: int = 1) -> bool:
+        if self.report.stopped is not None:
+            return False
+        if self.ports.monotonic() - self.started > self.github.deadline_seconds:
+            self.report.stopped = "deadline"
+            return False
+        if self.spent + requests > self.github.request_budget:
+            self.report.stopped = "budget"
+            return False
+        return True
+
+    async def github_get(self, request: HttpRequest) -> tuple[int, Mapping[str, str], bytes]:
+        self.spent += 1
+        self.report.github_requests += 1
+        status, headers, body = await asyncio.wait_for(
+            self.transport.exchange(request), REQUEST_TIMEOUT_SECONDS
+        )
+        headers = {name.lower(): value for name, value in headers.items()}
+        remaining = remaining_quota(headers)
+        if status in (200, 304) and remaining is not None and remaining < RATE_LIMIT_FLOOR:
+            self.report.stopped = "quota_low"  # use this answer, send nothing more
+        return status, headers, body
+
+    async def repository(self, repository: str) -> None:
+        for status in RUN_STATUSES:
+            if not self.can_spend():
+                return
+            run_ids = await self.run_ids(repository, status)
+            for run_id in run_ids:
+                if not self.can_spend():
+                    return
+                answer = await self.github_get(jobs_request(self.github, repository, run_id))
+                for event in interpret_jobs(*answer, repository):
+                    await self.job(event, repository)
+
+    async def run_ids(self, repository: str, status: str) -> tuple[int, ...]:
+        key = f"{ETAG_PREFIX}{repository}:{status}"
+        cached = await _load_json(self.ports.ledger, key)
+        etag = cached.get("etag") if isinstance(cached.get("etag"), str) else None
+        page = interpret_runs(
+            *await self.github_get(runs_request(self.github, repository, status, etag))
+        )
+        if page is None:
+            self.report.not_modified += 1
+            stored = cached.get("runs")
+            return tuple(i for i in stored if type(i) is int) if isinstance(stored, list) else ()
+        if page.etag and page.etag != etag:
+            await _store_json(
+                self.ports.ledger, key, {"etag": page.etag, "runs": list(page.run_ids)}
+            )
+        return page.run_ids
+
+    async def job(self, event: WorkflowJobEvent, repository: str) -> None:
+        self.report.queued_jobs += 1
+        decision = decide(event, self.settings.routing, self.now)
+        if not isinstance(decision, Dispatch):
+            self.report.ignored[decision.code] = self.report.ignored.get(decision.code, 0) + 1
+            return
+        pool = decision.pool.name
+        known = self.active.get(pool)
+        # A summary read (when the pool's count is not known yet) and one dispatch, maybe two.
+        if not self.can_spend(2 if known is not None else 3):
+            return
+        result = await dispatch_job(
+            decision,
+            self.settings,
+            self.ports,
+            id_prefix=f"gh{event.job.id}",
+            started=self.ports.monotonic(),
+            active=known,
+        )
+        self.spent += result.requests
+        self.report.nomad_requests += result.requests
+        if result.active is not None:
+            self.active[pool] = result.active + (result.outcome == "dispatched")
+        if result.outcome == "dispatched":
+            self.report.dispatched += 1
+        elif result.outcome == "already_dispatched":
+            self.report.already_dispatched += 1
+        elif result.outcome == "deferred":
+            self.report.deferred += 1
+        else:
+            self.report.failed += 1
+            self.report.errors.append(f"{repository}#{event.job.id}: {result.reason}")
+        if result.outcome == "already_dispatched":
+            return  # the webhook's record already says so; spare KV a write
+        job = event.job
+        seen = Observation(
+            repository=repository,
+            job_id=job.id,
+            run_id=job.run_id,
+            run_attempt=job.run_attempt,
+            pool=pool,
+            action="queued",
+            conclusion=None,
+            runner_id=None,
+            runner_name=None,
+            delivery="reconciler",
+            child_id=result.child_id,
+            dispatch_outcome=result.outcome,
+            at=self.now.timestamp(),
+            created_at=job.created_at.timestamp(),
+            source="reconciler",
+        )
+        await record_observation(seen, self.ports.ledger)
+
+
+async def _load_json(ledger: LedgerStore, key: str) -> dict[str, Any]:
+    try:
+        text = await ledger.get(key)
+        document = json.loads(text) if text else {}
+    except (LedgerUnavailable, ValueError):
+        return {}  # without the cache the run only costs more, it still works
+    return document if isinstance(document, dict) else {}
+
+
+async def _store_json(ledger: LedgerStore, key: str, document: Mapping[str, Any]) -> None:
+    # Without it the next run sends an unconditional request instead: costlier, still correct.
+    with contextlib.suppress(LedgerUnavailable):
+        await ledger.put(key, json.dumps(document, separators=(",", ":")), STATE_TTL_SECONDS)
+
+
+async def reconcile(
+    settings: Settings,
+    github: GitHubReadSettings,
+    ports: Ports,
+    transport: HeaderTransport,
+    now: datetime,
+) -> ReconcileReport:
+    """One reconciler run over the served repositories, starting at the stored cursor."""
+    run = _Run(settings, github, ports, transport, now)
+    report = run.report
+    repositories = sorted(settings.routing.repositories)
+    cursor_document = await _load_json(ports.ledger, CURSOR_KEY)
+    cursor = cursor_document.get("next")
+    order = start_order(repositories, cursor if isinstance(cursor, str) else None)
+    for index, repository in enumerate(order):
+        if not run.can_spend():
+            break
+        report.repositories.append(repository)
+        try:
+            await run.repository(repository)
+        except GitHubRateLimited as error:
+            report.stopped = "rate_limited"
+            report.errors.append(f"{repository}: {error}")
+        except GitHubCredentialRefused as error:
+            report.stopped = "credentials"
+            report.errors.append(f"{repository}: {error}")
+        except GitHubError as error:
+            report.errors.append(f"{repository}: {error}")
+        except (TimeoutError, TransportError, OSError) as error:
+            kind = "timed out" if isinstance(error, TimeoutError) else "connection failed"
+            report.errors.append(f"{repository}: GitHub unreachable: {kind}")
+        # The next run starts with the first repository this one did not finish, except that
+        # the first repository of a run is always passed: one with more queued runs than a
+        # whole budget must not starve the ones after it.
+        finished = report.stopped is None
+        report.next_cursor = (
+            order[(index + 1) % len(order)] if finished or index == 0 else repository
+        )
+    if report.next_cursor is not None and report.next_cursor != cursor:
+        await _store_json(ports.ledger, CURSOR_KEY, {"next": report.next_cursor})
+    return report
