@@ -27,8 +27,11 @@ STATES: Final[tuple[str, ...]] = ("queued", "waiting", "in_progress", "completed
 _MAX_DELIVERIES: Final = 8
 
 
+JOB_KEY_PREFIX: Final = "job:"
+
+
 def ledger_key(repository: str, job_id: int) -> str:
-    return f"job:{repository.lower()}:{job_id}"
+    return f"{JOB_KEY_PREFIX}{repository.lower()}:{job_id}"
 
 
 @dataclass(frozen=True)

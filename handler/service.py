@@ -8,7 +8,10 @@ translate their request and response types and supply the ports. The outbound di
 per-attempt timeout well inside GitHub's 10 s, and one retry on a connection error, a timeout or
 a 5xx; Nomad's idempotency token makes the retry safe.
 
-Statuses: 202 dispatched (or already dispatched), 200 ignored (with a reason) or ping/health,
+``GET /status`` answers per-pool counts from the ledger (:mod:`handler.status`).
+
+Statuses: 202 dispatched (or already dispatched, or deferred at the pool's cap: the reconciler
+dispatches it later), 200 ignored (with a reason) or ping/health/status,
 400 malformed, 401 bad signature, 404 unknown path, 405 wrong method, 413 body over 1 MiB,
 502 Nomad (or Access) refused the dispatch, 503 Nomad unreachable. No secret is ever put in a
 reply or a log record.
@@ -35,7 +38,14 @@ from handler.events import (
     WorkflowJobEvent,
     parse_event,
 )
-from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
+from handler.ledger import (
+    JOB_KEY_PREFIX,
+    LEDGER_TTL_SECONDS,
+    LedgerRecord,
+    Observation,
+    ledger_key,
+    merge,
+)
 from handler.nomad import (
     DispatchAccepted,
     HttpRequest,
@@ -47,9 +57,13 @@ from handler.nomad import (
     summary_request,
 )
 from handler.signature import SIGNATURE_HEADER, SignatureError, verify_signature
+from handler.status import summarize
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 HEALTH_PATH: Final = "/healthz"
+STATUS_PATH: Final = "/status"
+# Status reads at most this many KV list pages (1000 keys each): one call per 1000 jobs.
+STATUS_MAX_PAGES: Final = 20
 # GitHub gives up after 10 s. Two attempts of at most 4 s each, the second only started while
 # there is time for it, keep the answer inside that window.
 ATTEMPT_TIMEOUT_SECONDS: Final = 4.0
@@ -231,6 +245,14 @@ async def handle(
         if method not in ("GET", "HEAD"):
             return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET, HEAD"),))
         return delivery.reply(200, "healthy", "ok")
+    if request.path == STATUS_PATH:
+        if method != "GET":
+            return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET"),))
+        try:
+            document = await ledger_status(ports.ledger, settings.routing)
+        except LedgerUnavailable as error:
+            return delivery.reply(503, "failed", f"ledger unavailable: {_loggable(str(error))}")
+        return delivery.reply(200, "status", "per-pool counts from the ledger", extra=document)
     repository = _repository_from_path(request.path)
     if repository is None:
         return delivery.reply(404, "rejected", "not a webhook path: /webhook/{owner}/{repo}")
@@ -472,6 +494,22 @@ async def record_observation(seen: Observation, ledger: LedgerStore) -> str:
     except LedgerUnavailable as error:
         return f"failed: {_loggable(str(error))}"
     return "written"
+
+
+async def ledger_status(ledger: LedgerStore, routing: Routing) -> dict[str, Any]:
+    """:func:`handler.status.summarize` over the ledger's job keys, one list call per page."""
+    summaries: list[str | None] = []
+    cursor: str | None = None
+    for _ in range(STATUS_MAX_PAGES):
+        page = await ledger.list(JOB_KEY_PREFIX, cursor)
+        summaries.extend(metadata for _, metadata in page.entries)
+        cursor = page.cursor
+        if cursor is None:
+            break
+    document = summarize(summaries, routing)
+    document["complete"] = cursor is None
+    document["window_seconds"] = LEDGER_TTL_SECONDS
+    return document
 
 
 def utc_now() -> datetime:

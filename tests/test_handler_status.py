@@ -1,0 +1,130 @@
+"""handler.status and GET /status: per-pool counts from the ledger's key metadata alone."""
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from handler.local_server import MemoryLedger, UrllibTransport
+from handler.service import (
+    IncomingRequest,
+    LedgerUnavailable,
+    Ports,
+    handle,
+    settings_from_bindings,
+)
+from handler.status import percentile, summarize
+from tests.standins.nomad import NomadStandIn
+from tests.standins.webhooks import ROUTING, bindings, delivery, register_pools, workflow_job
+
+GPU = ("self-hosted", "linux", "x64", "gpu")
+SECRETS = ("nomad-token-for-tests", "access-client-secret-for-tests", "webhook-key-for-tests")
+
+
+class TestSummarize:
+    def metadata(self, **fields):
+        base = {"p": "linux-x64", "s": "queued", "o": None, "q": 100.0, "d": None, "r": 0}
+        return json.dumps(base | {"x": 0, "c": 0} | fields)
+
+    def test_each_outcome_is_counted_once_per_pool(self):
+        entries = [
+            self.metadata(o="dispatched", c=1, d=100.5),
+            self.metadata(o="dispatched", c=1, r=1, d=102.0),
+            self.metadata(o="deferred"),
+            self.metadata(o="failed"),
+            self.metadata(o="not dispatched: stale"),
+            self.metadata(o="not dispatched: stale"),
+            self.metadata(o="not dispatched: recorded", s="completed", x=1),
+            self.metadata(o="dispatched", c=1, x=1, s="completed", d=101.0),
+            self.metadata(p="gpu", o="dispatched", c=1, d=100.2),
+            None,
+            "not json",
+        ]
+        document = summarize(entries, ROUTING)
+        linux = document["pools"]["linux-x64"]
+        assert {key: value for key, value in linux.items() if key != "latency_ms"} == {
+            "jobs": 8,
+            "dispatched": 3,
+            "reconciled": 1,
+            "deferred": 1,
+            "failed": 1,
+            "ignored": {"stale": 2, "recorded": 1},
+            "cancelled_before_assignment": 2,
+            "cleaned_up_by_idle_timeout": 1,
+        }
+        assert linux["latency_ms"] == {"count": 3, "p50": 1000.0, "p95": 2000.0}
+        assert document["pools"]["gpu"]["dispatched"] == 1
+        assert document["pools"]["arm"]["jobs"] == 0  # every configured pool is listed
+        assert document["unreadable_records"] == 2
+
+    def test_percentile_is_nearest_rank(self):
+        values = [float(n) for n in range(1, 101)]
+        assert (percentile(values, 0.5), percentile(values, 0.95)) == (50.0, 95.0)
+        assert percentile([7.0], 0.95) == 7.0
+
+
+@pytest.fixture
+def nomad():
+    with NomadStandIn() as stand_in:
+        register_pools(stand_in)
+        yield stand_in
+
+
+def call(nomad, ledger, sent=None, *, path=None, method="POST", now=None):
+    settings = settings_from_bindings(bindings(nomad.url).get)
+    ports = Ports(UrllibTransport(), ledger, time.monotonic)
+    if sent is None:
+        request = IncomingRequest(method, path, {}, b"")
+    else:
+        request = IncomingRequest(method, sent.path, sent.headers, sent.body)
+    return asyncio.run(handle(request, settings, ports, now or datetime.now(UTC)))
+
+
+def test_status_endpoint_counts_what_the_webhooks_did(nomad):
+    ledger = MemoryLedger()
+    created = datetime.now(UTC) - timedelta(seconds=3)
+    for job_id in (11, 12):
+        payload = workflow_job(job_id=job_id, created_at=created)
+        assert call(nomad, ledger, delivery(payload)).document["outcome"] == "dispatched"
+    assert call(nomad, ledger, delivery(workflow_job(job_id=21, labels=GPU))).status == 202
+    assert (
+        call(nomad, ledger, delivery(workflow_job(job_id=22, labels=GPU))).document["outcome"]
+        == "deferred"
+    )
+    stale = workflow_job(job_id=31, created_at=datetime.now(UTC) - timedelta(hours=30))
+    assert call(nomad, ledger, delivery(stale)).document["code"] == "stale"
+    # Job 12 is cancelled before any runner took it: its runner is the surplus one.
+    cancelled = workflow_job("completed", job_id=12, conclusion="cancelled")
+    assert call(nomad, ledger, delivery(cancelled)).status == 200
+    reply = call(nomad, ledger, path="/status", method="GET")
+    assert reply.status == 200 and reply.document["complete"] is True
+    linux = reply.document["pools"]["linux-x64"]
+    assert (linux["jobs"], linux["dispatched"], linux["ignored"]) == (3, 2, {"stale": 1})
+    assert linux["cancelled_before_assignment"] == linux["cleaned_up_by_idle_timeout"] == 1
+    assert linux["latency_ms"]["count"] == 2 and 2500 < linux["latency_ms"]["p50"] < 60_000
+    gpu = reply.document["pools"]["gpu"]
+    assert (gpu["dispatched"], gpu["deferred"]) == (1, 1)
+    text = json.dumps(reply.document).lower()
+    assert "codertocat" not in text and not any(secret in text for secret in SECRETS)
+
+
+def test_status_reads_every_page(nomad):
+    ledger = MemoryLedger()
+    ledger.PAGE_SIZE = 2
+    for job_id in range(41, 46):
+        call(nomad, ledger, delivery(workflow_job(job_id=job_id)))
+    document = call(nomad, ledger, path="/status", method="GET").document
+    assert document["pools"]["linux-x64"]["dispatched"] == 5
+
+
+def test_status_wants_get_and_a_working_ledger(nomad):
+    assert call(nomad, MemoryLedger(), path="/status", method="POST").status == 405
+
+    class BrokenKv(MemoryLedger):
+        async def list(self, prefix, cursor):
+            raise LedgerUnavailable("KV 503")
+
+    reply = call(nomad, BrokenKv(), path="/status", method="GET")
+    assert reply.status == 503 and "ledger unavailable" in reply.document["reason"]
