@@ -6,7 +6,10 @@ only the transport differs: ``http.server`` in, ``urllib`` out, and an in-memory
 KV. Settings come from the environment under the Worker's binding names (``NOMAD_ADDR``,
 ``NOMAD_TOKEN``, ``CF_ACCESS_CLIENT_ID``, ``CF_ACCESS_CLIENT_SECRET``, ``WEBHOOK_SECRET_KEY``;
 ``PORT`` optional, default 8787) and the routing from the project's config file (or from a routing
-JSON document with ``--routing``). Never uploaded to Cloudflare (see ``handler.bundle``).
+JSON document with ``--routing``). ``--reconcile-once`` runs the reconciler once instead (with
+``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN``) and prints its report; ``--reconcile-every N`` runs
+it every N seconds beside the server, as the Worker's Cron Trigger does. ``GET /status`` answers
+per-pool counts. Never uploaded to Cloudflare (see ``handler.bundle``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from urllib.parse import urlsplit
 
 from handler import contract
 from handler.nomad import HttpRequest
+from handler.reconcile import (
+    GitHubReadSettings,
+    ReconcileReport,
+    github_settings_from_bindings,
+    reconcile,
+)
 from handler.service import (
     ATTEMPT_TIMEOUT_SECONDS,
     ConfigurationError,
@@ -193,20 +202,69 @@ def load_settings(
     return settings_from_bindings(lookup)
 
 
+def reconcile_once(settings: Settings, github: GitHubReadSettings, ports: Ports) -> ReconcileReport:
+    """One reconciler run, as the Worker's Cron Trigger does it, through urllib."""
+    transport = ports.transport
+    assert isinstance(transport, UrllibTransport)
+    return asyncio.run(reconcile(settings, github, ports, transport, utc_now()))
+
+
+def _reconcile_forever(
+    settings: Settings, github: GitHubReadSettings, ports: Ports, every: float, log: Any
+) -> None:
+    while True:
+        time.sleep(every)
+        try:
+            report = reconcile_once(settings, github, ports)
+        except Exception as error:  # keep the loop alive; the type says enough
+            print(json.dumps({"msg": "reconcile failed", "error": type(error).__name__}), file=log)
+            continue
+        print(json.dumps(report.to_log(), sort_keys=True), file=log, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="project config file (TOML)")
     source.add_argument("--routing", type=Path, help="routing JSON document instead of a config")
     parser.add_argument("--host", default="127.0.0.1")
+    reconciling = parser.add_mutually_exclusive_group()
+    reconciling.add_argument(
+        "--reconcile-once",
+        action="store_true",
+        help="run the reconciler once (GITHUB_API_URL, GITHUB_READ_TOKEN), print its report, exit",
+    )
+    reconciling.add_argument(
+        "--reconcile-every",
+        type=float,
+        metavar="SECONDS",
+        help="while serving, also run the reconciler every SECONDS (as the Cron Trigger does)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ, config=args.config, routing=args.routing)
         port = int(os.environ.get("PORT", DEFAULT_PORT))
+        github = (
+            github_settings_from_bindings(os.environ.get)
+            if args.reconcile_once or args.reconcile_every
+            else None
+        )
     except (ConfigurationError, ValueError, OSError) as error:
         print(f"serve-handler: {error}", file=sys.stderr)
         return 2
     ports = Ports(transport=UrllibTransport(), ledger=MemoryLedger(), monotonic=time.monotonic)
+    if args.reconcile_once:
+        assert github is not None
+        report = reconcile_once(settings, github, ports)
+        print(json.dumps(report.to_log(), sort_keys=True), flush=True)
+        return 1 if report.stopped == "credentials" else 0
+    if args.reconcile_every:
+        assert github is not None
+        threading.Thread(
+            target=_reconcile_forever,
+            args=(settings, github, ports, max(args.reconcile_every, 1.0), sys.stdout),
+            daemon=True,
+        ).start()
     server = make_server(settings, ports, host=args.host, port=port)
     bound = server.server_address[1]
     print(

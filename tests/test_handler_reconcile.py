@@ -5,6 +5,7 @@ Nomad stand-in, through the CPython adapters' transport and the in-memory ledger
 """
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -317,7 +318,7 @@ class TestPureParts:
     def test_jobs_that_do_not_parse_are_skipped_not_fatal(self):
         good = rest_job(3001)
         bad = dict(rest_job(3002), labels="self-hosted")
-        body = f'{{"jobs": [{__import__("json").dumps(bad)}, {__import__("json").dumps(good)}]}}'
+        body = f'{{"jobs": [{json.dumps(bad)}, {json.dumps(good)}]}}'
         events = interpret_jobs(200, {}, body.encode(), REPO)
         assert [event.job.id for event in events] == [3001]
         assert events[0].action == "queued" and events[0].repository == REPO
@@ -336,3 +337,37 @@ class TestPureParts:
             github_settings_from_bindings(
                 {"GITHUB_API_URL": "api.github.com", "GITHUB_READ_TOKEN": "t"}.get
             )
+
+
+class TestLocalCommand:
+    def test_reconcile_once_dispatches_and_prints_one_report(
+        self, world, tmp_path, monkeypatch, capsys
+    ):
+        from handler import local_server
+
+        world.github.queue_job(REPO, rest_job(4001))
+        routing = tmp_path / "routing.json"
+        routing.write_text(ROUTING.to_json())
+        for name, value in bindings(world.nomad.url).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("GITHUB_API_URL", world.github.url)
+        monkeypatch.setenv("GITHUB_READ_TOKEN", ACTIONS_READ_TOKEN)
+        assert local_server.main(["--routing", str(routing), "--reconcile-once"]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["msg"] == "reconcile" and report["dispatched"] == 1
+        assert ACTIONS_READ_TOKEN not in str(report)
+        assert [c.idempotency_token for c in world.children()] == ["4001"]
+
+    def test_reconcile_once_without_the_read_token_names_it(
+        self, world, tmp_path, monkeypatch, capsys
+    ):
+        from handler import local_server
+
+        routing = tmp_path / "routing.json"
+        routing.write_text(ROUTING.to_json())
+        for name, value in bindings(world.nomad.url).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("GITHUB_API_URL", world.github.url)
+        monkeypatch.delenv("GITHUB_READ_TOKEN", raising=False)
+        assert local_server.main(["--routing", str(routing), "--reconcile-once"]) == 2
+        assert "GITHUB_READ_TOKEN" in capsys.readouterr().err
