@@ -4,7 +4,8 @@ Class style (``WorkerEntrypoint``), as compatibility dates from 2025-08-14 on re
 that decides lives in the pure modules beside this one; this adapter only reads the bindings on
 ``self.env``, turns the request into an :class:`~handler.service.IncomingRequest`, supplies the
 ports (outbound ``fetch`` to Nomad, the ``LEDGER`` KV namespace) and prints the one structured log
-line per delivery. It is the outermost layer, so it alone turns unexpected exceptions into a 500.
+line per delivery; ``scheduled`` runs the reconciler on the Cron Trigger. It is the outermost
+layer, so it alone turns unexpected exceptions into a 500.
 The modules ``workers``/``js`` exist only inside the Workers runtime: nothing else imports them.
 """
 
@@ -19,6 +20,7 @@ from workers import Request, Response, WorkerEntrypoint, fetch
 
 from handler.contract import LEDGER_BINDING
 from handler.nomad import HttpRequest
+from handler.reconcile import github_settings_from_bindings, reconcile
 from handler.service import (
     ConfigurationError,
     IncomingRequest,
@@ -39,6 +41,11 @@ class FetchTransport:
     """Outbound HTTP through the runtime's ``fetch``, no redirects (Access login = error)."""
 
     async def send(self, request: HttpRequest) -> tuple[int, bytes]:
+        status, _, body = await self.exchange(request)
+        return status, body
+
+    async def exchange(self, request: HttpRequest) -> tuple[int, dict[str, str], bytes]:
+        """As :meth:`send`, with the answer's headers (lower-cased): the reconciler reads them."""
         options: dict[str, Any] = {
             "method": request.method,
             "headers": dict(request.headers),
@@ -48,7 +55,8 @@ class FetchTransport:
             options["body"] = request.body.decode()
         try:
             response = await fetch(request.url, **options)
-            return int(response.status), bytes(await response.bytes())
+            headers = {str(name).lower(): str(value) for name, value in response.headers.items()}
+            return int(response.status), headers, bytes(await response.bytes())
         except Exception as error:  # the runtime raises JsException/OSError for network failures
             raise TransportError(type(error).__name__) from None
 
@@ -146,3 +154,30 @@ class Default(WorkerEntrypoint):
         reply = await handle(incoming, settings, ports, utc_now())
         print(json.dumps(reply.log, sort_keys=True))
         return _reply(reply.status, reply.document, reply.headers)
+
+    async def scheduled(self, controller: Any, env: Any = None, ctx: Any = None) -> None:
+        """Cron Trigger: one reconciler run (:func:`handler.reconcile.reconcile`), one log line.
+
+        The runtime passes ``(controller, env, ctx)``; the bindings are read from ``self.env``
+        as in :meth:`fetch`. A failure is logged by type only and raised again without its text,
+        so the invocation shows as failed without quoting anything secret.
+        """
+        bindings = self.env
+        try:
+            settings = settings_from_bindings(lambda name: getattr(bindings, name, None))
+            github = github_settings_from_bindings(lambda name: getattr(bindings, name, None))
+        except ConfigurationError as error:
+            print(json.dumps({"msg": "misconfigured", "error": str(error)}))
+            return
+        transport = FetchTransport()
+        ports = Ports(
+            transport=transport,
+            ledger=KvLedger(getattr(bindings, LEDGER_BINDING)),
+            monotonic=time.monotonic,
+        )
+        try:
+            report = await reconcile(settings, github, ports, transport, utc_now())
+        except Exception as error:
+            print(json.dumps({"msg": "reconcile failed", "error": type(error).__name__}))
+            raise RuntimeError(f"reconciler failed: {type(error).__name__}") from None
+        print(json.dumps(report.to_log(), sort_keys=True))
