@@ -4,8 +4,10 @@ wrangler 3.92.0 (workerd 2024-11-06) only calls a top-level ``on_fetch(request, 
 adapter builds the production ``Default(WorkerEntrypoint)`` from ``handler/entry.py`` with the
 runtime's ``env`` and forwards the request, then hands the runtime the JS Response inside the
 SDK's Response. For tests it also answers ``GET /__test/kv/{key}`` with the raw KV value and
-``GET /__test/ledger-list/{prefix}`` with one page of the entry's own ``KvLedger.list``. Never
-uploaded: production calls ``Default.fetch`` itself.
+``GET /__test/ledger-list/{prefix}`` with one page of the entry's own ``KvLedger.list``, and
+runs ``Default.scheduled`` (the Cron Trigger's handler) on ``GET /__test/scheduled``: the local
+runtime's own ``--test-scheduled`` route does not reach Python Workers. Never uploaded:
+production calls ``Default.fetch`` and ``Default.scheduled`` itself.
 """
 
 import json
@@ -17,6 +19,14 @@ from handler.entry import Default, KvLedger
 
 _KV_PREFIX = "/__test/kv/"
 _LIST_PREFIX = "/__test/ledger-list/"
+_SCHEDULED_PATH = "/__test/scheduled"
+
+
+class _Controller:
+    # What the runtime hands a scheduled handler; the reconciler reads none of it.
+    cron = "*/5 * * * *"
+    type = "scheduled"
+    scheduledTime = 0
 
 
 async def on_fetch(request, env, ctx=None):
@@ -28,5 +38,8 @@ async def on_fetch(request, env, ctx=None):
         page = await KvLedger(env.LEDGER).list(unquote(path[len(_LIST_PREFIX) :]), None)
         document = {"entries": [list(entry) for entry in page.entries], "cursor": page.cursor}
         return JsResponse.new(json.dumps(document), status=200)
+    if path == _SCHEDULED_PATH:
+        await Default(ctx, env).scheduled(_Controller(), env, ctx)
+        return JsResponse.new("ran", status=200)
     response = await Default(ctx, env).fetch(request)
     return response.js_object

@@ -1,0 +1,58 @@
+"""The reconciler in the real Workers runtime: Cron Trigger, Default.scheduled, GitHub, Nomad, KV.
+
+One ``wrangler dev`` (``GET /__test/scheduled`` runs the scheduled handler) with the
+GitHub and Nomad stand-ins as origins and KV persisted in a temp dir.
+"""
+
+import json
+import urllib.request
+
+import pytest
+
+from handler.ledger import LedgerRecord, ledger_key
+from tests.standins.github import ACTIONS_READ_TOKEN, GitHubStandIn
+from tests.standins.nomad import NomadStandIn
+from tests.standins.webhooks import REPOSITORY, bindings, register_pools, workflow_job
+from tests.worker_runtime.harness import WRANGLER, LocalWorker
+
+pytestmark = pytest.mark.skipif(
+    not WRANGLER.exists(), reason="wrangler not installed: run `make install` (make test does)"
+)
+
+
+def get(worker, path):
+    with urllib.request.urlopen(worker.url + path, timeout=60) as response:
+        return response.status, response.read().decode()
+
+
+def test_scheduled_run_dispatches_a_lost_job_once_and_records_it(tmp_path):
+    grants = {ACTIONS_READ_TOKEN: {REPOSITORY.lower(): "actions_read"}}
+    with GitHubStandIn(tokens=grants) as github, NomadStandIn() as nomad:
+        register_pools(nomad)
+        github.queue_job(REPOSITORY, workflow_job(job_id=9101, run_id=9200)["workflow_job"])
+        values = bindings(nomad.url) | {
+            "GITHUB_API_URL": github.url,
+            "GITHUB_READ_TOKEN": ACTIONS_READ_TOKEN,
+        }
+        with LocalWorker(values, tmp_path) as worker:
+            for _ in range(2):
+                assert get(worker, "/__test/scheduled")[0] == 200
+            children = nomad.children("github-runner-linux-x64")
+            assert [child.idempotency_token for child in children] == ["9101"]
+            _, text = get(worker, "/__test/kv/" + ledger_key(REPOSITORY, 9101))
+            record = LedgerRecord.from_json(text)
+            assert record is not None and record.reconciled and record.child_id == children[0].id
+            reports = [
+                json.loads(line)
+                for line in worker.output().splitlines()
+                if line.startswith("{") and '"reconcile"' in line
+            ]
+            assert [r["dispatched"] for r in reports] == [1, 0]
+            # The second run's runs lists were conditional (ETag kept in KV) and unchanged.
+            assert reports[1]["not_modified"] == 2 and reports[1]["already_dispatched"] == 1
+            assert any("if-none-match" in call.headers for call in github.calls())
+            status, body = get(worker, "/status")
+            pools = json.loads(body)["pools"]
+            assert status == 200 and pools["linux-x64"]["reconciled"] == 1
+            output = worker.output()
+            assert ACTIONS_READ_TOKEN not in output[output.index("Starting local server") :]
