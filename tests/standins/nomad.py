@@ -107,8 +107,7 @@ class NomadStandIn:
         class Handler(_Handler):
             nomad = stand_in
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -371,6 +370,11 @@ def _job_document(job: Job) -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the Worker opens a connection per request: room for bursts
+
+
 class _Handler(BaseHTTPRequestHandler):
     nomad: NomadStandIn
 
@@ -408,6 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(answer)))
+        # Say it: one request per connection. Without it a pooling client may send the next
+        # request down a connection this server is closing, and lose it.
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(answer)
 
