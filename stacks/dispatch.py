@@ -3,12 +3,13 @@
 Takes the Nomad API URL and the Access service token from the edge stack and the dispatch-only
 Nomad token from the nomad stack (all as cdktf references), generates the webhook secret key
 (``random_password``, never in any file), and exposes ``webhook_hostname`` and
-``webhook_secret_key`` to the github stack.
+``webhook_secret_key`` to the github stack. The reconciler's GitHub token is the sensitive
+Terraform variable ``github_read_token`` (``TF_VAR_github_read_token``).
 """
 
 from __future__ import annotations
 
-from cdktf import TerraformStack
+from cdktf import TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_cloudflare.provider import CloudflareProvider
 from cdktf_cdktf_provider_random.password import Password
 from cdktf_cdktf_provider_random.provider import RandomProvider
@@ -18,6 +19,8 @@ from config import AppConfig
 from handler.contract import (
     ACCESS_CLIENT_ID_BINDING,
     ACCESS_CLIENT_SECRET_BINDING,
+    GITHUB_API_URL_BINDING,
+    GITHUB_READ_TOKEN_BINDING,
     NOMAD_ADDR_BINDING,
     NOMAD_TOKEN_BINDING,
     ROUTING_BINDING,
@@ -26,6 +29,10 @@ from handler.contract import (
 from stacks.backend import declare_backend
 from stacks.components.dispatch_worker import DispatchWorker
 from stacks.terraform_text import escape
+
+GITHUB_READ_TOKEN_VARIABLE = "github_read_token"
+# How often the Worker's reconciler looks for queued jobs whose webhook was lost or deferred.
+RECONCILE_SCHEDULE = "*/5 * * * *"
 
 
 class DispatchStack(TerraformStack):
@@ -47,6 +54,18 @@ class DispatchStack(TerraformStack):
         # One key for all repositories: each hook's secret is sha256("{key}:{owner/repo}"), so
         # adding a repository adds no binding and one leaked hook secret forges nothing else.
         webhook_key = Password(self, "webhook_secret_key", length=64, special=False)
+        github_read_token = TerraformVariable(
+            self,
+            GITHUB_READ_TOKEN_VARIABLE,
+            type="string",
+            sensitive=True,
+            nullable=False,
+            description=(
+                "GitHub token the Worker's reconciler lists queued runs and jobs with: "
+                "fine-grained, repository permission Actions read, on the configured "
+                "repositories only. Set TF_VAR_github_read_token."
+            ),
+        )
         cloudflare = config.cloudflare
         worker = DispatchWorker(
             self,
@@ -62,7 +81,10 @@ class DispatchStack(TerraformStack):
                 ACCESS_CLIENT_ID_BINDING: access_client_id,
                 ACCESS_CLIENT_SECRET_BINDING: access_client_secret,
                 WEBHOOK_SECRET_KEY_BINDING: webhook_key.result,
+                GITHUB_API_URL_BINDING: escape(config.github.api_url),
+                GITHUB_READ_TOKEN_BINDING: github_read_token.string_value,
             },
+            cron_schedules=[RECONCILE_SCHEDULE],
         )
         self.webhook_hostname = worker.hostname
         self.webhook_secret_key = webhook_key.result

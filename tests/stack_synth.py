@@ -37,6 +37,7 @@ PLANTED_SECRETS = {
     "GITHUB_TOKEN": "planted-github-token-ghp-5e6f7",
     "NOMAD_TOKEN": "planted-nomad-token-8a9b0",
     "TF_VAR_github_runner_token": "planted-runner-token-github-pat-4d5e6",
+    "TF_VAR_github_read_token": "planted-read-token-github-pat-0a1b2",
     "AWS_SECRET_ACCESS_KEY": "planted-aws-secret-2b3c4",
     "TF_TOKEN_app_terraform_io": "planted-hcp-terraform-token-9c8b7",
 }

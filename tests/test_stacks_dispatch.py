@@ -82,6 +82,11 @@ def test_binding_values(variant: str) -> None:
     assert bindings["CF_ACCESS_CLIENT_ID"]["text"].endswith("client_id}")
     assert bindings["CF_ACCESS_CLIENT_SECRET"]["text"].endswith("client_secret}")
     assert bindings["WEBHOOK_SECRET_KEY"]["text"] == "${random_password.webhook_secret_key.result}"
+    assert unescape(bindings["GITHUB_API_URL"]["text"]) == synth.config.github.api_url
+    assert bindings["GITHUB_READ_TOKEN"]["text"] == "${var.github_read_token}"
+    variable = stack["variable"]["github_read_token"]
+    assert variable["sensitive"] is True
+    assert "default" not in variable
 
 
 def test_webhook_key_is_generated_and_strong() -> None:
@@ -105,6 +110,14 @@ def test_deployment_and_custom_domain() -> None:
     assert domain["service"] == f"${{cloudflare_worker.{worker_name}.name}}"
     (deployment_name,) = resources(stack, "cloudflare_workers_deployment")
     assert domain["depends_on"] == [f"cloudflare_workers_deployment.{deployment_name}"]
+
+
+def test_reconciler_runs_on_a_schedule() -> None:
+    stack = dispatch()
+    (worker_name,) = resources(stack, "cloudflare_worker")
+    trigger = only(stack, "cloudflare_workers_cron_trigger")
+    assert trigger["script_name"] == f"${{cloudflare_worker.{worker_name}.name}}"
+    assert trigger["schedules"] == [{"cron": "*/5 * * * *"}]
 
 
 def test_binding_values_must_match_the_contract() -> None:

@@ -6,19 +6,24 @@ compatibility settings; immutable) and ``workers_deployment`` (sends 100 % of tr
 version). Modules travel base64-encoded, so no character of the Python source can be read as
 Terraform template syntax. The bindings are exactly ``handler.contract.WORKER_BINDINGS``: a
 binding the contract names but the caller gives no value for, or a value for a binding the
-contract does not name, is an error at synth time.
+contract does not name, is an error at synth time. A cron trigger runs the Worker's scheduled
+handler (the reconciler) on the given schedules.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cdktf_cdktf_provider_cloudflare.worker import Worker, WorkerObservability
 from cdktf_cdktf_provider_cloudflare.worker_version import (
     WorkerVersion,
     WorkerVersionBindings,
     WorkerVersionModules,
+)
+from cdktf_cdktf_provider_cloudflare.workers_cron_trigger import (
+    WorkersCronTrigger,
+    WorkersCronTriggerSchedules,
 )
 from cdktf_cdktf_provider_cloudflare.workers_custom_domain import WorkersCustomDomain
 from cdktf_cdktf_provider_cloudflare.workers_deployment import (
@@ -51,8 +56,10 @@ class DispatchWorker(Construct):
         name: str,
         hostname: str,
         text_bindings: Mapping[str, str],
+        cron_schedules: Sequence[str] = (),
     ) -> None:
-        """``text_bindings``: value of every plain_text/secret_text binding, by binding name."""
+        """``text_bindings``: value of every plain_text/secret_text binding, by binding name;
+        ``cron_schedules``: when the runtime calls the Worker's scheduled handler."""
         super().__init__(scope, id)
         self.ledger = WorkersKvNamespace(
             self, "ledger", account_id=account_id, title=f"{name}-ledger"
@@ -101,6 +108,15 @@ class DispatchWorker(Construct):
             depends_on=[self.deployment],
         )
         self.hostname = self.custom_domain.hostname
+        if cron_schedules:
+            WorkersCronTrigger(
+                self,
+                "cron_trigger",
+                account_id=account_id,
+                script_name=self.worker.name,
+                schedules=[WorkersCronTriggerSchedules(cron=cron) for cron in cron_schedules],
+                depends_on=[self.deployment],
+            )
 
     def _bindings(self, text_bindings: Mapping[str, str]) -> list[WorkerVersionBindings]:
         declared = {spec.name for spec in WORKER_BINDINGS if spec.type != "kv_namespace"}
