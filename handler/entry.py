@@ -11,11 +11,15 @@ The modules ``workers``/``js`` exist only inside the Workers runtime: nothing el
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+from js import Promise
+from pyodide.ffi import create_once_callable
 from workers import Request, Response, WorkerEntrypoint, fetch
 
 from handler.contract import LEDGER_BINDING
@@ -150,10 +154,27 @@ class Default(WorkerEntrypoint):
             transport=FetchTransport(),
             ledger=KvLedger(getattr(env, LEDGER_BINDING)),
             monotonic=time.monotonic,
+            defer=self._after_reply if getattr(self, "ctx", None) is not None else None,
         )
         reply = await handle(incoming, settings, ports, utc_now())
         print(json.dumps(reply.log, sort_keys=True))
         return _reply(reply.status, reply.document, reply.headers)
+
+    def _after_reply(self, delivery: str | None, pending: Coroutine[Any, Any, str]) -> None:
+        """Run ``pending`` (a ledger write) after the answer, kept alive by ``waitUntil``."""
+
+        async def finish() -> None:
+            outcome = await pending
+            if outcome != "written":
+                print(json.dumps({"msg": "ledger", "delivery": delivery, "ledger": outcome}))
+
+        def start(resolve: Any, _reject: Any) -> None:
+            task = asyncio.ensure_future(finish())  # finish() never raises: nothing to reject
+            task.add_done_callback(lambda _done: resolve())
+
+        # A real JS Promise: a Python task handed to JS directly is a borrowed proxy, destroyed
+        # as soon as the call returns, long before the write finishes.
+        self.ctx.waitUntil(Promise.new(create_once_callable(start)))
 
     async def scheduled(self, controller: Any, env: Any = None, ctx: Any = None) -> None:
         """Cron Trigger: one reconciler run (:func:`handler.reconcile.reconcile`), one log line.

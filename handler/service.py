@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -116,6 +116,10 @@ class Ports:
     transport: Transport
     ledger: LedgerStore
     monotonic: Callable[[], float]
+    # Where work may continue after the answer (the Worker's ctx.waitUntil). When given, a
+    # delivery's ledger write goes there, off GitHub's wait: it receives the delivery id and
+    # the write, whose outcome ("written" or "failed: ...") the adapter logs unless written.
+    defer: Callable[[str | None, Coroutine[Any, Any, str]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -480,7 +484,12 @@ async def dispatch_job(
 
 
 async def _record(seen: Observation, ports: Ports, delivery: _Delivery) -> None:
-    delivery.log["ledger"] = await record_observation(seen, ports.ledger)
+    if ports.defer is None:
+        delivery.log["ledger"] = await record_observation(seen, ports.ledger)
+        return
+    # The ledger is a record, not a lock: nothing in the answer depends on it being written.
+    ports.defer(delivery.log.get("delivery"), record_observation(seen, ports.ledger))
+    delivery.log["ledger"] = "deferred"
 
 
 async def record_observation(seen: Observation, ledger: LedgerStore) -> str:

@@ -56,10 +56,16 @@ def children(nomad, job_id):
     ]
 
 
-def kv(worker, key):
+def kv(worker, key, *, settled=lambda text: bool(text)):
+    """The KV value of ``key`` once ``settled``: the Worker writes the ledger after answering."""
     url = worker.url + "/__test/kv/" + urllib.parse.quote(key, safe="")
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.read().decode()
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        if settled(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
 
 
 def test_health(runtime):
@@ -116,20 +122,21 @@ def test_ledger_entry_is_written_to_kv(runtime):
     assert record.deliveries == (sent.headers["x-github-delivery"],)
     status, _ = send(worker, delivery(workflow_job("in_progress", job_id=7004, runner_id=3)))
     assert status == 200
-    record = LedgerRecord.from_json(kv(worker, ledger_key(REPOSITORY, 7004)))
+    text = kv(worker, ledger_key(REPOSITORY, 7004), settled=lambda text: "in_progress" in text)
+    record = LedgerRecord.from_json(text)
     assert record.state == "in_progress" and record.child_id == document["nomad_job_id"]
 
 
 def test_ledger_keys_list_with_their_metadata(runtime):
     worker, _ = runtime
     assert send(worker, delivery(workflow_job(job_id=7010)))[0] == 202
+    key = ledger_key(REPOSITORY, 7010)
+    record = LedgerRecord.from_json(kv(worker, key))  # waits for the write after the answer
     url = worker.url + "/__test/ledger-list/" + urllib.parse.quote("job:codertocat/", safe="")
     with urllib.request.urlopen(url, timeout=30) as response:
         page = json.loads(response.read())
     entries = dict(page["entries"])
-    key = ledger_key(REPOSITORY, 7010)
     assert key in entries and page["cursor"] is None
-    record = LedgerRecord.from_json(kv(worker, key))
     assert entries[key] == record.summary()
 
 

@@ -329,3 +329,25 @@ class TestSettings:
     def test_repr_of_settings_hides_secrets(self, settings):
         text = repr(settings)
         assert not any(secret in text for secret in SECRETS)
+
+
+class TestDeferredLedger:
+    def test_with_a_defer_port_the_ledger_is_written_after_the_reply(self, settings, ledger):
+        deferred = []
+        ports = Ports(
+            transport=UrllibTransport(),
+            ledger=ledger,
+            monotonic=time.monotonic,
+            defer=lambda delivery_id, pending: deferred.append((delivery_id, pending)),
+        )
+        job_id = unique_job()
+        sent = delivery(workflow_job(job_id=job_id))
+        request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
+        reply = asyncio.run(handle(request, settings, ports, datetime.now(UTC)))
+        assert reply.status == 202 and reply.log["ledger"] == "deferred"
+        assert ledger.snapshot() == {}, "nothing written before the reply"
+        ((delivery_id, pending),) = deferred
+        assert delivery_id == sent.headers["x-github-delivery"]
+        assert asyncio.run(pending) == "written"
+        record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
+        assert record.child_id == reply.document["nomad_job_id"]
