@@ -65,6 +65,7 @@ bench: install
 	$(PY) bench/handler_core.py
 	$(PY) bench/worker_runtime.py
 	$(PY) bench/synth_scaling.py
+	$(PY) bench/burst.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
