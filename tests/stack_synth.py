@@ -44,6 +44,11 @@ PLANTED_SECRETS = {
 
 
 def variant_config(name: str) -> AppConfig:
+    if name == "example-plus-one":
+        with (EXAMPLES / "config.toml").open("rb") as handle:
+            document = copy.deepcopy(tomllib.load(handle))
+        document["github"]["repositories"].append("new-service")
+        return parse_config(document, source="example-plus-one")
     if name == "many-repositories":
         with (EXAMPLES / "config.toml").open("rb") as handle:
             document = copy.deepcopy(tomllib.load(handle))

@@ -80,6 +80,18 @@ def test_secret_equals_the_handlers_derivation(variant: str) -> None:
         assert terraform_value == webhook_secret_for(key, repo.full_name)
 
 
+def test_adding_a_repository_touches_no_other_hook() -> None:
+    """Same resource, same keys and values for the existing repositories, one new key."""
+    before = only(synthesized("example").stacks["github"], "github_repository_webhook")
+    after = only(synthesized("example-plus-one").stacks["github"], "github_repository_webhook")
+    added = set(after["for_each"]) - set(before["for_each"])
+    assert added == {"new-service"}
+    assert {name: after["for_each"][name] for name in before["for_each"]} == before["for_each"]
+    assert {k: v for k, v in after.items() if k != "for_each"} == {
+        k: v for k, v in before.items() if k != "for_each"
+    }
+
+
 def test_provider_owner_is_the_configured_owner() -> None:
     for variant, owner in (("example", "example-org"), ("user-owned", "octocat")):
         providers = synthesized(variant).stacks["github"]["provider"]["github"]
