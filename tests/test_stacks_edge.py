@@ -66,6 +66,7 @@ def test_access_admits_only_the_service_token(variant: str) -> None:
     token_address = address("cloudflare_zero_trust_access_service_token", stack)
 
     assert application["type"] == "self_hosted"
+    assert application["domain"] == config.cloudflare.nomad_api_hostname
     assert application["destinations"] == [
         {"type": "public", "uri": config.cloudflare.nomad_api_hostname}
     ]

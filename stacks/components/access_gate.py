@@ -56,6 +56,8 @@ class ServiceTokenGate(Construct):
             account_id=account_id,
             name=f"{name}: Nomad API",
             type="self_hosted",
+            # The API still wants the primary hostname of a self-hosted app; the same one.
+            domain=hostname,
             destinations=[ZeroTrustAccessApplicationDestinations(type="public", uri=hostname)],
             policies=[ZeroTrustAccessApplicationPolicies(id=self.policy.id, precedence=1)],
             app_launcher_visible=False,
