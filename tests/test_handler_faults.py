@@ -157,7 +157,9 @@ def test_webhooks_are_answered_inside_ten_seconds_while_nomad_hangs(scene):
         replies, slowest = scene.burst(deliveries)
     assert slowest < GITHUB_DEADLINE
     assert {reply.status for reply in replies} == {503}
-    assert all("timed out" in reply.document["reason"] for reply in replies)
+    # urllib's own socket timeout and the attempt's timeout are both 4 s: either may fire first.
+    reasons = [reply.document["reason"] for reply in replies]
+    assert all(reason.startswith("Nomad unreachable") for reason in reasons), reasons
 
 
 def test_github_errors_and_rate_limits_only_delay_the_reconciler(scene, quick_timeouts):
