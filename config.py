@@ -142,6 +142,21 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class ReconcileConfig:
+    """How often the Worker's reconciler looks for queued jobs the webhooks did not serve."""
+
+    interval_minutes: int
+
+    @property
+    def cron(self) -> str:
+        """The Cron Trigger schedule: every ``interval_minutes`` (a divisor of 60), in UTC."""
+        return "0 * * * *" if self.interval_minutes == 60 else f"*/{self.interval_minutes} * * * *"
+
+
+DEFAULT_RECONCILE_MINUTES: Final = 5
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: str
     cloudflare: CloudflareConfig
@@ -150,6 +165,7 @@ class AppConfig:
     pools: tuple[PoolConfig, ...]
     images: ImagesConfig
     backend: BackendConfig
+    reconcile: ReconcileConfig = ReconcileConfig(DEFAULT_RECONCILE_MINUTES)
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:
@@ -205,6 +221,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Ap
         pools = _pools(root)
         github = _github(root.table("github"), pools)
         backend = _backend(root.optional_table("backend"))
+        reconcile = _reconcile(root.optional_table("reconcile"))
         if github.owner_type == "user":
             for index, pool in enumerate(pools):
                 if pool.runner_group_id != 1:
@@ -221,6 +238,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Ap
         pools=pools,
         images=images,
         backend=backend,
+        reconcile=reconcile,
     )
 
 
@@ -589,3 +607,15 @@ def _backend(table: _Table) -> BackendConfig:
         "local" if kind == "local" else "s3" if kind == "s3" else "remote"
     )
     return BackendConfig(type=backend_type, settings=settings)
+
+
+def _reconcile(table: _Table) -> ReconcileConfig:
+    with table:
+        minutes = table.integer("interval_minutes", DEFAULT_RECONCILE_MINUTES)
+        # A cron step that does not divide the hour fires unevenly (*/7: minute 56, then 0).
+        if minutes > 60 or 60 % minutes:
+            raise table.error(
+                "interval_minutes",
+                f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), got {minutes}",
+            )
+    return ReconcileConfig(interval_minutes=minutes)

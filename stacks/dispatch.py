@@ -31,8 +31,6 @@ from stacks.components.dispatch_worker import DispatchWorker
 from stacks.terraform_text import escape
 
 GITHUB_READ_TOKEN_VARIABLE = "github_read_token"
-# How often the Worker's reconciler looks for queued jobs whose webhook was lost or deferred.
-RECONCILE_SCHEDULE = "*/5 * * * *"
 
 
 class DispatchStack(TerraformStack):
@@ -84,7 +82,8 @@ class DispatchStack(TerraformStack):
                 GITHUB_API_URL_BINDING: escape(config.github.api_url),
                 GITHUB_READ_TOKEN_BINDING: github_read_token.string_value,
             },
-            cron_schedules=[RECONCILE_SCHEDULE],
+            # How often the reconciler looks for queued jobs a webhook did not serve.
+            cron_schedules=[config.reconcile.cron],
         )
         self.webhook_hostname = worker.hostname
         self.webhook_secret_key = webhook_key.result

@@ -236,3 +236,26 @@ class TestErrors:
         missing = tmp_path / "nope.toml"
         with pytest.raises(ConfigError, match="no such configuration file"):
             load_config(missing)
+
+
+class TestReconcile:
+    def test_default_is_every_five_minutes(self) -> None:
+        config = load_config(EXAMPLES / "config.toml")
+        assert config.reconcile.interval_minutes == 5
+        assert config.reconcile.cron == "*/5 * * * *"
+
+    @pytest.mark.parametrize(
+        ("minutes", "cron"), [(1, "*/1 * * * *"), (15, "*/15 * * * *"), (60, "0 * * * *")]
+    )
+    def test_interval_becomes_a_cron_schedule(self, minutes: int, cron: str) -> None:
+        document = example() | {"reconcile": {"interval_minutes": minutes}}
+        assert parse_config(document, source=SOURCE).reconcile.cron == cron
+
+    @pytest.mark.parametrize("minutes", [0, 7, 90])
+    def test_interval_must_divide_the_hour(self, minutes: int) -> None:
+        message = error_of(example() | {"reconcile": {"interval_minutes": minutes}})
+        assert message.startswith(f"{SOURCE}: reconcile.interval_minutes: ")
+
+    def test_unknown_reconcile_key(self) -> None:
+        message = error_of(example() | {"reconcile": {"every": 5}})
+        assert "reconcile.every: unknown field" in message

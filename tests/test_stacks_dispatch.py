@@ -138,3 +138,9 @@ def test_binding_values_must_match_the_contract() -> None:
             hostname="h.example.com",
             text_bindings=values,
         )
+
+
+def test_reconcile_schedule_follows_the_configuration() -> None:
+    """two-pools.toml sets [reconcile] interval_minutes = 10."""
+    trigger = only(dispatch("two-pools"), "cloudflare_workers_cron_trigger")
+    assert trigger["schedules"] == [{"cron": "*/10 * * * *"}]
