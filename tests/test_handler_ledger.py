@@ -81,3 +81,51 @@ def test_cancelled_before_assignment_is_flagged():
 def test_cancelled_after_assignment_is_not_flagged():
     record = merge(None, seen("completed", conclusion="cancelled", runner_id=5))
     assert not record.cancelled_before_assignment
+
+
+class TestRecoveryFields:
+    """created_at, dispatched_at and reconciled: what status and the reconciler rely on."""
+
+    def test_a_new_child_sets_dispatched_at_once_and_replays_do_not_move_it(self):
+        record = merge(None, seen(created_at=990.0))
+        record = merge(record, seen(child_id="c1", dispatch_outcome="dispatched", at=1005.0))
+        assert (record.created_at, record.dispatched_at, record.reconciled) == (
+            990.0,
+            1005.0,
+            False,
+        )
+        replay = seen(child_id="c1", dispatch_outcome="already_dispatched", at=1300.0)
+        assert merge(record, replay).dispatched_at == 1005.0
+
+    def test_reconciled_only_when_the_reconciler_started_the_child(self):
+        deferred = merge(None, seen(dispatch_outcome="deferred", created_at=990.0))
+        recovered = merge(
+            deferred,
+            seen(child_id="c2", dispatch_outcome="dispatched", at=1100.0, source="reconciler"),
+        )
+        assert recovered.reconciled and recovered.dispatch_outcome == "dispatched"
+        by_webhook = merge(None, seen(child_id="c3", dispatch_outcome="dispatched"))
+        late = seen(child_id="c3", dispatch_outcome="already_dispatched", source="reconciler")
+        assert not merge(by_webhook, late).reconciled
+
+    def test_records_written_before_these_fields_still_read(self):
+        document = json.loads(merge(None, seen()).to_json())
+        for name in ("created_at", "dispatched_at", "reconciled"):
+            del document[name]
+        record = LedgerRecord.from_json(json.dumps(document))
+        assert record is not None and record.dispatched_at is None and not record.reconciled
+
+    def test_summary_is_small_and_names_no_repository(self):
+        record = merge(None, seen(child_id="c4", dispatch_outcome="dispatched", created_at=999.5))
+        text = record.summary()
+        assert len(text.encode()) < 1024 and "hello-world" not in text
+        assert json.loads(text) == {
+            "p": "linux-x64",
+            "s": "queued",
+            "o": "dispatched",
+            "q": 999.5,
+            "d": 1000.0,
+            "r": 0,
+            "x": 0,
+            "c": 1,
+        }
