@@ -1,0 +1,88 @@
+"""The GitHub stand-in's Actions runs and jobs endpoints answer as GitHub documents them.
+
+The reconciler's tests lean on these answers, so their shape is pinned here: run status derived
+from the jobs, ``ETag`` and 304 on ``If-None-Match``, permissions (a runner-admin token cannot read
+Actions), 404 for a run of another repository, rate-limit headers.
+"""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.standins.github import ACTIONS_READ_TOKEN, ADMIN_TOKEN, GitHubStandIn
+from tests.standins.webhooks import workflow_job
+
+REPO = "octo-org/hello-world"
+
+
+@pytest.fixture
+def github():
+    tokens = {ACTIONS_READ_TOKEN: {REPO: "actions_read"}, ADMIN_TOKEN: {REPO: "admin"}}
+    with GitHubStandIn(tokens=tokens) as stand_in:
+        for job_id in (1, 2):
+            stand_in.queue_job(REPO, workflow_job(job_id=job_id, run_id=500)["workflow_job"])
+        yield stand_in
+
+
+def get(github, path, token=ACTIONS_READ_TOKEN, etag=None):
+    headers = {"Authorization": f"Bearer {token}"}
+    if etag:
+        headers["If-None-Match"] = etag
+    request = urllib.request.Request(github.url + path, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        return error.code, error.headers, json.loads(body) if body else None
+
+
+def test_runs_list_filters_by_status_and_carries_an_etag(github):
+    status, headers, document = get(github, f"/repos/{REPO}/actions/runs?status=queued")
+    assert status == 200 and [run["id"] for run in document["workflow_runs"]] == [500]
+    assert headers["ETag"].startswith('W/"') and int(headers["x-ratelimit-remaining"]) > 0
+    assert get(github, f"/repos/{REPO}/actions/runs?status=in_progress")[2]["total_count"] == 0
+
+
+def test_matching_etag_is_304_without_a_body_until_something_changes(github):
+    path = f"/repos/{REPO}/actions/runs?status=queued"
+    etag = get(github, path)[1]["ETag"]
+    status, _, body = get(github, path, etag=etag)
+    assert (status, body) == (304, None)
+    github.set_job_status(1, "in_progress")
+    status, _, document = get(github, path, etag=etag)
+    assert status == 200 and document["workflow_runs"] == []
+
+
+def test_run_status_follows_its_jobs(github):
+    github.set_job_status(1, "in_progress")
+    assert github.runs[500]["status"] == "in_progress"
+    github.set_job_status(1, "completed", "success")
+    github.set_job_status(2, "completed", "cancelled")
+    assert github.runs[500]["status"] == "completed"
+
+
+def test_jobs_of_a_run_and_unknown_runs(github):
+    status, _, document = get(github, f"/repos/{REPO}/actions/runs/500/jobs?filter=latest")
+    assert status == 200 and sorted(job["id"] for job in document["jobs"]) == [1, 2]
+    assert all(job["status"] == "queued" for job in document["jobs"])
+    assert get(github, f"/repos/{REPO}/actions/runs/999/jobs")[0] == 404
+
+
+def test_permissions_as_github_answers_them(github):
+    path = f"/repos/{REPO}/actions/runs?status=queued"
+    status, _, body = get(github, path, token=ADMIN_TOKEN)
+    assert status == 403 and body["message"] == "Resource not accessible by personal access token"
+    assert get(github, path, token="github_pat_unknown")[0] == 401
+    assert get(github, "/repos/octo-org/other/actions/runs")[0] == 404
+
+
+def test_rate_limit_switches(github):
+    github.rate_limit_remaining = 42
+    assert get(github, f"/repos/{REPO}/actions/runs")[1]["x-ratelimit-remaining"] == "42"
+    github.rate_limited = True
+    status, headers, body = get(github, f"/repos/{REPO}/actions/runs")
+    assert status == 403 and headers["x-ratelimit-remaining"] == "0"
+    assert "rate limit" in body["message"]
