@@ -20,7 +20,7 @@ Limits, so one run stays cheap and bounded:
   than the repository list still covers every repository in turn;
 * it stops at a rate limit (403/429 with ``x-ratelimit-remaining: 0`` or ``retry-after``), when
   ``x-ratelimit-remaining`` falls under :data:`RATE_LIMIT_FLOOR`, on a refused credential (401),
-  and at a wall-time deadline.
+  when Nomad is unreachable, and at a wall-time deadline.
 
 It needs ``GITHUB_READ_TOKEN``: a fine-grained token with only "Actions: read" on the served
 repositories. The credential that mints runners stays in Nomad Variables. The GitHub side is plain
@@ -268,7 +268,8 @@ class ReconcileReport:
     failed: int = 0
     ignored: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    stopped: str | None = None  # budget | deadline | rate_limited | quota_low | credentials
+    # budget | deadline | rate_limited | quota_low | credentials | nomad_unreachable
+    stopped: str | None = None
     next_cursor: str | None = None
 
     def to_log(self) -> dict[str, Any]:
@@ -383,6 +384,10 @@ class _Run:
         else:
             self.report.failed += 1
             self.report.errors.append(f"{repository}#{event.job.id}: {result.reason}")
+            if result.status == 503:
+                # Nomad (or the tunnel) is unreachable: every further dispatch would fail too,
+                # so keep the GitHub quota for the next run.
+                self.report.stopped = "nomad_unreachable"
         if result.outcome == "already_dispatched":
             return  # the webhook's record already says so; spare KV a write
         job = event.job

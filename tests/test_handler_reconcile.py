@@ -172,12 +172,17 @@ class TestRecovery:
 
     def test_a_failed_dispatch_is_recovered_by_the_next_run(self, world):
         world.github.queue_job(REPO, rest_job(1013))
+        world.github.queue_job(
+            OTHER, rest_job(1014, repository=OTHER, labels=("self-hosted", "arm64"))
+        )
         with world.nomad.faulty("down"):
             report = world.run()
-        assert report.failed == 1 and world.children() == []
+        # The first failure stops the run: the other repository's GitHub quota is kept.
+        assert report.failed == 1 and report.stopped == "nomad_unreachable"
+        assert world.children() == [] and report.repositories == [REPO]
         assert world.record(1013).dispatch_outcome == "failed"
         report = world.run()
-        assert report.dispatched == 1 and len(world.children()) == 1
+        assert report.dispatched == 2 and len(world.children()) == 1
 
 
 class TestLimits:
