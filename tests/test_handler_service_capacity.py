@@ -89,3 +89,14 @@ class TestInterpretSummary:
     def test_answers_nomad_never_gives_are_errors(self, body):
         with pytest.raises(NomadBadResponse):
             interpret_summary_response(200, body)
+
+
+def test_a_redelivery_at_the_cap_is_deferred_and_keeps_the_child(nomad):
+    ledger = MemoryLedger()
+    first = post(nomad, ledger, 551)
+    again = post(nomad, ledger, 551)
+    assert (first.document["outcome"], again.document["outcome"]) == ("dispatched", "deferred")
+    assert len(nomad.children("github-runner-gpu")) == 1
+    record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, 551)])
+    assert record.child_id == first.document["nomad_job_id"]
+    assert record.dispatch_outcome == "dispatched"
