@@ -1,7 +1,7 @@
 """GitHub's sending side, for tests and benches: real payloads, variants, signed deliveries.
 
-Payloads come from ``shared/fixtures/github-webhooks/`` (octokit/webhooks examples, MIT), found
-beside the repository clone exactly as CI lays it out. Variants (self-hosted labels, fresh
+Payloads come from ``tests/fixtures/github-webhooks/`` (octokit/webhooks examples, MIT, copied
+unchanged with their licence). Variants (self-hosted labels, fresh
 timestamps, other ids) are derived from them, never written from scratch, so they keep GitHub's
 shape. ``delivery(...)`` returns the path, headers and raw body GitHub would POST.
 """
@@ -20,7 +20,7 @@ from handler.contract import NOMAD_ADDR_BINDING, Routing, webhook_path, webhook_
 from handler.signature import sign
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "github-webhooks" / "payload-examples"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "github-webhooks" / "payload-examples"
 
 WEBHOOK_KEY = "webhook-key-for-tests"
 REPOSITORY = "Codertocat/Hello-World"  # the fixtures' repository
