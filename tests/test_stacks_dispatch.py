@@ -112,6 +112,12 @@ def test_deployment_and_custom_domain() -> None:
     assert domain["depends_on"] == [f"cloudflare_workers_deployment.{deployment_name}"]
 
 
+def test_worker_answers_only_on_its_custom_domain() -> None:
+    """No workers.dev address and no per-version preview URLs (old code, current secrets)."""
+    worker = only(dispatch(), "cloudflare_worker")
+    assert worker["subdomain"] == {"enabled": False, "previews_enabled": False}
+
+
 def test_reconciler_runs_on_a_schedule() -> None:
     stack = dispatch()
     (worker_name,) = resources(stack, "cloudflare_worker")

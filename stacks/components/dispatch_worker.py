@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 
-from cdktf_cdktf_provider_cloudflare.worker import Worker, WorkerObservability
+from cdktf_cdktf_provider_cloudflare.worker import Worker, WorkerObservability, WorkerSubdomain
 from cdktf_cdktf_provider_cloudflare.worker_version import (
     WorkerVersion,
     WorkerVersionBindings,
@@ -70,6 +70,9 @@ class DispatchWorker(Construct):
             account_id=account_id,
             name=name,
             observability=WorkerObservability(enabled=True),
+            # Reachable only on the webhook hostname: no *.workers.dev address, and no preview
+            # URL that would keep serving an older version's code with the current secrets.
+            subdomain=WorkerSubdomain(enabled=False, previews_enabled=False),
         )
         self.version = WorkerVersion(
             self,
