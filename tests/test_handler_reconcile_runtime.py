@@ -5,6 +5,7 @@ GitHub and Nomad stand-ins as origins and KV persisted in a temp dir.
 """
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -25,6 +26,20 @@ def get(worker, path):
         return response.status, response.read().decode()
 
 
+def reconcile_reports(worker, expected, within_seconds=10.0):
+    """The reconcile log lines; wrangler may print a line after the HTTP answer, so wait for it."""
+    deadline = time.monotonic() + within_seconds
+    while True:
+        reports = [
+            json.loads(line)
+            for line in worker.output().splitlines()
+            if line.startswith("{") and '"reconcile"' in line
+        ]
+        if len(reports) >= expected or time.monotonic() > deadline:
+            return reports
+        time.sleep(0.05)
+
+
 def test_scheduled_run_dispatches_a_lost_job_once_and_records_it(tmp_path):
     grants = {ACTIONS_READ_TOKEN: {REPOSITORY.lower(): "actions_read"}}
     with GitHubStandIn(tokens=grants) as github, NomadStandIn() as nomad:
@@ -42,11 +57,7 @@ def test_scheduled_run_dispatches_a_lost_job_once_and_records_it(tmp_path):
             _, text = get(worker, "/__test/kv/" + ledger_key(REPOSITORY, 9101))
             record = LedgerRecord.from_json(text)
             assert record is not None and record.reconciled and record.child_id == children[0].id
-            reports = [
-                json.loads(line)
-                for line in worker.output().splitlines()
-                if line.startswith("{") and '"reconcile"' in line
-            ]
+            reports = reconcile_reports(worker, expected=2)
             assert [r["dispatched"] for r in reports] == [1, 0]
             # The second run's runs lists were conditional (ETag kept in KV) and unchanged.
             assert reports[1]["not_modified"] == 2 and reports[1]["already_dispatched"] == 1
