@@ -342,3 +342,23 @@ class TestDeregister:
         result = run("deregister", github, alloc)
         assert result.returncode == 2
         assert "runner_id" in result.stderr
+
+    def test_a_runner_id_linked_to_the_credential_is_refused_without_printing_it(
+        self, github, alloc
+    ):
+        """A symlink planted by workflow code resolves in this task's container: never follow."""
+        register(github, alloc)
+        (alloc.handoff / "runner_id").unlink()
+        (alloc.handoff / "runner_id").symlink_to(alloc.token_file)
+        result = run("deregister", github, alloc)  # run() asserts the token is not printed
+        assert result.returncode == 2
+        assert "not a plain file" in result.stderr
+        assert len(github.requests) == 1, "only register called GitHub"
+
+    def test_a_runner_id_replaced_by_a_fifo_does_not_hang(self, github, alloc):
+        register(github, alloc)
+        (alloc.handoff / "runner_id").unlink()
+        os.mkfifo(alloc.handoff / "runner_id")
+        result = run("deregister", github, alloc)
+        assert result.returncode == 2
+        assert "not a plain file" in result.stderr

@@ -18,6 +18,8 @@ Nomad renders this file as a Go template: it must never contain two opening brac
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -58,13 +60,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def read_runner_id(handoff: Path) -> int | None:
+    """The id register left, read as a plain file only: the runner task can replace the file.
+
+    A symlink would be followed inside this task's container (to its secrets/github_token, for
+    one), and a FIFO would block this task for ever; so no link is followed, nothing blocks, and
+    no content is ever echoed.
+    """
     path = handoff / "runner_id"
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        raise ConfigError(
+            f"{path} is not a plain file ({error.strerror}); it was changed after registration"
+        ) from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ConfigError(f"{path} is not a plain file; it was changed after registration")
+        text = handle.read(32).decode("ascii", "replace").strip()
     if not text.isdigit():
-        raise ConfigError(f"{path} does not hold a runner id: {text[:40]!r}")
+        raise ConfigError(f"{path} does not hold a runner id; it was changed after registration")
     return int(text)
 
 
