@@ -9,7 +9,7 @@ jobs would spend KV's write quota on work that is not ours.
 KV is eventually consistent and allows about one write per second per key, so the ledger is a
 record, never a lock: exactly-once rests on Nomad's idempotency token. :func:`merge` is written
 for out-of-order deliveries: a record never moves back to an earlier state, and a child id once
-known is kept. A job that completes with ``conclusion: cancelled`` and no runner is marked
+known is kept (until the reconciler replaces a dead one with a new child). A job that completes with ``conclusion: cancelled`` and no runner is marked
 ``cancelled_before_assignment``: its dispatched runner (if any) has no job of its own left and
 ends at its pool's idle timeout, which ``GET /status`` counts as cleaned up. Standard library
 only, no I/O.
@@ -159,7 +159,8 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
         last_action=seen.action,
         conclusion=seen.conclusion if forward and seen.conclusion else existing.conclusion,
         runner_name=seen.runner_name or existing.runner_name,
-        child_id=existing.child_id or seen.child_id,
+        # A second new child only comes from the reconciler replacing a dead one: keep the live.
+        child_id=seen.child_id if new_child else existing.child_id or seen.child_id,
         # A dispatch that succeeded stays the outcome; a later non-dispatch note does not hide it.
         dispatch_outcome=(
             existing.dispatch_outcome

@@ -88,14 +88,17 @@ def dispatch_request(
     document: dict[str, object] = {"Meta": dict(meta)}
     if id_prefix:
         document["IdPrefixTemplate"] = id_prefix
-    headers = (
-        ("Content-Type", "application/json"),
+    headers = (("Content-Type", "application/json"), *_auth_headers(credentials))
+    body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    return HttpRequest(method="POST", url=url, headers=headers, body=body)
+
+
+def _auth_headers(credentials: NomadCredentials) -> tuple[tuple[str, str], ...]:
+    return (
         ("X-Nomad-Token", credentials.nomad_token),
         ("CF-Access-Client-Id", credentials.access_client_id),
         ("CF-Access-Client-Secret", credentials.access_client_secret),
     )
-    body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-    return HttpRequest(method="POST", url=url, headers=headers, body=body)
 
 
 def _short(body: bytes) -> str:
@@ -132,12 +135,7 @@ def summary_request(
     base = nomad_addr.rstrip("/")
     query = urlencode({"namespace": namespace})
     url = f"{base}/v1/job/{quote(nomad_job, safe='')}/summary?{query}"
-    headers = (
-        ("X-Nomad-Token", credentials.nomad_token),
-        ("CF-Access-Client-Id", credentials.access_client_id),
-        ("CF-Access-Client-Secret", credentials.access_client_secret),
-    )
-    return HttpRequest(method="GET", url=url, headers=headers, body=b"")
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
 
 
 def interpret_summary_response(status: int, body: bytes) -> int:
@@ -158,6 +156,39 @@ def interpret_summary_response(status: int, body: bytes) -> int:
         if not all(type(count) is int and count >= 0 for count in counts):
             raise NomadBadResponse(status, "summary: Children counts are not integers")
         return int(counts[0]) + int(counts[1])
+    if status == 403:
+        raise NomadPermissionDenied(status, _short(body))
+    if status == 500:
+        raise NomadDispatchRejected(status, _short(body))
+    raise NomadBadResponse(status, _short(body))
+
+
+def job_request(
+    *, nomad_addr: str, namespace: str, job_id: str, credentials: NomadCredentials
+) -> HttpRequest:
+    """``GET {nomad}/v1/job/{id}?namespace=..``: one job (e.g. a dispatched child) and its state."""
+    base = nomad_addr.rstrip("/")
+    query = urlencode({"namespace": namespace})
+    url = f"{base}/v1/job/{quote(job_id, safe='')}?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
+def interpret_job_status(status: int, body: bytes) -> str | None:
+    """A job's ``Status`` (pending, running or dead); None when Nomad no longer has it (404).
+
+    Raises a :class:`NomadError` subclass for any other answer (403 refused, 500 Nomad error).
+    """
+    if status == 200:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise NomadBadResponse(status, "job: 200 without a JSON body") from None
+        job_status = document.get("Status") if isinstance(document, dict) else None
+        if not isinstance(job_status, str) or not job_status:
+            raise NomadBadResponse(status, "job: no Status")
+        return job_status
+    if status == 404:
+        return None
     if status == 403:
         raise NomadPermissionDenied(status, _short(body))
     if status == 500:

@@ -32,9 +32,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, Protocol
 from urllib.parse import quote, urlencode
@@ -43,9 +44,11 @@ from handler import contract
 from handler.decide import Dispatch, decide
 from handler.events import WORKFLOW_JOB, PayloadError, WorkflowJobEvent, parse_event
 from handler.ledger import Observation
-from handler.nomad import HttpRequest
+from handler.nomad import HttpRequest, NomadError, interpret_job_status, job_request
 from handler.service import (
+    ATTEMPT_TIMEOUT_SECONDS,
     ConfigurationError,
+    DispatchResult,
     LedgerStore,
     LedgerUnavailable,
     Ports,
@@ -67,6 +70,9 @@ ETAG_PREFIX: Final = "reconcile:etag:"
 STATE_TTL_SECONDS: Final = 24 * 3600
 GITHUB_API_VERSION: Final = "2022-11-28"
 USER_AGENT: Final = "nomad-github-runners-reconciler"
+# A queued job whose runner is dead gets a new one at most this many times per run (each hop
+# costs a child read and a dispatch).
+MAX_REDISPATCHES: Final = 2
 _MAX_REASON: Final = 200
 
 
@@ -262,7 +268,8 @@ class ReconcileReport:
     nomad_requests: int = 0
     not_modified: int = 0
     queued_jobs: int = 0
-    dispatched: int = 0  # new runners: jobs nothing had served
+    dispatched: int = 0  # new runners, redispatched ones included
+    redispatched: int = 0  # new runners for queued jobs whose earlier runner had ended
     already_dispatched: int = 0
     deferred: int = 0
     failed: int = 0
@@ -358,11 +365,59 @@ class _Run:
         if not isinstance(decision, Dispatch):
             self.report.ignored[decision.code] = self.report.ignored.get(decision.code, 0) + 1
             return
+        result = await self.dispatch(decision, event, repository)
+        # The job is still queued, yet Nomad replays a child for its token: if that child has
+        # ended (its runner failed to register, was lost with its node, or took another job),
+        # nothing will ever run this job, and the token stays taken until Nomad garbage-collects
+        # the child (4 h by default). Dispatch again under a token derived from the dead child:
+        # every reconciler run derives the same one, so this too happens once per dead child.
+        hops = 0
+        while (
+            result is not None
+            and result.outcome == "already_dispatched"
+            and result.child_id is not None
+            and hops < MAX_REDISPATCHES
+            and await self.child_has_ended(result.child_id, repository, event.job.id)
+        ):
+            hops += 1
+            decision = replace(
+                decision, idempotency_token=successor_token(event.job.id, result.child_id)
+            )
+            result = await self.dispatch(decision, event, repository)
+            if result is not None and result.outcome == "dispatched":
+                self.report.redispatched += 1
+        if result is None or result.outcome == "already_dispatched":
+            return  # the webhook's record already says so; spare KV a write
+        job = event.job
+        seen = Observation(
+            repository=repository,
+            job_id=job.id,
+            run_id=job.run_id,
+            run_attempt=job.run_attempt,
+            pool=decision.pool.name,
+            action="queued",
+            conclusion=None,
+            runner_id=None,
+            runner_name=None,
+            delivery="reconciler",
+            child_id=result.child_id,
+            dispatch_outcome=result.outcome,
+            at=self.now.timestamp(),
+            created_at=job.created_at.timestamp(),
+            source="reconciler",
+        )
+        await record_observation(seen, self.ports.ledger)
+
+    async def dispatch(
+        self, decision: Dispatch, event: WorkflowJobEvent, repository: str
+    ) -> DispatchResult | None:
+        """One :func:`dispatch_job` within the budget, counted; None when the budget is spent."""
         pool = decision.pool.name
         known = self.active.get(pool)
-        # A summary read (when the pool's count is not known yet) and one dispatch, maybe two.
-        if not self.can_spend(2 if known is not None else 3):
-            return
+        # Two attempts at most, each a summary read (while the pool's count is unknown) and a
+        # dispatch.
+        if not self.can_spend(2 if known is not None else 4):
+            return None
         result = await dispatch_job(
             decision,
             self.settings,
@@ -388,27 +443,35 @@ class _Run:
                 # Nomad (or the tunnel) is unreachable: every further dispatch would fail too,
                 # so keep the GitHub quota for the next run.
                 self.report.stopped = "nomad_unreachable"
-        if result.outcome == "already_dispatched":
-            return  # the webhook's record already says so; spare KV a write
-        job = event.job
-        seen = Observation(
-            repository=repository,
-            job_id=job.id,
-            run_id=job.run_id,
-            run_attempt=job.run_attempt,
-            pool=pool,
-            action="queued",
-            conclusion=None,
-            runner_id=None,
-            runner_name=None,
-            delivery="reconciler",
-            child_id=result.child_id,
-            dispatch_outcome=result.outcome,
-            at=self.now.timestamp(),
-            created_at=job.created_at.timestamp(),
-            source="reconciler",
+        return result
+
+    async def child_has_ended(self, child_id: str, repository: str, job_id: int) -> bool:
+        """True when Nomad reports the child ``dead``; any doubt (an error, no budget) is False."""
+        if not self.can_spend(1):
+            return False
+        request = job_request(
+            nomad_addr=self.settings.nomad_addr,
+            namespace=self.settings.routing.namespace,
+            job_id=child_id,
+            credentials=self.settings.credentials,
         )
-        await record_observation(seen, self.ports.ledger)
+        self.spent += 1
+        self.report.nomad_requests += 1
+        try:
+            status, body = await asyncio.wait_for(
+                self.ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+            )
+            return interpret_job_status(status, body) == "dead"
+        except NomadError as error:
+            self.report.errors.append(f"{repository}#{job_id}: reading {child_id}: {error}")
+        except (TimeoutError, TransportError, OSError):
+            self.report.errors.append(f"{repository}#{job_id}: reading {child_id}: unreachable")
+        return False
+
+
+def successor_token(job_id: int, dead_child: str) -> str:
+    """The idempotency token of the runner that replaces ``dead_child`` for job ``job_id``."""
+    return f"{job_id}-{hashlib.sha256(dead_child.encode()).hexdigest()[:16]}"
 
 
 async def _load_json(ledger: LedgerStore, key: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from handler.nomad import (
     NomadPermissionDenied,
     dispatch_request,
     interpret_dispatch_response,
+    interpret_job_status,
+    job_request,
 )
 
 CREDENTIALS = NomadCredentials("nomad-secret", "access-id", "access-secret")
@@ -116,3 +118,42 @@ class TestInterpretResponse:
         with pytest.raises(NomadDispatchRejected) as caught:
             interpret_dispatch_response(500, b"x" * 10000)
         assert len(caught.value.reason) <= 300
+
+
+class TestChildStatus:
+    def test_request_reads_the_child_in_the_namespace_with_both_credentials(self):
+        request = job_request(
+            nomad_addr="https://nomad-api.example.com/",
+            namespace="github-runners",
+            job_id="github-runner-linux/dispatch-gh7-1700000000-0a1b2c3d",
+            credentials=CREDENTIALS,
+        )
+        assert (request.method, request.body) == ("GET", b"")
+        assert request.url == (
+            "https://nomad-api.example.com/v1/job/"
+            "github-runner-linux%2Fdispatch-gh7-1700000000-0a1b2c3d?namespace=github-runners"
+        )
+        headers = dict(request.headers)
+        assert headers["X-Nomad-Token"] == "nomad-secret"
+        assert headers["CF-Access-Client-Secret"] == "access-secret"
+
+    @pytest.mark.parametrize("state", ["pending", "running", "dead"])
+    def test_status_of_a_known_child(self, state):
+        body = json.dumps({"ID": "j/dispatch-1-ab", "Status": state}).encode()
+        assert interpret_job_status(200, body) == state
+
+    def test_unknown_child_is_none(self):
+        assert interpret_job_status(404, b"job not found") is None
+
+    @pytest.mark.parametrize(
+        ("status", "body", "kind"),
+        [
+            (403, b"Permission denied", NomadPermissionDenied),
+            (500, b"rpc error: No cluster leader", NomadDispatchRejected),
+            (200, b"{}", NomadBadResponse),
+            (302, b"", NomadBadResponse),
+        ],
+    )
+    def test_errors(self, status, body, kind):
+        with pytest.raises(kind):
+            interpret_job_status(status, body)

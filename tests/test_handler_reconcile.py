@@ -163,12 +163,51 @@ class TestRecovery:
         report = world.run()
         assert (report.dispatched, report.deferred) == (1, 1)
         (first,) = world.children("gpu")
+        # Its runner ran its job and ended.
+        world.github.set_job_status(int(first.idempotency_token), "completed", "success")
         world.nomad.set_status(first.id, "dead")
         report = world.run()
         assert report.dispatched == 1 and len(world.children("gpu")) == 2
         deferred = next(j for j in (1011, 1012) if j != int(first.idempotency_token))
         record = world.record(deferred)
         assert record.dispatch_outcome == "dispatched" and record.reconciled
+
+    def test_a_queued_job_whose_runner_ended_without_it_gets_one_new_runner(self, world):
+        """Its runner died (register failed, node lost) or took another job: the job's token
+        still replays that dead child until Nomad's GC, so a successor token is used, once."""
+        world.github.queue_job(REPO, rest_job(1015))
+        world.run()
+        (first,) = world.children()
+        world.nomad.set_status(first.id, "dead")
+        report = world.run()
+        assert (report.dispatched, report.redispatched, report.already_dispatched) == (1, 1, 1)
+        second = next(c for c in world.children() if c.id != first.id)
+        assert second.idempotency_token.startswith("1015-")
+        assert second.meta["github_job_id"] == "1015"
+        assert world.record(1015).child_id == second.id
+        # The next run finds the new runner alive: nothing more is started.
+        report = world.run()
+        assert (report.dispatched, report.redispatched) == (0, 0)
+        assert len(world.children()) == 2
+        # A redelivered webhook still replays the first child: no runner from it either.
+        from handler.service import IncomingRequest, handle
+
+        sent = delivery(workflow_job(job_id=1015, run_id=1015 + 10**6))
+        ports = Ports(world.transport, world.ledger, time.monotonic)
+        request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
+        reply = asyncio.run(handle(request, world.settings, ports, datetime.now(UTC)))
+        assert reply.document["outcome"] == "already_dispatched"
+        assert len(world.children()) == 2
+
+    def test_a_live_runner_is_never_replaced(self, world):
+        world.github.queue_job(REPO, rest_job(1016))
+        world.run()
+        (first,) = world.children()
+        for status in ("pending", "running"):
+            world.nomad.set_status(first.id, status)
+            report = world.run()
+            assert (report.dispatched, report.already_dispatched) == (0, 1)
+        assert len(world.children()) == 1
 
     def test_a_failed_dispatch_is_recovered_by_the_next_run(self, world):
         world.github.queue_job(REPO, rest_job(1013))
