@@ -416,6 +416,13 @@ def _nomad(table: _Table) -> NomadConfig:
         namespace = table.string("namespace", DEFAULT_NAMESPACE)
         if not _NOMAD_NAME.match(namespace):
             raise table.error("namespace", "expected letters, digits, '-' and '_' only")
+        if namespace == "default":
+            # The Worker's token may dispatch any parameterized job in the namespace.
+            raise table.error(
+                "namespace",
+                "runner jobs need a namespace of their own, not Nomad's 'default' (the Worker's "
+                "token may dispatch any parameterized job in it)",
+            )
         datacenters = table.strings("datacenters", ["*"])
         if not datacenters:
             raise table.error("datacenters", "must list at least one datacenter (or '*')")

@@ -228,6 +228,12 @@ class TestErrors:
         message = error_of(mutate(("nomad", "address"), "nomad.example.com:4646"))
         assert message == f"{SOURCE}: nomad.address: 'nomad.example.com:4646' is not an http(s) URL"
 
+    def test_runner_namespace_is_not_the_default_one(self) -> None:
+        message = error_of(mutate(("nomad", "namespace"), "default"))
+        assert message.startswith(
+            f"{SOURCE}: nomad.namespace: runner jobs need a namespace of their own"
+        )
+
     def test_invalid_toml_names_the_file(self) -> None:
         with pytest.raises(ConfigError, match=r"^my/config.toml: not valid TOML"):
             loads_config("[cloudflare\n", source=SOURCE)
