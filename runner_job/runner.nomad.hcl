@@ -110,7 +110,7 @@ variable "github_api_url" {
 }
 
 variable "scripts_dir" {
-  description = "Directory holding the task scripts (register.py, deregister.py, github_api.py, supervise.sh); relative paths start at the jobspec's directory (nomad CLI) or the working directory (jobspec given as text)."
+  description = "Directory holding the task scripts (register.py, deregister.py, github_api.py, supervise.sh); a relative path starts at the current working directory, not at the jobspec's."
   type        = string
   default     = "scripts"
 }
