@@ -68,6 +68,15 @@ def test_diff_credentials_come_from_repository_secrets(diff_workflow: str) -> No
         "TF_VAR_github_read_token",
     ):
         assert re.search(
-            rf"^      {name}: \$\{{\{{ secrets\.[A-Z_]+ \}}\}}$", diff_workflow, re.M
+            rf"^          {name}: \$\{{\{{ secrets\.[A-Z_]+ \}}\}}$", diff_workflow, re.M
         ), name
     assert "head.repo.full_name == github.repository" in diff_workflow
+
+
+def test_diff_credentials_reach_only_the_diff_step(diff_workflow: str) -> None:
+    """Not the job's env, so the installs' package scripts and the comment step never see them."""
+    job_header, steps = diff_workflow.split("\n    steps:\n")
+    assert "secrets." not in job_header
+    with_secrets = [step for step in steps.split("\n      - ") if "secrets." in step]
+    assert len(with_secrets) == 1
+    assert with_secrets[0].startswith("name: cdktf diff\n")
