@@ -176,6 +176,18 @@ def test_nomad_down_is_503_after_a_retry(runtime):
     assert status == 503 and document["outcome"] == "failed"
 
 
+def test_a_hanging_nomad_is_503_inside_githubs_10_seconds(runtime):
+    """The per-attempt timeout must work in the runtime itself (asyncio timers on Pyodide's
+    event loop), not only under CPython: otherwise GitHub gives up first and records a failure."""
+    worker, nomad = runtime
+    started = time.monotonic()
+    with nomad.faulty("slow"):  # every request sleeps 6 s before answering
+        status, document = send(worker, delivery(workflow_job(job_id=7008)))
+    elapsed = time.monotonic() - started
+    assert status == 503 and document["outcome"] == "failed", document
+    assert elapsed < 10, elapsed
+
+
 def test_one_nomad_500_is_retried(runtime):
     worker, nomad = runtime
     nomad.one_shot_faults.append("500")
