@@ -9,10 +9,10 @@ jobs would spend KV's write quota on work that is not ours.
 KV is eventually consistent and allows about one write per second per key, so the ledger is a
 record, never a lock: exactly-once rests on Nomad's idempotency token. :func:`merge` is written
 for out-of-order deliveries: a record never moves back to an earlier state, and a child id once
-known is kept (until the reconciler replaces a dead one with a new child). A job that completes with ``conclusion: cancelled`` and no runner is marked
-``cancelled_before_assignment``: its dispatched runner (if any) has no job of its own left and
-ends at its pool's idle timeout, which ``GET /status`` counts as cleaned up. Standard library
-only, no I/O.
+known is kept (until the reconciler replaces a dead one with a new child). A job that
+completes with ``conclusion: cancelled`` and no runner is marked ``cancelled_before_assignment``:
+its dispatched runner (if any) has no job of its own left and ends at its pool's idle timeout,
+which ``GET /status`` counts as cleaned up. Standard library only, no I/O.
 """
 
 from __future__ import annotations

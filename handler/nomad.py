@@ -101,10 +101,27 @@ def _auth_headers(credentials: NomadCredentials) -> tuple[tuple[str, str], ...]:
     )
 
 
+def _read_request(
+    nomad_addr: str, job_id: str, suffix: str, namespace: str, credentials: NomadCredentials
+) -> HttpRequest:
+    query = urlencode({"namespace": namespace})
+    url = f"{nomad_addr.rstrip('/')}/v1/job/{quote(job_id, safe='')}{suffix}?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
 def _short(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace").strip()
     text = " ".join(text.split())
     return text[:_MAX_REASON] if text else "(empty body)"
+
+
+def _error(status: int, body: bytes) -> NomadError:
+    """The error an answer other than the expected 200 stands for."""
+    if status == 403:
+        return NomadPermissionDenied(status, _short(body))
+    if status == 500:
+        return NomadDispatchRejected(status, _short(body))
+    return NomadBadResponse(status, _short(body))
 
 
 def interpret_dispatch_response(status: int, body: bytes) -> DispatchAccepted:
@@ -121,21 +138,14 @@ def interpret_dispatch_response(status: int, body: bytes) -> DispatchAccepted:
         if not isinstance(child, str) or not child or not isinstance(eval_id, str):
             raise NomadBadResponse(status, "200 without DispatchedJobID")
         return DispatchAccepted(child_id=child, replay=eval_id == "", eval_id=eval_id)
-    if status == 403:
-        raise NomadPermissionDenied(status, _short(body))
-    if status == 500:
-        raise NomadDispatchRejected(status, _short(body))
-    raise NomadBadResponse(status, _short(body))
+    raise _error(status, body)
 
 
 def summary_request(
     *, nomad_addr: str, namespace: str, nomad_job: str, credentials: NomadCredentials
 ) -> HttpRequest:
     """``GET {nomad}/v1/job/{job}/summary?namespace=..``: the pool's children by state."""
-    base = nomad_addr.rstrip("/")
-    query = urlencode({"namespace": namespace})
-    url = f"{base}/v1/job/{quote(nomad_job, safe='')}/summary?{query}"
-    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+    return _read_request(nomad_addr, nomad_job, "/summary", namespace, credentials)
 
 
 def interpret_summary_response(status: int, body: bytes) -> int:
@@ -156,21 +166,14 @@ def interpret_summary_response(status: int, body: bytes) -> int:
         if not all(type(count) is int and count >= 0 for count in counts):
             raise NomadBadResponse(status, "summary: Children counts are not integers")
         return int(counts[0]) + int(counts[1])
-    if status == 403:
-        raise NomadPermissionDenied(status, _short(body))
-    if status == 500:
-        raise NomadDispatchRejected(status, _short(body))
-    raise NomadBadResponse(status, _short(body))
+    raise _error(status, body)
 
 
 def job_request(
     *, nomad_addr: str, namespace: str, job_id: str, credentials: NomadCredentials
 ) -> HttpRequest:
     """``GET {nomad}/v1/job/{id}?namespace=..``: one job (e.g. a dispatched child) and its state."""
-    base = nomad_addr.rstrip("/")
-    query = urlencode({"namespace": namespace})
-    url = f"{base}/v1/job/{quote(job_id, safe='')}?{query}"
-    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+    return _read_request(nomad_addr, job_id, "", namespace, credentials)
 
 
 def interpret_job_status(status: int, body: bytes) -> str | None:
@@ -189,8 +192,4 @@ def interpret_job_status(status: int, body: bytes) -> str | None:
         return job_status
     if status == 404:
         return None
-    if status == 403:
-        raise NomadPermissionDenied(status, _short(body))
-    if status == 500:
-        raise NomadDispatchRejected(status, _short(body))
-    raise NomadBadResponse(status, _short(body))
+    raise _error(status, body)
