@@ -139,6 +139,22 @@ def test_ledger_keys_list_with_their_metadata(runtime):
     assert entries[key] == record.summary()
 
 
+def test_status_counts_the_ledger_through_the_entry(runtime):
+    """GET /status lists KV through Default's own env (the SDK wraps the KV binding there),
+    not through the adapter's raw binding as the ledger-list route above does."""
+    worker, _ = runtime
+    assert send(worker, delivery(workflow_job(job_id=7011)))[0] == 202
+    kv(worker, ledger_key(REPOSITORY, 7011))  # the write after the answer has landed
+    status, document = post(worker, "GET", "/status", {})
+    assert status == 200 and document["outcome"] == "status", document
+    assert document["complete"] is True
+    pool = document["pools"]["linux-x64"]
+    assert pool["dispatched"] >= 1 and pool["latency_ms"]["count"] >= 1
+    text = json.dumps(document)
+    for secret in SECRET_VALUES:
+        assert secret not in text
+
+
 def test_one_structured_log_line_per_delivery_without_secrets(runtime):
     worker, _ = runtime
     sent = delivery(workflow_job(job_id=7005))
