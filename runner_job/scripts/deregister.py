@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from github_api import (
-    Client,
     ConfigError,
     GitHubError,
+    add_common_flags,
+    client_from,
     explain,
-    read_token,
     runner_name,
     setting,
     split_repository,
@@ -42,18 +42,7 @@ DESCRIPTION = "Delete this allocation's runner from GitHub if it is still regist
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     flag = parser.add_argument
-    flag("--api-url", help="GitHub API base URL [env GITHUB_API_URL]")
-    flag("--repository", help="owner/name [env GITHUB_REPOSITORY]")
-    flag("--token-file", help="file holding the GitHub credential [env GITHUB_TOKEN_FILE]")
-    flag(
-        "--credential-variable", help="Nomad Variable path, for messages [env CREDENTIAL_VARIABLE]"
-    )
-    flag("--pool", help="runner pool name [env RUNNER_POOL]")
-    flag("--alloc-id", help="Nomad allocation id [env NOMAD_ALLOC_ID]")
-    flag("--handoff-dir", help="directory shared with the runner task [env RUNNER_HANDOFF_DIR]")
-    flag("--timeout", type=float, default=30.0, help="seconds per HTTP request")
-    flag("--retries", type=int, default=2, help="extra tries on GitHub 5xx or network errors")
-    flag("--retry-delay", type=float, default=2.0, help="seconds before the first retry")
+    add_common_flags(parser)
     flag("--busy-retries", type=int, default=6, help="tries while GitHub reports the runner busy")
     flag("--busy-delay", type=float, default=5.0, help="seconds between those tries")
     return parser.parse_args(argv)
@@ -97,13 +86,7 @@ def deregister(args: argparse.Namespace) -> str:
         setting(args.pool, "RUNNER_POOL"), setting(args.alloc_id, "NOMAD_ALLOC_ID")
     )
     variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
-    client = Client(
-        api_url=setting(args.api_url, "GITHUB_API_URL"),
-        token=read_token(setting(args.token_file, "GITHUB_TOKEN_FILE")),
-        timeout=args.timeout,
-        retries=args.retries,
-        retry_delay=args.retry_delay,
-    )
+    client = client_from(args)
     path = f"/repos/{owner}/{repo}/actions/runners/{runner_id}"
     action = f"removing runner {expected} (id {runner_id})"
     credential = variable or "holding the deregister task's credential"

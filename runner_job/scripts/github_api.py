@@ -10,6 +10,7 @@ Nomad renders this file as a Go template: it must never contain two opening brac
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -143,6 +144,34 @@ class Client:
                 f"{method} {path}: cannot reach the GitHub API at {self.api_url} ({reason}): "
                 "check the github_api_url setting and the client's outbound network"
             ) from None
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags both task scripts take; each falls back to the environment the jobspec sets."""
+    flag = parser.add_argument
+    flag("--api-url", help="GitHub API base URL [env GITHUB_API_URL]")
+    flag("--repository", help="owner/name [env GITHUB_REPOSITORY]")
+    flag("--token-file", help="file holding the GitHub credential [env GITHUB_TOKEN_FILE]")
+    flag(
+        "--credential-variable", help="Nomad Variable path, for messages [env CREDENTIAL_VARIABLE]"
+    )
+    flag("--pool", help="runner pool name [env RUNNER_POOL]")
+    flag("--alloc-id", help="Nomad allocation id [env NOMAD_ALLOC_ID]")
+    flag("--handoff-dir", help="directory shared with the runner task [env RUNNER_HANDOFF_DIR]")
+    flag("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    flag("--retries", type=int, default=2, help="extra tries on GitHub 5xx or network errors")
+    flag("--retry-delay", type=float, default=2.0, help="seconds before the first retry")
+
+
+def client_from(args: argparse.Namespace) -> Client:
+    """The GitHub client the common flags describe, with the credential read from its file."""
+    return Client(
+        api_url=setting(args.api_url, "GITHUB_API_URL"),
+        token=read_token(setting(args.token_file, "GITHUB_TOKEN_FILE")),
+        timeout=args.timeout,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+    )
 
 
 def _decode(raw: bytes) -> Any:

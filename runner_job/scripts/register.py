@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from github_api import (
-    Client,
     ConfigError,
     GitHubError,
+    add_common_flags,
+    client_from,
     explain,
-    read_token,
     runner_name,
     setting,
     split_repository,
@@ -77,22 +77,11 @@ def write_handoff(directory: Path, *, jitconfig: str, runner_id: int, name: str,
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     flag = parser.add_argument
-    flag("--api-url", help="GitHub API base URL [env GITHUB_API_URL]")
-    flag("--repository", help="owner/name [env GITHUB_REPOSITORY]")
-    flag("--token-file", help="file holding the GitHub credential [env GITHUB_TOKEN_FILE]")
-    flag(
-        "--credential-variable", help="Nomad Variable path, for messages [env CREDENTIAL_VARIABLE]"
-    )
-    flag("--pool", help="runner pool name [env RUNNER_POOL]")
-    flag("--alloc-id", help="Nomad allocation id [env NOMAD_ALLOC_ID]")
+    add_common_flags(parser)
     flag("--runner-group-id", help="GitHub runner group id [env RUNNER_GROUP_ID]")
     flag("--labels", help="JSON list of runner labels [env RUNNER_LABELS]")
-    flag("--handoff-dir", help="directory shared with the runner task [env RUNNER_HANDOFF_DIR]")
     flag("--work-folder", default="_work", help="runner work folder (default _work)")
     flag("--runner-uid", type=int, default=DEFAULT_RUNNER_UID, help="uid of the runner user")
-    flag("--timeout", type=float, default=30.0, help="seconds per HTTP request")
-    flag("--retries", type=int, default=2, help="extra tries on GitHub 5xx or network errors")
-    flag("--retry-delay", type=float, default=2.0, help="seconds before the first retry")
     return parser.parse_args(argv)
 
 
@@ -109,13 +98,7 @@ def register(args: argparse.Namespace) -> str:
     labels = parse_labels(setting(args.labels, "RUNNER_LABELS"))
     handoff = Path(setting(args.handoff_dir, "RUNNER_HANDOFF_DIR"))
     variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
-    client = Client(
-        api_url=setting(args.api_url, "GITHUB_API_URL"),
-        token=read_token(setting(args.token_file, "GITHUB_TOKEN_FILE")),
-        timeout=args.timeout,
-        retries=args.retries,
-        retry_delay=args.retry_delay,
-    )
+    client = client_from(args)
     body = {
         "name": name,
         "runner_group_id": group_id,
