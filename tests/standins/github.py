@@ -236,31 +236,14 @@ class GitHubStandIn:
         runs = _RUNS_PATH.match(route)
         if runs and method == "GET":
             return self._runs(runs, parse_qs(query), headers)
-        match = _RUNNERS_PATH.match(path)
+        match = _RUNNERS_PATH.match(route)
         if not match:
             return _error(404, "Not Found")
         repository = f"{match.group(1)}/{match.group(2)}".lower()
         target = match.group(3)
-
-        authorization = headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        if not token or scheme.lower() not in ("bearer", "token"):
-            return _error(401, "Requires authentication")
-        grants = self.tokens.get(token)
-        if grants is None:
-            return _error(401, "Bad credentials")
-        if self.rate_limited:
-            return _error(
-                403,
-                "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for "
-                "help, please include the request ID.",
-                {"x-ratelimit-remaining": "0"},
-            )
-        permission = grants.get(repository)
-        if permission is None:
-            return _error(404, "Not Found")
-        if permission != "admin":
-            return _error(403, "Resource not accessible by personal access token")
+        refused = self._authorize(headers, repository, "admin")
+        if refused is not None:
+            return refused
 
         if target == "generate-jitconfig":
             if method != "POST":
@@ -284,12 +267,11 @@ class GitHubStandIn:
             return 204, None, {}
         return _error(404, "Not Found")
 
-    def _runs(
-        self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
-    ) -> tuple[int, Any, dict[str, str]]:
-        repository = f"{match.group(1)}/{match.group(2)}".lower()
-        authorization = headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
+    def _authorize(
+        self, headers: dict[str, str], repository: str, needed: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """GitHub's answer when the request may not go on: 401, rate limit, 404 or 403."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
         if not token or scheme.lower() not in ("bearer", "token"):
             return _error(401, "Requires authentication")
         grants = self.tokens.get(token)
@@ -298,14 +280,24 @@ class GitHubStandIn:
         if self.rate_limited:
             return _error(
                 403,
-                "API rate limit exceeded for user ID 1.",
+                "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for "
+                "help, please include the request ID.",
                 {"x-ratelimit-remaining": "0"},
             )
         permission = grants.get(repository)
         if permission is None:
             return _error(404, "Not Found")
-        if permission != "actions_read":
+        if permission != needed:
             return _error(403, "Resource not accessible by personal access token")
+        return None
+
+    def _runs(
+        self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        repository = f"{match.group(1)}/{match.group(2)}".lower()
+        refused = self._authorize(headers, repository, "actions_read")
+        if refused is not None:
+            return refused
         if match.group(3) is not None:
             run_id = int(match.group(3))
             run = self.runs.get(run_id)
