@@ -181,7 +181,9 @@ class Default(WorkerEntrypoint):
 
         The runtime passes ``(controller, env, ctx)``; the bindings are read from ``self.env``
         as in :meth:`fetch`. A failure is logged by type only and raised again without its text,
-        so the invocation shows as failed without quoting anything secret.
+        so the invocation shows as failed without quoting anything secret; a missing or bad
+        binding fails it too (naming the binding), or a reconciler that never runs would look
+        healthy every time.
         """
         bindings = self.env
         try:
@@ -189,7 +191,7 @@ class Default(WorkerEntrypoint):
             github = github_settings_from_bindings(lambda name: getattr(bindings, name, None))
         except ConfigurationError as error:
             print(json.dumps({"msg": "misconfigured", "error": str(error)}))
-            return
+            raise RuntimeError(f"reconciler misconfigured: {error}") from None
         transport = FetchTransport()
         ports = Ports(
             transport=transport,

@@ -6,6 +6,7 @@ GitHub and Nomad stand-ins as origins and KV persisted in a temp dir.
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -69,3 +70,24 @@ def test_scheduled_run_dispatches_a_lost_job_once_and_records_it(tmp_path):
             assert status == 200 and pools["linux-x64"]["reconciled"] == 1
             output = worker.output()
             assert ACTIONS_READ_TOKEN not in output[output.index("Starting local server") :]
+
+
+def test_a_missing_read_token_fails_the_scheduled_run_naming_the_binding(tmp_path):
+    with NomadStandIn() as nomad:
+        register_pools(nomad)
+        with LocalWorker(bindings(nomad.url), tmp_path) as worker:
+            with pytest.raises(urllib.error.HTTPError) as failed:
+                get(worker, "/__test/scheduled")
+            assert failed.value.code == 500
+            # Webhooks do not need the read token: they still work.
+            assert get(worker, "/healthz")[0] == 200
+            deadline = time.monotonic() + 10
+            while "GITHUB_API_URL" not in worker.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            misconfigured = [
+                json.loads(line)
+                for line in worker.output().splitlines()
+                if line.startswith("{") and '"misconfigured"' in line
+            ]
+            assert misconfigured and "GITHUB_API_URL" in misconfigured[0]["error"]
+            assert nomad.dispatch_requests() == []
