@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from cdktf import App
+from typing import TYPE_CHECKING
 
 from config import AppConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from cdktf import App
 
 DEFAULT_CONFIG = "examples/config.toml"
 DEFAULT_OUTDIR = "cdktf.out"
@@ -31,7 +34,10 @@ DEFAULT_OUTDIR = "cdktf.out"
 
 def build_app(config: AppConfig, outdir: str | Path) -> App:
     """All four stacks, wired by cdktf references, in an App that writes to ``outdir``."""
-    # Imported here so `import main` stays cheap (the provider bindings take ~2 s to load).
+    # Imported here so `import main` stays cheap (the provider bindings take ~2 s to load) and
+    # needs no node process (jsii starts one on the first cdktf import).
+    from cdktf import App
+
     from stacks import DispatchStack, EdgeStack, GitHubStack, NomadStack
 
     # stack_traces=False: construct stack traces would put absolute paths of this machine into
@@ -90,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'y' if repositories == 1 else 'ies'} of {config.github.owner}",
         file=sys.stderr,
     )
+    if shutil.which("node") is None:
+        # Without it jsii fails with an AttributeError about _NodeProcess, which says nothing.
+        print(
+            "error: Node.js not found on PATH: cdktf runs the constructs in a node process "
+            "(install Node.js 20 or later)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"==> synthesizing into {args.out}/", file=sys.stderr)
     app = build_app(config, args.out)
     app.synth()

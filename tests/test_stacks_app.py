@@ -165,6 +165,22 @@ def test_config_error_exits_2_with_the_message(
     assert not (tmp_path / "out").exists()
 
 
+def test_missing_node_is_a_clear_error(tmp_path: Path) -> None:
+    """jsii's own failure without node is an AttributeError; main says what is missing."""
+    result = subprocess.run(
+        [sys.executable, "main.py", "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "error: Node.js not found on PATH" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_import_does_not_synthesize(tmp_path: Path) -> None:
     """Importing main builds nothing and writes nothing."""
     result = subprocess.run(
