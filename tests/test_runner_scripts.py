@@ -362,3 +362,15 @@ class TestDeregister:
         result = run("deregister", github, alloc)
         assert result.returncode == 2
         assert "not a plain file" in result.stderr
+
+    def test_a_jitconfig_path_taken_by_a_directory_does_not_keep_the_runner(self, github, alloc):
+        """Register cannot hand over, yet leaves the id; deregister still removes the runner."""
+        alloc.handoff.mkdir(parents=True)
+        (alloc.handoff / "jitconfig").mkdir()
+        registered = run("register", github, alloc)
+        assert registered.returncode == 2
+        assert "deregister task removes the runner" in registered.stderr
+        [runner_id] = github.runners
+        result = run("deregister", github, alloc)
+        assert result.returncode == 0, result.stderr
+        assert runner_id not in github.runners

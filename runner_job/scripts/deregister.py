@@ -75,8 +75,14 @@ def read_runner_id(handoff: Path) -> int | None:
 
 def deregister(args: argparse.Namespace) -> str:
     handoff = Path(setting(args.handoff_dir, "RUNNER_HANDOFF_DIR"))
-    # A config the runner never read must not outlive the allocation.
-    (handoff / "jitconfig").unlink(missing_ok=True)
+    # A config the runner never read must not outlive the allocation. Whatever the runner task
+    # left in its place (it can write there) must not keep the runner from being removed.
+    try:
+        (handoff / "jitconfig").unlink(missing_ok=True)
+    except OSError as error:
+        print(
+            f"deregister: cannot remove {handoff / 'jitconfig'} ({error.strerror})", file=sys.stderr
+        )
     runner_id = read_runner_id(handoff)
     if runner_id is None:
         return "no runner was registered for this allocation; nothing to remove"

@@ -64,14 +64,16 @@ def write_handoff(directory: Path, *, jitconfig: str, runner_id: int, name: str,
     if as_root:
         # The runner task runs as another user and must be able to delete the config.
         os.chown(directory, uid, uid)
+    # The id first: should anything below fail, the deregister task still finds the runner
+    # GitHub has just registered and removes it.
+    (directory / "runner_id").write_text(f"{runner_id}\n", encoding="utf-8")
+    (directory / "runner_name").write_text(f"{name}\n", encoding="utf-8")
     config_path = directory / "jitconfig"
     descriptor = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(jitconfig)
     if as_root:
         os.chown(config_path, uid, uid)
-    (directory / "runner_id").write_text(f"{runner_id}\n", encoding="utf-8")
-    (directory / "runner_name").write_text(f"{name}\n", encoding="utf-8")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -124,7 +126,15 @@ def register(args: argparse.Namespace) -> str:
             f"registering runner {name} for {repository}: GitHub answered 201 without "
             "runner.id and encoded_jit_config; is github_api_url a GitHub REST API?"
         )
-    write_handoff(handoff, jitconfig=jitconfig, runner_id=runner_id, name=name, uid=args.runner_uid)
+    try:
+        write_handoff(
+            handoff, jitconfig=jitconfig, runner_id=runner_id, name=name, uid=args.runner_uid
+        )
+    except OSError as error:
+        raise ConfigError(
+            f"registered runner {name} (id {runner_id}) but cannot write the hand-off files in "
+            f"{handoff} ({error.strerror}); the deregister task removes the runner"
+        ) from None
     return f"registered runner {name} (id {runner_id}) for {repository} with labels {labels}"
 
 
