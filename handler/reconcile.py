@@ -386,8 +386,8 @@ class _Run:
             result = await self.dispatch(decision, event, repository)
             if result is not None and result.outcome == "dispatched":
                 self.report.redispatched += 1
-        if result is None or result.outcome == "already_dispatched":
-            return  # the webhook's record already says so; spare KV a write
+        if result is None:
+            return
         job = event.job
         seen = Observation(
             repository=repository,
@@ -406,7 +406,11 @@ class _Run:
             created_at=job.created_at.timestamp(),
             source="reconciler",
         )
-        await record_observation(seen, self.ports.ledger)
+        # A replay is written only when the ledger lacks its child: the webhook's dispatch may
+        # have landed although it timed out (recorded "failed"), or its ledger write failed.
+        await record_observation(
+            seen, self.ports.ledger, unless_child_recorded=result.outcome == "already_dispatched"
+        )
 
     async def dispatch(
         self, decision: Dispatch, event: WorkflowJobEvent, repository: str

@@ -492,12 +492,20 @@ async def _record(seen: Observation, ports: Ports, delivery: _Delivery) -> None:
     delivery.log["ledger"] = "deferred"
 
 
-async def record_observation(seen: Observation, ledger: LedgerStore) -> str:
-    """Merge ``seen`` into the job's ledger record; "written", or "failed: why" (never raises)."""
+async def record_observation(
+    seen: Observation, ledger: LedgerStore, *, unless_child_recorded: bool = False
+) -> str:
+    """Merge ``seen`` into the job's ledger record; "written", or "failed: why" (never raises).
+
+    With ``unless_child_recorded``, a record that already names ``seen.child_id`` is left as it
+    is ("unchanged"): a replay then costs a KV read, not a write.
+    """
     key = ledger_key(seen.repository, seen.job_id)
     try:
         stored = await ledger.get(key)
         existing = LedgerRecord.from_json(stored) if stored else None
+        if unless_child_recorded and existing is not None and existing.child_id == seen.child_id:
+            return "unchanged"
         record = merge(existing, seen)
         await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
     except LedgerUnavailable as error:

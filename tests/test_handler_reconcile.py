@@ -137,6 +137,29 @@ class TestRecovery:
         assert (report.dispatched, report.already_dispatched) == (0, 1)
         assert len(world.children()) == 1 and not world.record(1003).reconciled
 
+    def test_a_replay_fills_in_the_ledger_the_webhook_could_not_write(self, world):
+        from handler.service import IncomingRequest, handle
+
+        class RefusedWrites(MemoryLedger):
+            async def put(self, key, value, ttl_seconds, metadata=None):
+                raise LedgerUnavailable("429 Too Many Requests")
+
+        sent = delivery(workflow_job(job_id=1018, run_id=1018 + 10**6))
+        ports = Ports(world.transport, RefusedWrites(), time.monotonic)
+        request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
+        reply = asyncio.run(handle(request, world.settings, ports, datetime.now(UTC)))
+        assert reply.document["outcome"] == "dispatched"
+        assert reply.log["ledger"].startswith("failed")
+        world.github.queue_job(REPO, rest_job(1018))
+        report = world.run()
+        assert (report.dispatched, report.already_dispatched) == (0, 1)
+        record = world.record(1018)
+        assert record.child_id == reply.document["nomad_job_id"] and not record.reconciled
+        # Once the ledger names the child, a replay writes nothing.
+        stored = world.ledger.snapshot()[ledger_key(REPO, 1018)]
+        world.run()
+        assert world.ledger.snapshot()[ledger_key(REPO, 1018)] == stored
+
     def test_queued_job_in_a_run_already_in_progress_is_found(self, world):
         world.github.queue_job(REPO, rest_job(1004, run_id=77))
         world.github.queue_job(REPO, rest_job(1005, run_id=77))
