@@ -16,6 +16,21 @@ from stacks.backend import declare_backend
 from stacks.components.repository_webhooks import RepositoryWebhooks
 
 _PUBLIC_API = "https://api.github.com"
+_SERVER_API_PATH = "/api/v3"
+
+
+def provider_base_url(api_url: str) -> str | None:
+    """The GitHub provider's ``base_url`` for the REST API root ``api_url`` (no trailing slash).
+
+    The provider appends ``api/v3/`` to any base URL but github.com's (and GHE.com's
+    ``api.<name>.ghe.com``), so a GitHub Enterprise Server is given its host root, not the API
+    URL the Worker and the runner tasks call.
+    """
+    if api_url == _PUBLIC_API:
+        return None
+    if api_url.endswith(_SERVER_API_PATH):
+        api_url = api_url[: -len(_SERVER_API_PATH)]
+    return f"{api_url}/"
 
 
 class GitHubStack(TerraformStack):
@@ -35,8 +50,7 @@ class GitHubStack(TerraformStack):
             self,
             "github",
             owner=github.owner,
-            # GitHub Enterprise Server: the provider wants the API base URL with a trailing slash.
-            base_url=None if github.api_url == _PUBLIC_API else f"{github.api_url}/",
+            base_url=provider_base_url(github.api_url),
         )
         self.webhooks = RepositoryWebhooks(
             self,

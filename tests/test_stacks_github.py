@@ -10,6 +10,7 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from handler.contract import webhook_path, webhook_secret_for
+from stacks.github import provider_base_url
 from stacks.terraform_text import unescape
 from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
 
@@ -96,3 +97,16 @@ def test_provider_owner_is_the_configured_owner() -> None:
     for variant, owner in (("example", "example-org"), ("user-owned", "octocat")):
         providers = synthesized(variant).stacks["github"]["provider"]["github"]
         assert providers == [{"owner": owner}]
+
+
+@pytest.mark.parametrize(
+    ("api_url", "base_url"),
+    [
+        ("https://api.github.com", None),
+        # The provider appends "api/v3/" itself: a GHES API URL must not reach it as is.
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com/"),
+        ("https://api.octocorp.ghe.com", "https://api.octocorp.ghe.com/"),
+    ],
+)
+def test_provider_base_url(api_url: str, base_url: str | None) -> None:
+    assert provider_base_url(api_url) == base_url
