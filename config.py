@@ -430,6 +430,11 @@ def _nomad(table: _Table) -> NomadConfig:
         if not _NOMAD_NAME.match(node_pool):
             raise table.error("node_pool", "expected letters, digits, '-' and '_' only")
         tunnel_origin = _url(table, "tunnel_origin", "http://127.0.0.1:4646")
+        if urlsplit(tunnel_origin).path:
+            # cloudflared refuses such an ingress rule: requests keep their own path.
+            raise table.error(
+                "tunnel_origin", f"'{tunnel_origin}': a scheme, host and port only, no path"
+            )
     return NomadConfig(
         address=address,
         namespace=namespace,

@@ -228,6 +228,15 @@ class TestErrors:
         message = error_of(mutate(("nomad", "address"), "nomad.example.com:4646"))
         assert message == f"{SOURCE}: nomad.address: 'nomad.example.com:4646' is not an http(s) URL"
 
+    def test_tunnel_origin_has_no_path(self) -> None:
+        message = error_of(mutate(("nomad", "tunnel_origin"), "http://127.0.0.1:4646/v1"))
+        assert message == (
+            f"{SOURCE}: nomad.tunnel_origin: 'http://127.0.0.1:4646/v1': a scheme, host and port "
+            "only, no path"
+        )
+        config = parse_config(mutate(("nomad", "tunnel_origin"), "http://127.0.0.1:4646/"))
+        assert config.nomad.tunnel_origin == "http://127.0.0.1:4646"
+
     def test_runner_namespace_is_not_the_default_one(self) -> None:
         message = error_of(mutate(("nomad", "namespace"), "default"))
         assert message.startswith(
