@@ -199,6 +199,17 @@ class TestRegister:
         assert result.returncode == 1
         assert "rate limit" in result.stderr
 
+    def test_a_secondary_rate_limit_403_is_not_called_a_permission_problem(self, github, alloc):
+        github.fail_next(
+            403,
+            message="You have exceeded a secondary rate limit. Please wait a few minutes.",
+            headers={"retry-after": "60"},
+        )
+        result = run("register", github, alloc)
+        assert result.returncode == 1
+        assert "rate limit" in result.stderr
+        assert "Administration" not in result.stderr
+
     def test_a_github_outage_is_retried_then_reported(self, github, alloc):
         github.fail_next(502, times=3)
         result = run("register", github, alloc)

@@ -197,10 +197,17 @@ def _header(response: Response, name: str) -> str | None:
 
 
 def is_rate_limited(response: Response) -> bool:
-    """GitHub signals an exhausted quota with 403 or 429 and x-ratelimit-remaining: 0."""
+    """A rate limit, not a refusal: any 429, or a 403 with the quota at 0 (primary limit) or with
+    ``retry-after`` or a message naming the secondary rate limit (GitHub answers it either way)."""
     if response.status == 429:
         return True
-    return response.status == 403 and _header(response, "x-ratelimit-remaining") == "0"
+    if response.status != 403:
+        return False
+    return (
+        _header(response, "x-ratelimit-remaining") == "0"
+        or _header(response, "retry-after") is not None
+        or "secondary rate limit" in _message(response).lower()
+    )
 
 
 def explain(
