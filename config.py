@@ -25,6 +25,8 @@ from handler.contract import POOL_NAME_PATTERN, PoolRoute, Routing
 RUNNER_JOB_PREFIX: Final = "github-runner-"
 DEFAULT_NAMESPACE: Final = "github-runners"
 SELF_HOSTED: Final = "self-hosted"
+# Task drivers whose config takes the docker-style image/command/args the runner jobspec uses.
+TASK_DRIVERS: Final = ("docker", "podman")
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -105,6 +107,7 @@ class PoolConfig:
     name: str
     labels: tuple[str, ...]
     image: str | None  # overrides images.runner for this pool
+    driver: str  # Nomad task driver; the jobspec's task configs are docker-style
     cpu: int  # MHz
     memory: int  # MB
     idle_timeout_seconds: int
@@ -497,6 +500,7 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
                 name=name,
                 labels=labels,
                 image=image,
+                driver=_driver(table),
                 cpu=table.integer("cpu", 2000, minimum=100),
                 memory=table.integer("memory", 4096, minimum=128),
                 idle_timeout_seconds=idle,
@@ -509,6 +513,14 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
     if not pools:
         raise root.error("pools", "define at least one [[pools]] table")
     return tuple(pools)
+
+
+def _driver(table: _Table) -> str:
+    driver = table.string("driver", "docker")
+    if driver not in TASK_DRIVERS:
+        known = ", ".join(TASK_DRIVERS)
+        raise table.error("driver", f"'{driver}' is not supported (supported: {known})")
+    return driver
 
 
 def _constraints(table: _Table) -> tuple[Constraint, ...]:

@@ -215,6 +215,17 @@ class TestErrors:
             f"{SOURCE}: pools[0].constraints[0].operator: unknown Nomad constraint operator '~'"
         )
 
+    def test_driver_defaults_to_docker_and_takes_podman(self) -> None:
+        assert parse_config(copy.deepcopy(example()), source=SOURCE).pools[0].driver == "docker"
+        document = mutate(("pools", 0, "driver"), "podman")
+        assert parse_config(document, source=SOURCE).pools[0].driver == "podman"
+
+    def test_driver_must_take_docker_style_task_config(self) -> None:
+        message = error_of(mutate(("pools", 0, "driver"), "exec"))
+        assert message == (
+            f"{SOURCE}: pools[0].driver: 'exec' is not supported (supported: docker, podman)"
+        )
+
     def test_runner_group_needs_an_organization(self) -> None:
         document = mutate(("pools", 0, "runner_group_id"), 3)
         assert parse_config(document, source=SOURCE).pools[0].runner_group_id == 3

@@ -123,12 +123,14 @@ def test_runner_job_variable_values_parse_as_nomad_reads_them() -> None:
     assert value("cpu") == "8000"
     assert value("max_job_seconds") == "43200"
     assert value("runner_group_id") == "4"
+    assert value("driver") == "podman"
     assert value("constraints") == [
         {"attribute": "${meta.gpu}", "operator": "=", "value": "true"},
         {"attribute": "${node.unique.id}", "operator": "distinct_hosts", "value": ""},
     ]
     small = jobs_by_name(synth.stacks["nomad"])["github-runner-small"]["hcl2"]["vars"]
     assert unescape(small["runner_image"]) == synth.config.images.runner
+    assert unescape(small["driver"]) == "docker"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

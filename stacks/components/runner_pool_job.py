@@ -61,6 +61,7 @@ class RunnerPoolJob(Construct):
                         "runner_group_id": pool.runner_group_id,
                         "runner_image": pool.image or images.runner,
                         "helper_image": images.helper,
+                        "driver": pool.driver,
                         "cpu": pool.cpu,
                         "memory": pool.memory,
                         "constraints": [
