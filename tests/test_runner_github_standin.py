@@ -129,3 +129,37 @@ def test_injected_failures_answer_the_next_requests_then_stop(github):
     assert call(github, "POST", JIT_PATH, BODY)[0] == 502
     assert call(github, "POST", JIT_PATH, BODY)[0] == 201
     assert len(github.calls("POST")) == 3
+
+
+def test_runners_are_listed_with_a_total_count_and_filtered_by_exact_name(github):
+    call(github, "POST", JIT_PATH, BODY)
+    call(github, "POST", JIT_PATH, BODY | {"name": "r10"})
+    github.add_runner("octo-org/elsewhere", "r1")
+    status, body, _ = call(github, "GET", f"/repos/{REPOSITORY}/actions/runners")
+    assert status == 200
+    assert set(body) == {"total_count", "runners"}
+    assert body["total_count"] == 2
+    assert [runner["name"] for runner in body["runners"]] == ["r1", "r10"]
+    _, named, _ = call(github, "GET", f"/repos/{REPOSITORY}/actions/runners?name=r1")
+    assert named["total_count"] == 1
+    [runner] = named["runners"]
+    assert {"id", "name", "os", "status", "busy", "labels"} <= set(runner)
+    _, page, _ = call(github, "GET", f"/repos/{REPOSITORY}/actions/runners?per_page=1&page=2")
+    assert page["total_count"] == 2
+    assert [runner["name"] for runner in page["runners"]] == ["r10"]
+
+
+def test_listing_runners_needs_administration_permission(github):
+    path = f"/repos/{REPOSITORY}/actions/runners"
+    assert call(github, "GET", path, token=READ_ONLY_TOKEN)[0] == 403
+    assert call(github, "GET", path, token=None)[0] == 401
+
+
+def test_a_lost_answer_is_handled_by_github_then_answered_with_an_error(github):
+    github.lose_next_answer(method="POST", status=502)
+    status, body, _ = call(github, "POST", JIT_PATH, BODY)
+    assert status == 502
+    assert_github_error(body, "Server Error")
+    [runner] = github.runners.values()
+    assert runner.name == "r1"
+    assert call(github, "POST", JIT_PATH, BODY)[0] == 409

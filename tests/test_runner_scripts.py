@@ -149,12 +149,72 @@ class TestRegister:
         assert {r.name for r in github.runners.values()} == names
         assert len(names) == 2
 
-    def test_a_second_registration_for_one_allocation_is_refused_with_advice(self, github, alloc):
-        assert run("register", github, alloc).returncode == 0
+    def test_a_lost_answer_then_a_retry_ends_with_exactly_one_runner(self, github, alloc):
+        """GitHub registered the runner but its answer was lost; the retry's 409 is not fatal."""
+        github.lose_next_answer(method="POST", status=502)
+        result = run("register", github, alloc)
+        assert result.returncode == 0, result.stderr
+        [runner] = github.runners.values()
+        assert runner.name == alloc.runner_name()
+        assert (alloc.handoff / "runner_id").read_text().strip() == str(runner.id)
+        assert (alloc.handoff / "jitconfig").read_text() == runner.jit_config
+        assert "earlier try" in result.stdout
+        steps = [(c.method, c.path.partition("?")[0].rsplit("/", 1)[-1]) for c in github.requests]
+        assert steps[:3] == [("POST", "generate-jitconfig")] * 2 + [("GET", "runners")]
+        assert steps[3][0] == "DELETE"
+        assert steps[4:] == [("POST", "generate-jitconfig")]
+        lookup = github.requests[2]
+        assert lookup.path.partition("?")[2].startswith(f"name={alloc.runner_name()}")
+
+    def test_a_timed_out_answer_then_a_retry_ends_with_exactly_one_runner(self, github, alloc):
+        github.lose_next_answer(method="POST", delay=1.5)
+        result = run("register", github, alloc, "--timeout", "0.5")
+        assert result.returncode == 0, result.stderr
+        [runner] = github.runners.values()
+        assert (alloc.handoff / "runner_id").read_text().strip() == str(runner.id)
+        assert len(github.calls("DELETE")) == 1
+
+    def test_a_leftover_runner_of_this_allocations_name_is_replaced(self, github, alloc):
+        first = register(github, alloc)
+        result = run("register", github, alloc)
+        assert result.returncode == 0, result.stderr
+        [runner] = github.runners.values()
+        assert runner.id != first
+        assert (alloc.handoff / "runner_id").read_text().strip() == str(runner.id)
+
+    def test_a_busy_runner_of_this_name_is_left_alone_and_fails_the_task(self, github, alloc):
+        other = github.add_runner(REPOSITORY, alloc.runner_name())
+        github.mark_busy(other.id, deletes=100)
+        result = run("register", github, alloc)
+        assert result.returncode == 1
+        assert "already exists" in result.stderr
+        assert "busy" in result.stderr
+        assert f"id {other.id}" in result.stderr
+        assert "re-dispatch" in result.stderr
+        assert not github.calls("DELETE")
+        assert list(github.runners) == [other.id]
+        assert len(github.calls("POST")) == 1
+        assert not alloc.handoff.exists()
+
+    def test_a_runner_of_this_name_that_cannot_be_deleted_fails_the_task(self, github, alloc):
+        other = github.add_runner(REPOSITORY, alloc.runner_name())
+        github.fail_next(422, method="DELETE", message="Bad request - still running a job")
+        result = run("register", github, alloc)
+        assert result.returncode == 1
+        assert "refused to delete" in result.stderr
+        assert "re-dispatch" in result.stderr
+        assert list(github.runners) == [other.id]
+        assert not alloc.handoff.exists()
+
+    def test_a_name_taken_again_after_the_removal_is_refused_with_advice(self, github, alloc):
+        github.add_runner(REPOSITORY, alloc.runner_name())
+        github.fail_next(409, method="POST", message="Already exists - A runner with the name")
+        github.fail_next(409, method="POST", message="Already exists - A runner with the name")
         result = run("register", github, alloc)
         assert result.returncode == 1
         assert "409" in result.stderr
-        assert "already exists" in result.stderr
+        assert "re-dispatch" in result.stderr
+        assert len(github.calls("POST")) == 2
 
     def test_bad_credentials_name_the_variable_to_fix(self, github, alloc):
         alloc.token_file.write_text("ghp_revoked_or_mistyped_token_000000000")

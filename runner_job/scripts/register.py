@@ -8,6 +8,11 @@ directory (in the allocation's shared ``alloc/`` dir):
   the runner image's user, which deletes it once read;
 * ``runner_id`` and ``runner_name``: for the deregister task.
 
+GitHub answers 409 when the name is taken. The name is this allocation's own, so that runner is
+one an earlier try in this allocation registered: GitHub created it, but its answer was lost (a
+5xx or a timeout, then the retry). Nobody ever got its config, so it is looked up by name,
+deleted unless GitHub reports it busy, and the call is made once more.
+
 Settings come from flags, else from environment variables set by the jobspec (names in
 ``--help``). Exit status: 0 registered, 1 GitHub refused (the message says what to fix),
 2 bad settings. The credential is read from a file and never printed.
@@ -21,10 +26,12 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from github_api import (
+    Client,
     ConfigError,
     GitHubError,
     add_common_flags,
@@ -76,6 +83,59 @@ def write_handoff(directory: Path, *, jitconfig: str, runner_id: int, name: str,
         os.chown(config_path, uid, uid)
 
 
+def remove_leftover(
+    client: Client, runners_path: str, name: str, *, repository: str, variable: str
+) -> str:
+    """Delete the idle runner that holds this allocation's name; say what was done.
+
+    Called after a 409: an earlier try registered it and its answer was lost, so no task has its
+    config. A busy runner of this name is left alone (it runs someone's job) and fails the task.
+    """
+    action = f"registering runner {name}: GitHub says the name is taken; looking it up"
+    listed = client.call("GET", f"{runners_path}?name={urllib.parse.quote(name)}&per_page=100")
+    if listed.status != 200:
+        raise explain(listed, action=action, repository=repository, credential_variable=variable)
+    runners = listed.body.get("runners") if isinstance(listed.body, dict) else None
+    found = [
+        runner
+        for runner in (runners if isinstance(runners, list) else [])
+        if isinstance(runner, dict) and runner.get("name") == name
+    ]
+    if not found:
+        return "the runner holding the name was gone when looked up"
+    runner_id = found[0].get("id")
+    if not isinstance(runner_id, int):
+        raise GitHubError(
+            f"registering runner {name} for {repository}: GitHub lists the runner of this name "
+            "without an id; is github_api_url a GitHub REST API?"
+        )
+    if found[0].get("busy") is True:
+        raise GitHubError(
+            f"registering runner {name} for {repository}: a runner of this name (id {runner_id}) "
+            "already exists and GitHub reports it busy running a job, so it was not removed and "
+            "no runner was registered for this allocation. This allocation's tasks cannot have "
+            "started it: find out who registered it (repository Settings > Actions > Runners), "
+            "then re-dispatch the job (a new allocation gets a new name)"
+        )
+    gone = client.call("DELETE", f"{runners_path}/{runner_id}")
+    if gone.status == 422:
+        raise GitHubError(
+            f"registering runner {name} for {repository}: a runner of this name (id {runner_id}) "
+            "already exists and GitHub refused to delete it as it is now running a job; no "
+            "runner was registered for this allocation. Find out who registered it (repository "
+            "Settings > Actions > Runners), then re-dispatch the job"
+        )
+    if gone.status not in (204, 404):
+        raise explain(
+            gone,
+            action=f"registering runner {name}: removing the runner (id {runner_id}) that holds "
+            "the name",
+            repository=repository,
+            credential_variable=variable,
+        )
+    return f"removed runner id {runner_id}, left by an earlier try whose answer was lost"
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     flag = parser.add_argument
@@ -100,6 +160,7 @@ def register(args: argparse.Namespace) -> str:
     labels = parse_labels(setting(args.labels, "RUNNER_LABELS"))
     handoff = Path(setting(args.handoff_dir, "RUNNER_HANDOFF_DIR"))
     variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
+    credential = variable or "holding the register task's credential"
     client = client_from(args)
     body = {
         "name": name,
@@ -107,15 +168,20 @@ def register(args: argparse.Namespace) -> str:
         "labels": labels,
         "work_folder": args.work_folder,
     }
-    response = client.call(
-        "POST", f"/repos/{owner}/{repo}/actions/runners/generate-jitconfig", body
-    )
+    runners_path = f"/repos/{owner}/{repo}/actions/runners"
+    response = client.call("POST", f"{runners_path}/generate-jitconfig", body)
+    note = ""
+    if response.status == 409:
+        note = "; " + remove_leftover(
+            client, runners_path, name, repository=repository, variable=credential
+        )
+        response = client.call("POST", f"{runners_path}/generate-jitconfig", body)
     if response.status != 201:
         raise explain(
             response,
             action=f"registering runner {name}",
             repository=repository,
-            credential_variable=variable or "holding the register task's credential",
+            credential_variable=credential,
         )
     answer = response.body if isinstance(response.body, dict) else {}
     runner = answer.get("runner")
@@ -135,7 +201,7 @@ def register(args: argparse.Namespace) -> str:
             f"registered runner {name} (id {runner_id}) but cannot write the hand-off files in "
             f"{handoff} ({error.strerror}); the deregister task removes the runner"
         ) from None
-    return f"registered runner {name} (id {runner_id}) for {repository} with labels {labels}"
+    return f"registered runner {name} (id {runner_id}) for {repository} with labels {labels}{note}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

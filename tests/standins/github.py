@@ -8,6 +8,9 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   ``{"runner": {"id", "name", "os", "status", "busy", "labels"}, "encoded_jit_config"}``; 409 when
   the repository already has a runner of that name; 422 for a malformed body or an unknown
   runner group;
+* ``GET /repos/{owner}/{repo}/actions/runners?name=..&per_page=..&page=..``: 200
+  ``{"total_count", "runners": [runner, ...]}``, only the runners of exactly that name when
+  ``name`` is given;
 * ``GET /repos/{owner}/{repo}/actions/runners/{id}``: 200 runner, 404 unknown;
 * ``DELETE /repos/{owner}/{repo}/actions/runners/{id}``: 204, 404 unknown, 422 while busy;
 * authentication by ``Authorization: Bearer|token``: missing gives 401 "Requires
@@ -25,12 +28,15 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   for an unknown run). Tests put jobs in with ``queue_job`` and move them on with
   ``set_job_status``; ``rate_limit_remaining`` overrides the ``x-ratelimit-remaining`` header.
 
-Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests.
+Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests
+instead of handling them; ``lose_next_answer`` handles the next request and then loses GitHub's
+answer (a 502 from a proxy, or no answer before the client's timeout), as a flaky network does.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -52,6 +58,7 @@ MAX_LABELS = 100
 RATE_LIMIT = 5000
 
 _RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
+_RUNNER_LIST_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners$")
 _RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)/jobs)?$")
 ACTIONS_READ_TOKEN = "github_pat_standin_actions_read_for_tests_3"
 
@@ -95,6 +102,9 @@ class Injected:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # A lost answer: the request is handled, then this answer replaces GitHub's after ``delay``.
+    handled: bool = False
+    delay: float = 0.0
 
 
 class GitHubStandIn:
@@ -169,6 +179,21 @@ class GitHubStandIn:
             for _ in range(times):
                 self._injected.append(Injected(method, status, body, dict(headers or {})))
 
+    def lose_next_answer(
+        self,
+        *,
+        method: str | None = None,
+        status: int = 502,
+        message: str = "Server Error",
+        delay: float = 0.0,
+    ) -> None:
+        """Handle the next request (of ``method``) as usual, then answer ``status`` instead,
+        after ``delay`` seconds: GitHub did the work but the client never learns it (a proxy's
+        502, or, with a delay above the client's timeout, no answer in time)."""
+        body = {"message": message, "documentation_url": DOCS}
+        with self._lock:
+            self._injected.append(Injected(method, status, body, {}, handled=True, delay=delay))
+
     def mark_busy(self, runner_id: int, *, deletes: int) -> None:
         """The runner stays busy (DELETE gives 422) for the next ``deletes`` DELETE requests."""
         with self._lock:
@@ -221,13 +246,21 @@ class GitHubStandIn:
     def handle(
         self, method: str, path: str, headers: dict[str, str], body: Any
     ) -> tuple[int, Any, dict[str, str]]:
+        lost: Injected | None = None
         with self._lock:
             self.requests.append(RecordedRequest(method, path, headers, body))
             for index, injected in enumerate(self._injected):
                 if injected.method in (None, method):
                     del self._injected[index]
-                    return injected.status, injected.body, injected.headers
-            return self._answer(method, path, headers, body)
+                    if not injected.handled:
+                        return injected.status, injected.body, injected.headers
+                    lost = injected
+                    break
+            answer = self._answer(method, path, headers, body)
+        if lost is None:
+            return answer
+        time.sleep(lost.delay)  # outside the lock: other requests go on meanwhile
+        return lost.status, lost.body, lost.headers
 
     def _answer(
         self, method: str, path: str, headers: dict[str, str], body: Any
@@ -236,6 +269,9 @@ class GitHubStandIn:
         runs = _RUNS_PATH.match(route)
         if runs and method == "GET":
             return self._runs(runs, parse_qs(query), headers)
+        listing = _RUNNER_LIST_PATH.match(route)
+        if listing and method == "GET":
+            return self._list_runners(listing, parse_qs(query), headers)
         match = _RUNNERS_PATH.match(route)
         if not match:
             return _error(404, "Not Found")
@@ -320,6 +356,24 @@ class GitHubStandIn:
             return 304, None, {"etag": etag}
         return 200, document, {"etag": etag}
 
+    def _list_runners(
+        self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        repository = f"{match.group(1)}/{match.group(2)}".lower()
+        refused = self._authorize(headers, repository, "admin")
+        if refused is not None:
+            return refused
+        wanted = query.get("name", [None])[-1]
+        per_page = min(int(query.get("per_page", ["30"])[-1]), 100)
+        page = max(int(query.get("page", ["1"])[-1]), 1)
+        listed = [
+            runner.as_json()
+            for _, runner in sorted(self.runners.items())
+            if runner.repository == repository and wanted in (None, runner.name)
+        ]
+        start = (page - 1) * per_page
+        return 200, {"total_count": len(listed), "runners": listed[start : start + per_page]}, {}
+
     def _generate_jitconfig(self, repository: str, body: Any) -> tuple[int, Any, dict[str, str]]:
         if not isinstance(body, dict):
             return _error(422, "Invalid request.\n\nFor 'links/0/schema', nil is not an object.")
@@ -372,6 +426,11 @@ def _handler_for(standin: GitHubStandIn) -> type[BaseHTTPRequestHandler]:
             headers = {key.lower(): value for key, value in self.headers.items()}
             status, answer, extra = standin.handle(self.command, self.path, headers, body)
             payload = b"" if answer is None else json.dumps(answer).encode()
+            # The client may have given up waiting (a lost answer with a delay), as on GitHub.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._send(status, payload, extra)
+
+        def _send(self, status: int, payload: bytes, extra: dict[str, str]) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
