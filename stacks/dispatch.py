@@ -9,7 +9,7 @@ Terraform variable ``github_read_token`` (``TF_VAR_github_read_token``).
 
 from __future__ import annotations
 
-from cdktf import TerraformStack, TerraformVariable
+from cdktf import Fn, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_cloudflare.provider import CloudflareProvider
 from cdktf_cdktf_provider_random.password import Password
 from cdktf_cdktf_provider_random.provider import RandomProvider
@@ -75,9 +75,11 @@ class DispatchStack(TerraformStack):
             text_bindings={
                 ROUTING_BINDING: escape(config.routing().to_json()),
                 NOMAD_ADDR_BINDING: nomad_api_url,
-                NOMAD_TOKEN_BINDING: nomad_token,
-                ACCESS_CLIENT_ID_BINDING: access_client_id,
-                ACCESS_CLIENT_SECRET_BINDING: access_client_secret,
+                # Cross-stack secrets: Terraform drops their sensitive mark through
+                # terraform_remote_state, so mark them again for plans and PR diffs.
+                NOMAD_TOKEN_BINDING: Fn.sensitive(nomad_token),
+                ACCESS_CLIENT_ID_BINDING: Fn.sensitive(access_client_id),
+                ACCESS_CLIENT_SECRET_BINDING: Fn.sensitive(access_client_secret),
                 WEBHOOK_SECRET_KEY_BINDING: webhook_key.result,
                 GITHUB_API_URL_BINDING: escape(config.github.api_url),
                 GITHUB_READ_TOKEN_BINDING: github_read_token.string_value,

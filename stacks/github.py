@@ -7,7 +7,7 @@ credential from ``GITHUB_TOKEN``; ``owner`` comes from the configuration.
 
 from __future__ import annotations
 
-from cdktf import TerraformStack
+from cdktf import Fn, TerraformStack
 from cdktf_cdktf_provider_github.provider import GithubProvider
 from constructs import Construct
 
@@ -57,5 +57,6 @@ class GitHubStack(TerraformStack):
             "repository_webhooks",
             repositories=github.repositories,
             webhook_hostname=webhook_hostname,
-            secret_key=webhook_secret_key,
+            # Read through terraform_remote_state, which drops the sensitive mark: restore it.
+            secret_key=Fn.sensitive(webhook_secret_key),
         )

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cdktf import AssetType, TerraformAsset, TerraformStack, TerraformVariable
+from cdktf import AssetType, Fn, TerraformAsset, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_nomad.provider import NomadProvider
 from constructs import Construct
 
@@ -80,12 +80,14 @@ class NomadStack(TerraformStack):
                 scripts_dir=scripts.path,
                 github_token=github_token.string_value,
             )
+        # Terraform drops the sensitive mark from values read through terraform_remote_state; mark
+        # them again so plans (and the cdktf diff posted on pull requests) never print them.
         CloudflaredJob(
             self,
             "cloudflared",
             nomad=config.nomad,
             images=config.images,
             namespace=namespace.name,
-            tunnel_token=tunnel_token,
+            tunnel_token=Fn.sensitive(tunnel_token),
         )
         self.dispatch_token_secret = namespace.dispatch_token_secret

@@ -136,7 +136,15 @@ def masked(stack: dict[str, Any]) -> dict[str, Any]:
 # Terraform references our stacks may contain: meta objects, functions we call, and resource or
 # data-source addresses of the stack itself. Anything else after an unescaped "${" is text that
 # Terraform would wrongly evaluate (a Nomad "${attr...}" or "${NOMAD_...}", say).
-_META_REFERENCES = ("var.", "data.", "local.", "each.", "terraform.", "sha256(")
+_META_REFERENCES = (
+    "var.",
+    "data.",
+    "local.",
+    "each.",
+    "terraform.",
+    "sha256(",
+    "sensitive(data.terraform_remote_state.",
+)
 # As HCL reads templates: "${" opens an interpolation unless another "$" precedes it (then one
 # "$" is dropped and the rest is literal); the same holds for "%{" and "%".
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{([^}]*)")

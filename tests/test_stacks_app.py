@@ -23,7 +23,8 @@ from tests.stack_synth import (
 )
 
 _REMOTE_REFERENCE = re.compile(
-    r"\$\{data\.terraform_remote_state\.cross-stack-reference-input-([a-z]+)\.outputs\.([^}]+)\}"
+    r"\$\{(?:sensitive\()?data\.terraform_remote_state\.cross-stack-reference-input-([a-z]+)"
+    r"\.outputs\.([^})]+)\)?\}"
 )
 
 
@@ -80,6 +81,18 @@ def test_wiring_between_the_four_stacks() -> None:
     assert producer_value(hook["configuration"]["secret"]) == (
         "${random_password.webhook_secret_key.result}"
     )
+    # Remote state drops the sensitive mark: every secret read from another stack is marked
+    # again, so plans (and the diff posted on pull requests) print none of them.
+    secrets_read = [
+        tunnel_variable["items"]["tunnel_token"],
+        bindings["NOMAD_TOKEN"],
+        bindings["CF_ACCESS_CLIENT_ID"],
+        bindings["CF_ACCESS_CLIENT_SECRET"],
+        hook["configuration"]["secret"],
+    ]
+    for value in secrets_read:
+        assert "${sensitive(data.terraform_remote_state." in value, value
+    assert "sensitive(" not in hook["configuration"]["url"]
 
 
 def test_manifest_orders_the_stacks() -> None:

@@ -74,13 +74,14 @@ def test_binding_values(variant: str) -> None:
     assert bindings["NOMAD_ADDR"]["text"] == f"https://{synth.config.cloudflare.nomad_api_hostname}"
     (ledger,) = resources(stack, "cloudflare_workers_kv_namespace")
     assert bindings["LEDGER"]["namespace_id"] == f"${{cloudflare_workers_kv_namespace.{ledger}.id}}"
-    # Secret bindings are references, filled in by Terraform at apply time, never literals.
-    remote = "${data.terraform_remote_state.cross-stack-reference-input-"
+    # Secret bindings are references, filled in by Terraform at apply time, never literals, and
+    # marked sensitive again (remote state drops the mark) so no plan prints them.
+    remote = "${sensitive(data.terraform_remote_state.cross-stack-reference-input-"
     assert bindings["NOMAD_TOKEN"]["text"].startswith(remote + "nomad.outputs.")
     assert "nomad_acl_token" in bindings["NOMAD_TOKEN"]["text"]
     assert bindings["CF_ACCESS_CLIENT_ID"]["text"].startswith(remote + "edge.outputs.")
-    assert bindings["CF_ACCESS_CLIENT_ID"]["text"].endswith("client_id}")
-    assert bindings["CF_ACCESS_CLIENT_SECRET"]["text"].endswith("client_secret}")
+    assert bindings["CF_ACCESS_CLIENT_ID"]["text"].endswith("client_id)}")
+    assert bindings["CF_ACCESS_CLIENT_SECRET"]["text"].endswith("client_secret)}")
     assert bindings["WEBHOOK_SECRET_KEY"]["text"] == "${random_password.webhook_secret_key.result}"
     assert unescape(bindings["GITHUB_API_URL"]["text"]) == synth.config.github.api_url
     assert bindings["GITHUB_READ_TOKEN"]["text"] == "${var.github_read_token}"

@@ -69,7 +69,8 @@ def test_secret_equals_the_handlers_derivation(variant: str) -> None:
     hook = only(synth.stacks["github"], "github_repository_webhook")
     expression = hook["configuration"]["secret"]
     match = re.fullmatch(
-        r'\$\{sha256\("\$\{(data\.terraform_remote_state\.[^}]+)\}:\$\{each\.value\.secret_subject\}"\)\}',
+        r'\$\{sha256\("\$\{sensitive\((data\.terraform_remote_state\.[^)]+)\)\}'
+        r':\$\{each\.value\.secret_subject\}"\)\}',
         expression,
     )
     assert match, expression

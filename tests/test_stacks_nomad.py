@@ -148,7 +148,7 @@ def test_github_credential_only_in_the_register_and_deregister_variables(variant
             (reference,) = variable["items"].values()
             assert list(variable["items"]) == ["tunnel_token"]
             assert reference.startswith(
-                "${data.terraform_remote_state.cross-stack-reference-input-edge."
+                "${sensitive(data.terraform_remote_state.cross-stack-reference-input-edge."
             )
         else:
             assert variable["items"] == {"github_token": "${var.github_runner_token}"}
