@@ -31,6 +31,7 @@ from handler.service import (
     LedgerPage,
     LedgerUnavailable,
     Ports,
+    StatusCache,
     TransportError,
     declared_too_large,
     handle,
@@ -39,6 +40,8 @@ from handler.service import (
 )
 
 _JSON = "application/json"
+# One per isolate: /status answers are reused for a while instead of listing KV each time.
+_STATUS_CACHE = StatusCache()
 
 
 class FetchTransport:
@@ -155,6 +158,7 @@ class Default(WorkerEntrypoint):
             ledger=KvLedger(getattr(env, LEDGER_BINDING)),
             monotonic=time.monotonic,
             defer=self._after_reply if getattr(self, "ctx", None) is not None else None,
+            status_cache=_STATUS_CACHE,
         )
         reply = await handle(incoming, settings, ports, utc_now())
         print(json.dumps(reply.log, sort_keys=True))

@@ -111,6 +111,28 @@ class LedgerPage:
     cursor: str | None  # None: this was the last page
 
 
+@dataclass
+class StatusCache:
+    """The last ``/status`` document, reused for ``seconds``.
+
+    ``/status`` is unauthenticated and each answer costs KV list operations (a daily quota on
+    the Free plan): an adapter that keeps one of these for the life of its process (the Worker:
+    per isolate) bounds what anyone polling it can spend to one computation per window.
+    """
+
+    seconds: float = 30.0
+    computed_at: float | None = None
+    document: dict[str, Any] | None = None
+
+    def fresh(self, now: float) -> dict[str, Any] | None:
+        if self.document is None or self.computed_at is None:
+            return None
+        return self.document if now - self.computed_at < self.seconds else None
+
+    def keep(self, now: float, document: dict[str, Any]) -> None:
+        self.computed_at, self.document = now, document
+
+
 @dataclass(frozen=True)
 class Ports:
     transport: Transport
@@ -120,6 +142,8 @@ class Ports:
     # delivery's ledger write goes there, off GitHub's wait: it receives the delivery id and
     # the write, whose outcome ("written" or "failed: ...") the adapter logs unless written.
     defer: Callable[[str | None, Coroutine[Any, Any, str]], None] | None = None
+    # Where /status answers are reused from; None computes every answer afresh.
+    status_cache: StatusCache | None = None
 
 
 @dataclass(frozen=True)
@@ -252,10 +276,16 @@ async def handle(
     if request.path == STATUS_PATH:
         if method != "GET":
             return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET"),))
-        try:
-            document = await ledger_status(ports.ledger, settings.routing)
-        except LedgerUnavailable as error:
-            return delivery.reply(503, "failed", f"ledger unavailable: {_loggable(str(error))}")
+        cache = ports.status_cache
+        document = cache.fresh(ports.monotonic()) if cache is not None else None
+        if document is None:
+            try:
+                document = await ledger_status(ports.ledger, settings.routing)
+            except LedgerUnavailable as error:
+                reason = f"ledger unavailable: {_loggable(str(error))}"
+                return delivery.reply(503, "failed", reason)
+            if cache is not None:
+                cache.keep(ports.monotonic(), document)
         return delivery.reply(200, "status", "per-pool counts from the ledger", extra=document)
     repository = _repository_from_path(request.path)
     if repository is None:

@@ -12,6 +12,7 @@ from handler.service import (
     IncomingRequest,
     LedgerUnavailable,
     Ports,
+    StatusCache,
     handle,
     settings_from_bindings,
 )
@@ -117,6 +118,36 @@ def test_status_reads_every_page(nomad):
         call(nomad, ledger, delivery(workflow_job(job_id=job_id)))
     document = call(nomad, ledger, path="/status", method="GET").document
     assert document["pools"]["linux-x64"]["dispatched"] == 5
+
+
+def test_status_answers_are_reused_within_the_cache_window(nomad):
+    """Polling /status cannot spend the KV list quota: one list per window, then fresh again."""
+    settings = settings_from_bindings(bindings(nomad.url).get)
+    clock = [1000.0]
+
+    class CountingLedger(MemoryLedger):
+        lists = 0
+
+        async def list(self, prefix, cursor):
+            CountingLedger.lists += 1
+            return await super().list(prefix, cursor)
+
+    ledger = CountingLedger()
+    cache = StatusCache(seconds=30)
+    ports = Ports(UrllibTransport(), ledger, lambda: clock[0], status_cache=cache)
+
+    def status():
+        request = IncomingRequest("GET", "/status", {}, b"")
+        return asyncio.run(handle(request, settings, ports, datetime.now(UTC))).document
+
+    assert call(nomad, ledger, delivery(workflow_job(job_id=51))).status == 202
+    first = status()
+    assert first["pools"]["linux-x64"]["dispatched"] == 1 and CountingLedger.lists == 1
+    assert call(nomad, ledger, delivery(workflow_job(job_id=52))).status == 202
+    clock[0] += 29
+    assert status() == first and CountingLedger.lists == 1
+    clock[0] += 2
+    assert status()["pools"]["linux-x64"]["dispatched"] == 2 and CountingLedger.lists == 2
 
 
 def test_status_wants_get_and_a_working_ledger(nomad):
