@@ -60,7 +60,8 @@ RATE_LIMIT = 5000
 _RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
 _RUNNER_LIST_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners$")
 _RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)/jobs)?$")
-ACTIONS_READ_TOKEN = "github_pat_standin_actions_read_for_tests_3"
+# Not shaped like a real fine-grained token, so secret scanners do not flag the fixture.
+ACTIONS_READ_TOKEN = "standin-actions-read-token-for-tests-3"
 
 
 @dataclass
