@@ -7,6 +7,10 @@ keep-alive connection, 500 requests per line and prints client-side round-trip p
 deliveries (verify + parse + decide, no I/O), signed queued self-hosted deliveries each for a new
 job (capacity read + dispatch at the stand-in, ledger written after the answer) back to back and
 paced one per 20 ms, and deliveries to a pool at its cap (one capacity read, deferred).
+Then the breakdown of the outbound cost: the same capacity read (GET of the job summary) sent
+from CPython to the stand-in (new connection each time, and one kept-alive connection), and from
+inside the Worker through the entry's ``FetchTransport`` (test-only route of the adapter: 0, 1
+or 2 reads per request, interleaved, so the difference is the cost of one outbound request).
 Goal (issue 2): dispatch p50 under 10 ms. Run: ``.venv/bin/python bench/worker_runtime.py [N]``.
 """
 
@@ -20,10 +24,13 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from handler.contract import DISPATCH_META_KEYS, Routing
+from handler.nomad import HttpRequest, summary_request
+from handler.service import settings_from_bindings
 from tests.standins.nomad import NomadStandIn
 from tests.standins.webhooks import ROUTING_DOCUMENT, Delivery, bindings, delivery, workflow_job
 from tests.worker_runtime.harness import LocalWorker
@@ -42,6 +49,35 @@ def _repo(arm: dict[str, object]) -> dict[str, str]:
 
 def _post(sent: Delivery) -> tuple[str, str, dict[str, str], bytes]:
     return "POST", sent.path, sent.headers, sent.body
+
+
+def cpython_reads(summary: HttpRequest, count: int) -> tuple[list[float], list[float]]:
+    """Round trips of ``summary`` from this process: a new connection each, then one kept."""
+    parts = urlsplit(summary.url)
+    target = f"{parts.path}?{parts.query}"
+    headers = dict(summary.headers)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    fresh: list[float] = []
+    for _ in range(count):
+        begin = time.perf_counter()
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("GET", target, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        fresh.append((time.perf_counter() - begin) * 1000)
+        assert response.status == 200, response.status
+    kept: list[float] = []
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    for _ in range(count):
+        begin = time.perf_counter()
+        connection.request("GET", target, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        kept.append((time.perf_counter() - begin) * 1000)
+        assert response.status == 200, response.status
+    connection.close()
+    return fresh, kept
 
 
 def serve_nomad(routing_json: str, pipe: Connection) -> None:
@@ -127,7 +163,25 @@ def main() -> None:
                 ],
                 pace=0.02,
             )
+            # n capacity reads per request from inside the Worker, interleaved: n=1 minus n=0 is
+            # one outbound request's cost there, free of the per-request runtime overhead.
+            reads: dict[int, list[float]] = {0: [], 1: [], 2: []}
+            for _ in range(DELIVERIES):
+                for count, timings in reads.items():
+                    begin = time.perf_counter()
+                    assert request("GET", f"/__test/nomad-reads/{count}", {}, b"") == 200
+                    timings.append((time.perf_counter() - begin) * 1000)
             connection.close()
+        settings = settings_from_bindings(values.get)
+        fresh, kept = cpython_reads(
+            summary_request(
+                nomad_addr=settings.nomad_addr,
+                namespace=settings.routing.namespace,
+                nomad_job=settings.routing.pools[0].nomad_job,
+                credentials=settings.credentials,
+            ),
+            DELIVERIES,
+        )
     ours.send("stop")
     children = ours.recv()
     server.join(timeout=10)
@@ -145,6 +199,18 @@ def main() -> None:
     print(f"  signed GitHub-hosted delivery (ignored, no I/O) p50 {i50:.2f} ms")
     print(f"  pool at its cap (one capacity read, deferred), paced p50 {c50:.2f} ms")
     print(f"  cold start to first 200 (includes wrangler start): {cold:.1f} s")
+    r0, r1, r2 = (percentile(reads[count], 0.50) for count in (0, 1, 2))
+    print("One capacity read (GET job summary at the stand-in), p50:")
+    print(f"  from CPython, new connection each      {percentile(fresh, 0.50):.2f} ms")
+    print(f"  from CPython, one kept-alive connection {percentile(kept, 0.50):.2f} ms")
+    print(
+        f"  from inside the Worker (FetchTransport) {r1 - r0:.2f} ms"
+        f"   (two reads: {r2 - r0:.2f} ms; route with no read {r0:.2f} ms)"
+    )
+    print(
+        f"  dispatch (2 requests) minus ignored delivery: {q50 - i50:.2f} ms paced,"
+        f" {p50 - i50:.2f} ms back to back; at the cap (1 request): {c50 - i50:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

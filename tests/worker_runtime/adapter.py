@@ -6,7 +6,10 @@ runtime's ``env`` and forwards the request, then hands the runtime the JS Respon
 SDK's Response. For tests it also answers ``GET /__test/kv/{key}`` with the raw KV value and
 ``GET /__test/ledger-list/{prefix}`` with one page of the entry's own ``KvLedger.list``, and
 runs ``Default.scheduled`` (the Cron Trigger's handler) on ``GET /__test/scheduled``: the local
-runtime's own ``--test-scheduled`` route does not reach Python Workers. Never uploaded:
+runtime's own ``--test-scheduled`` route does not reach Python Workers. For the benchmark,
+``GET /__test/nomad-reads/{n}`` sends ``n`` capacity reads (the first pool's job summary) through
+the entry's own ``FetchTransport``, one after the other, and answers their statuses: ``n = 0``
+against ``n = 1`` is the cost of one outbound request from inside the Worker. Never uploaded:
 production calls ``Default.fetch`` and ``Default.scheduled`` itself.
 """
 
@@ -15,11 +18,14 @@ from urllib.parse import unquote, urlsplit
 
 from js import Response as JsResponse
 
-from handler.entry import Default, KvLedger
+from handler.entry import Default, FetchTransport, KvLedger
+from handler.nomad import summary_request
+from handler.service import settings_from_bindings
 
 _KV_PREFIX = "/__test/kv/"
 _LIST_PREFIX = "/__test/ledger-list/"
 _SCHEDULED_PATH = "/__test/scheduled"
+_READS_PREFIX = "/__test/nomad-reads/"
 
 
 class _Controller:
@@ -38,6 +44,19 @@ async def on_fetch(request, env, ctx=None):
         page = await KvLedger(env.LEDGER).list(unquote(path[len(_LIST_PREFIX) :]), None)
         document = {"entries": [list(entry) for entry in page.entries], "cursor": page.cursor}
         return JsResponse.new(json.dumps(document), status=200)
+    if path.startswith(_READS_PREFIX):
+        settings = settings_from_bindings(lambda name: getattr(env, name, None))
+        summary = summary_request(
+            nomad_addr=settings.nomad_addr,
+            namespace=settings.routing.namespace,
+            nomad_job=settings.routing.pools[0].nomad_job,
+            credentials=settings.credentials,
+        )
+        transport = FetchTransport()
+        statuses = [
+            (await transport.send(summary))[0] for _ in range(int(path[len(_READS_PREFIX) :]))
+        ]
+        return JsResponse.new(json.dumps(statuses), status=200)
     if path == _SCHEDULED_PATH:
         await Default(ctx, env).scheduled(_Controller(), env, ctx)
         return JsResponse.new("ran", status=200)
