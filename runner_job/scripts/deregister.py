@@ -31,6 +31,7 @@ from github_api import (
     add_common_flags,
     client_from,
     explain,
+    run_task,
     runner_name,
     setting,
     split_repository,
@@ -129,16 +130,7 @@ def deregister(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        print(deregister(args), flush=True)
-    except ConfigError as error:
-        print(f"deregister: bad setting: {error}", file=sys.stderr)
-        return 2
-    except GitHubError as error:
-        print(f"deregister: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_task("deregister", parse_args, deregister, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

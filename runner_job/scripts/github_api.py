@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -172,6 +173,25 @@ def client_from(args: argparse.Namespace) -> Client:
         retries=args.retries,
         retry_delay=args.retry_delay,
     )
+
+
+def run_task(
+    task: str,
+    parse_args: Callable[[Sequence[str]], argparse.Namespace],
+    work: Callable[[argparse.Namespace], str],
+    argv: Sequence[str],
+) -> int:
+    """Run a task: print what ``work`` did or the error; exit 0, 1 (GitHub) or 2 (a setting)."""
+    args = parse_args(argv)
+    try:
+        print(work(args), flush=True)
+    except ConfigError as error:
+        print(f"{task}: bad setting: {error}", file=sys.stderr)
+        return 2
+    except GitHubError as error:
+        print(f"{task}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _decode(raw: bytes) -> Any:

@@ -37,6 +37,7 @@ from github_api import (
     add_common_flags,
     client_from,
     explain,
+    run_task,
     runner_name,
     setting,
     split_repository,
@@ -205,16 +206,7 @@ def register(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        print(register(args), flush=True)
-    except ConfigError as error:
-        print(f"register: bad setting: {error}", file=sys.stderr)
-        return 2
-    except GitHubError as error:
-        print(f"register: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_task("register", parse_args, register, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
