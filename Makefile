@@ -22,7 +22,11 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.synced: Pipfile.lock
 	@echo "==> installing Python dependencies from Pipfile.lock into $(VENV)/"
-	@python3 -m pipenv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION)
+	@# A Python marked "externally managed" (Debian's own) refuses a plain pip install: pipenv
+	@# then goes to the user's site-packages, which is all this bootstrap needs.
+	@python3 -m pipenv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION) 2>/dev/null \
+		|| python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages pipenv==$(PIPENV_VERSION)
 	python3 -m pipenv sync --dev
 	@touch $@
 
