@@ -43,6 +43,13 @@ WEBHOOK_SECRET_KEY_BINDING: Final = "WEBHOOK_SECRET_KEY"
 LEDGER_BINDING: Final = "LEDGER"
 GITHUB_API_URL_BINDING: Final = "GITHUB_API_URL"
 GITHUB_READ_TOKEN_BINDING: Final = "GITHUB_READ_TOKEN"
+RECONCILE_REQUEST_BUDGET_BINDING: Final = "RECONCILE_REQUEST_BUDGET"
+
+# Outbound requests per reconciler run. The default fits the Workers Free plan (50 subrequests per
+# invocation); the maximum leaves room under the paid plans' 1,000 for KV and the rest.
+DEFAULT_RECONCILE_REQUEST_BUDGET: Final = 40
+MIN_RECONCILE_REQUEST_BUDGET: Final = 10
+MAX_RECONCILE_REQUEST_BUDGET: Final = 950
 
 WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
     BindingSpec(

@@ -7,9 +7,10 @@ KV. Settings come from the environment under the Worker's binding names (``NOMAD
 ``NOMAD_TOKEN``, ``CF_ACCESS_CLIENT_ID``, ``CF_ACCESS_CLIENT_SECRET``, ``WEBHOOK_SECRET_KEY``;
 ``PORT`` optional, default 8787) and the routing from the project's config file (or from a routing
 JSON document with ``--routing``). ``--reconcile-once`` runs the reconciler once instead (with
-``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN``) and prints its report; ``--reconcile-every N`` runs
-it every N seconds beside the server, as the Worker's Cron Trigger does. ``GET /status`` answers
-per-pool counts. Never uploaded to Cloudflare (see ``handler.bundle``).
+``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and optionally ``RECONCILE_REQUEST_BUDGET``, default 40)
+and prints its report; ``--reconcile-every N`` runs it every N seconds beside the server, as the
+Worker's Cron Trigger does. ``GET /status`` answers per-pool counts. Never uploaded to Cloudflare
+(see ``handler.bundle``).
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ runner for a job. Jobs it dispatches first are marked ``reconciled`` in the ledg
 
 Limits, so one run stays cheap and bounded:
 
-* a budget of outbound requests per run (:data:`DEFAULT_REQUEST_BUDGET`: the Workers Free plan
-  allows 50 subrequests per invocation) shared by GitHub and Nomad calls;
+* a budget of outbound requests per run shared by GitHub and Nomad calls: the optional
+  ``RECONCILE_REQUEST_BUDGET`` binding (``[reconcile] request_budget``), by default
+  :data:`DEFAULT_REQUEST_BUDGET` (the Workers Free plan allows 50 subrequests per invocation;
+  paid plans 1,000);
 * conditional requests: each runs list is sent with the ``ETag`` of its last answer
   (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit and reuses the stored run ids;
 * round-robin: a cursor in KV names the repository the next run starts with, so a budget smaller
@@ -58,7 +60,7 @@ from handler.service import (
     record_observation,
 )
 
-DEFAULT_REQUEST_BUDGET: Final = 40
+DEFAULT_REQUEST_BUDGET: Final = contract.DEFAULT_RECONCILE_REQUEST_BUDGET
 # Stop before the token's hourly quota runs dry: leave room for a person or another tool.
 RATE_LIMIT_FLOOR: Final = 100
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
@@ -108,7 +110,8 @@ class GitHubReadSettings:
 
 
 def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHubReadSettings:
-    """The reconciler's settings from ``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN``.
+    """The reconciler's settings from ``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and the optional
+    ``RECONCILE_REQUEST_BUDGET`` (absent or empty: :data:`DEFAULT_REQUEST_BUDGET`).
 
     Separate from :func:`handler.service.settings_from_bindings`: webhooks and ``/status`` work
     without these, only the reconciler needs them.
@@ -123,8 +126,30 @@ def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHub
     if not api_url.startswith(("https://", "http://")):
         raise ConfigurationError(f"binding {contract.GITHUB_API_URL_BINDING}: expected a URL")
     return GitHubReadSettings(
-        api_url=api_url.rstrip("/"), token=values[contract.GITHUB_READ_TOKEN_BINDING]
+        api_url=api_url.rstrip("/"),
+        token=values[contract.GITHUB_READ_TOKEN_BINDING],
+        request_budget=request_budget_from_binding(
+            lookup(contract.RECONCILE_REQUEST_BUDGET_BINDING)
+        ),
     )
+
+
+def request_budget_from_binding(value: object) -> int:
+    """``RECONCILE_REQUEST_BUDGET`` as an integer: absent (older deployments, the local server
+    without it) is :data:`DEFAULT_REQUEST_BUDGET`; anything but a decimal integer within
+    [``MIN_RECONCILE_REQUEST_BUDGET``, ``MAX_RECONCILE_REQUEST_BUDGET``] is a ConfigurationError.
+    """
+    name = contract.RECONCILE_REQUEST_BUDGET_BINDING
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_REQUEST_BUDGET
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.isascii() or not text.isdigit():
+        raise ConfigurationError(f"binding {name}: expected a whole number of requests")
+    budget = int(text)
+    low, high = contract.MIN_RECONCILE_REQUEST_BUDGET, contract.MAX_RECONCILE_REQUEST_BUDGET
+    if not low <= budget <= high:
+        raise ConfigurationError(f"binding {name}: must be between {low} and {high}, got {budget}")
+    return budget
 
 
 def _headers(token: str, etag: str | None = None) -> tuple[tuple[str, str], ...]:

@@ -16,6 +16,7 @@ from handler.ledger import LedgerRecord, ledger_key
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.reconcile import (
     CURSOR_KEY,
+    DEFAULT_REQUEST_BUDGET,
     GitHubCredentialRefused,
     GitHubError,
     GitHubRateLimited,
@@ -274,6 +275,22 @@ class TestLimits:
             assert set(seen) == set(repos)
             assert world.ledger.snapshot()[CURSOR_KEY]
 
+    def test_a_larger_budget_visits_more_repositories_in_one_run(self):
+        repos = [f"octo-org/repo-{n:02d}" for n in range(30)]
+        routing = Routing(
+            namespace="github-runners",
+            pools=(PoolRoute("linux-x64", frozenset(LINUX_LABELS), "github-runner-linux-x64", 50),),
+            repositories={repo: ("linux-x64",) for repo in repos},
+        )
+        with GitHubStandIn(tokens=grants(*repos)) as github, NomadStandIn() as nomad:
+            register_pools(nomad, routing)
+            default = World(github, nomad, routing=routing).run(ledger=MemoryLedger())
+            assert default.stopped == "budget"
+            assert default.github_requests + default.nomad_requests <= DEFAULT_REQUEST_BUDGET
+            larger = World(github, nomad, routing=routing, budget=200).run()
+            assert larger.stopped is None
+            assert len(larger.repositories) == len(repos) > len(default.repositories)
+
     def test_a_rate_limit_stops_the_run_at_once(self, world):
         world.github.queue_job(REPO, rest_job(1020))
         world.github.rate_limited = True
@@ -404,6 +421,31 @@ class TestPureParts:
             github_settings_from_bindings(
                 {"GITHUB_API_URL": "api.github.com", "GITHUB_READ_TOKEN": "t"}.get
             )
+
+    def test_request_budget_binding_is_optional(self):
+        values = {"GITHUB_API_URL": "https://api.github.com", "GITHUB_READ_TOKEN": "t"}
+        assert github_settings_from_bindings(values.get).request_budget == DEFAULT_REQUEST_BUDGET
+        empty = values | {"RECONCILE_REQUEST_BUDGET": ""}
+        assert github_settings_from_bindings(empty.get).request_budget == DEFAULT_REQUEST_BUDGET
+
+    @pytest.mark.parametrize(("text", "budget"), [("10", 10), ("400", 400), (" 950\n", 950)])
+    def test_request_budget_binding_is_read(self, text, budget):
+        values = {
+            "GITHUB_API_URL": "https://api.github.com",
+            "GITHUB_READ_TOKEN": "t",
+            "RECONCILE_REQUEST_BUDGET": text,
+        }
+        assert github_settings_from_bindings(values.get).request_budget == budget
+
+    @pytest.mark.parametrize("text", ["forty", "40.0", "-40", "1e3", "9", "951", "\u0664\u0660"])
+    def test_a_malformed_request_budget_binding_is_named(self, text):
+        values = {
+            "GITHUB_API_URL": "https://api.github.com",
+            "GITHUB_READ_TOKEN": "t",
+            "RECONCILE_REQUEST_BUDGET": text,
+        }
+        with pytest.raises(ConfigurationError, match="binding RECONCILE_REQUEST_BUDGET: "):
+            github_settings_from_bindings(values.get)
 
 
 class TestLocalCommand:
