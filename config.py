@@ -20,7 +20,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from handler.contract import POOL_NAME_PATTERN, PoolRoute, Routing
+from handler.contract import (
+    DEFAULT_RECONCILE_REQUEST_BUDGET,
+    MAX_RECONCILE_REQUEST_BUDGET,
+    MIN_RECONCILE_REQUEST_BUDGET,
+    POOL_NAME_PATTERN,
+    PoolRoute,
+    Routing,
+)
 
 RUNNER_JOB_PREFIX: Final = "github-runner-"
 DEFAULT_NAMESPACE: Final = "github-runners"
@@ -146,9 +153,12 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    """How often the Worker's reconciler looks for queued jobs the webhooks did not serve."""
+    """How often the Worker's reconciler looks for queued jobs the webhooks did not serve, and
+    how many outbound requests one run may send (``request_budget``: 40 fits the Workers Free
+    plan's 50 subrequests per invocation; paid plans allow up to 950 here)."""
 
     interval_minutes: int
+    request_budget: int = DEFAULT_RECONCILE_REQUEST_BUDGET
 
     @property
     def cron(self) -> str:
@@ -642,4 +652,16 @@ def _reconcile(table: _Table) -> ReconcileConfig:
                 "interval_minutes",
                 f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), got {minutes}",
             )
-    return ReconcileConfig(interval_minutes=minutes)
+        budget = table.integer(
+            "request_budget",
+            DEFAULT_RECONCILE_REQUEST_BUDGET,
+            minimum=MIN_RECONCILE_REQUEST_BUDGET,
+        )
+        # Paid plans allow 1,000 subrequests per invocation; KV reads and writes count too.
+        if budget > MAX_RECONCILE_REQUEST_BUDGET:
+            raise table.error(
+                "request_budget",
+                f"must be at most {MAX_RECONCILE_REQUEST_BUDGET} (Workers allow 1,000 "
+                f"subrequests per invocation on paid plans, KV included), got {budget}",
+            )
+    return ReconcileConfig(interval_minutes=minutes, request_budget=budget)

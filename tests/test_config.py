@@ -282,6 +282,34 @@ class TestReconcile:
         message = error_of(example() | {"reconcile": {"interval_minutes": minutes}})
         assert message.startswith(f"{SOURCE}: reconcile.interval_minutes: ")
 
+    def test_request_budget_defaults_to_the_free_plan_budget(self) -> None:
+        assert load_config(EXAMPLES / "config.toml").reconcile.request_budget == 40
+        document = example() | {"reconcile": {"interval_minutes": 10}}
+        assert parse_config(document, source=SOURCE).reconcile.request_budget == 40
+
+    @pytest.mark.parametrize("budget", [10, 400, 950])
+    def test_request_budget_within_bounds(self, budget: int) -> None:
+        document = example() | {"reconcile": {"request_budget": budget}}
+        assert parse_config(document, source=SOURCE).reconcile.request_budget == budget
+
+    @pytest.mark.parametrize(
+        ("budget", "problem"),
+        [
+            (9, "must be at least 10, got 9"),
+            (0, "must be at least 10, got 0"),
+            (951, "must be at most 950"),
+            ("40", "expected an integer, got a string"),
+            (40.0, "expected an integer"),
+            (True, "expected an integer"),
+        ],
+    )
+    def test_request_budget_out_of_bounds_or_not_an_integer(
+        self, budget: object, problem: str
+    ) -> None:
+        message = error_of(example() | {"reconcile": {"request_budget": budget}})
+        assert message.startswith(f"{SOURCE}: reconcile.request_budget: ")
+        assert problem in message
+
     def test_unknown_reconcile_key(self) -> None:
         message = error_of(example() | {"reconcile": {"every": 5}})
         assert "reconcile.every: unknown field" in message
