@@ -98,6 +98,12 @@ WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
         "GitHub token with only 'Actions: read' on the served repositories, for the reconciler "
         "(the runner-minting credential stays in Nomad).",
     ),
+    BindingSpec(
+        RECONCILE_REQUEST_BUDGET_BINDING,
+        "plain_text",
+        "Outbound requests one reconciler run may send (a decimal integer; absent means 40, "
+        "which fits the Workers Free plan's 50 subrequests per invocation).",
+    ),
 )
 
 # Meta keys of every dispatch. The runner jobspec lists exactly these as ``meta_required``; a test

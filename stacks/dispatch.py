@@ -23,6 +23,7 @@ from handler.contract import (
     GITHUB_READ_TOKEN_BINDING,
     NOMAD_ADDR_BINDING,
     NOMAD_TOKEN_BINDING,
+    RECONCILE_REQUEST_BUDGET_BINDING,
     ROUTING_BINDING,
     WEBHOOK_SECRET_KEY_BINDING,
 )
@@ -83,6 +84,7 @@ class DispatchStack(TerraformStack):
                 WEBHOOK_SECRET_KEY_BINDING: webhook_key.result,
                 GITHUB_API_URL_BINDING: escape(config.github.api_url),
                 GITHUB_READ_TOKEN_BINDING: github_read_token.string_value,
+                RECONCILE_REQUEST_BUDGET_BINDING: str(config.reconcile.request_budget),
             },
             # How often the reconciler looks for queued jobs a webhook did not serve.
             cron_schedules=[config.reconcile.cron],

@@ -55,6 +55,8 @@ def variant_config(name: str) -> AppConfig:
         document["github"]["repositories"] = [
             f"service-{index:03d}" for index in range(MANY_REPOSITORIES)
         ]
+        # A paid Workers plan: enough reconciler budget to cover them in fewer runs.
+        document["reconcile"] = {"request_budget": 400}
         return parse_config(document, source="many-repositories")
     file = "config.toml" if name == "example" else f"{name}.toml"
     return load_config(EXAMPLES / file)

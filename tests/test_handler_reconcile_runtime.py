@@ -91,3 +91,27 @@ def test_a_missing_read_token_fails_the_scheduled_run_naming_the_binding(tmp_pat
             ]
             assert misconfigured and "GITHUB_API_URL" in misconfigured[0]["error"]
             assert nomad.dispatch_requests() == []
+
+
+def test_a_malformed_request_budget_fails_the_scheduled_run_naming_the_binding(tmp_path):
+    with NomadStandIn() as nomad:
+        register_pools(nomad)
+        values = bindings(nomad.url) | {
+            "GITHUB_API_URL": "http://127.0.0.1:9",
+            "GITHUB_READ_TOKEN": ACTIONS_READ_TOKEN,
+            "RECONCILE_REQUEST_BUDGET": "lots",
+        }
+        with LocalWorker(values, tmp_path) as worker:
+            with pytest.raises(urllib.error.HTTPError) as failed:
+                get(worker, "/__test/scheduled")
+            assert failed.value.code == 500
+            deadline = time.monotonic() + 10
+            while "RECONCILE_REQUEST_BUDGET" not in worker.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            misconfigured = [
+                json.loads(line)
+                for line in worker.output().splitlines()
+                if line.startswith("{") and '"misconfigured"' in line
+            ]
+            assert misconfigured and "RECONCILE_REQUEST_BUDGET" in misconfigured[0]["error"]
+            assert nomad.dispatch_requests() == []

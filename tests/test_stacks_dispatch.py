@@ -85,6 +85,10 @@ def test_binding_values(variant: str) -> None:
     assert bindings["WEBHOOK_SECRET_KEY"]["text"] == "${random_password.webhook_secret_key.result}"
     assert unescape(bindings["GITHUB_API_URL"]["text"]) == synth.config.github.api_url
     assert bindings["GITHUB_READ_TOKEN"]["text"] == "${var.github_read_token}"
+    assert bindings["RECONCILE_REQUEST_BUDGET"]["type"] == "plain_text"
+    assert bindings["RECONCILE_REQUEST_BUDGET"]["text"] == str(
+        synth.config.reconcile.request_budget
+    )
     variable = stack["variable"]["github_read_token"]
     assert variable["sensitive"] is True
     assert "default" not in variable
@@ -151,3 +155,12 @@ def test_reconcile_schedule_follows_the_configuration() -> None:
     """two-pools.toml sets [reconcile] interval_minutes = 10."""
     trigger = only(dispatch("two-pools"), "cloudflare_workers_cron_trigger")
     assert trigger["schedules"] == [{"cron": "*/10 * * * *"}]
+
+
+def test_reconcile_request_budget_follows_the_configuration() -> None:
+    """The example keeps the Free-plan default; many-repositories sets request_budget = 400."""
+    budgets = {}
+    for variant in ("example", "many-repositories"):
+        bindings = {binding["name"]: binding for binding in version(variant)["bindings"]}
+        budgets[variant] = bindings["RECONCILE_REQUEST_BUDGET"]["text"]
+    assert budgets == {"example": "40", "many-repositories": "400"}
