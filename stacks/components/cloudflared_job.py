@@ -42,7 +42,8 @@ class CloudflaredJob(Construct):
             "job",
             jobspec=jobspec_text(CLOUDFLARED_JOBSPEC),
             hcl2=JobHcl2(
-                allow_fs=True,
+                # This jobspec reads no file: the provider gets no filesystem access for it.
+                allow_fs=False,
                 vars=hcl2_vars(
                     {
                         "job_name": CLOUDFLARED_JOB,
