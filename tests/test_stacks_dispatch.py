@@ -39,7 +39,7 @@ def test_python_worker_settings() -> None:
     worker_version = version()
     assert "python_workers" in worker_version["compatibility_flags"]
     assert worker_version["compatibility_date"] == COMPATIBILITY_DATE
-    assert worker_version["main_module"] == MAIN_MODULE
+    assert worker_version["main_module"] == MAIN_MODULE == "worker.py"
 
 
 def test_modules_are_the_handler_package_base64_encoded() -> None:
@@ -149,6 +149,45 @@ def test_binding_values_must_match_the_contract() -> None:
             hostname="h.example.com",
             text_bindings=values,
         )
+
+
+def _dispatch_worker() -> DispatchWorker:
+    from cdktf import App, TerraformStack
+
+    values = {spec.name: "x" for spec in WORKER_BINDINGS if spec.type != "kv_namespace"}
+    return DispatchWorker(
+        TerraformStack(App(), "stack"),
+        "worker",
+        account_id="a",
+        zone_id="z",
+        name="n",
+        hostname="h.example.com",
+        text_bindings=values,
+    )
+
+
+@pytest.mark.parametrize(
+    ("main_module", "problem"),
+    [
+        ("handler/entry.py", "must sit at the bundle root"),
+        ("worker", "must end with .py"),
+        ("my-worker.py", "is not a Python module name"),
+    ],
+)
+def test_synth_refuses_a_main_module_the_runtime_cannot_load(
+    monkeypatch: pytest.MonkeyPatch, main_module: str, problem: str
+) -> None:
+    monkeypatch.setattr("stacks.components.dispatch_worker.MAIN_MODULE", main_module)
+    with pytest.raises(ValueError, match=f"main module '{re.escape(main_module)}': .*{problem}"):
+        _dispatch_worker()
+
+
+def test_synth_refuses_a_date_that_removes_the_built_in_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("stacks.components.dispatch_worker.COMPATIBILITY_DATE", "2026-04-21")
+    with pytest.raises(ValueError, match="enable_python_external_sdk is on"):
+        _dispatch_worker()
 
 
 def test_reconcile_schedule_follows_the_configuration() -> None:

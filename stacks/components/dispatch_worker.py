@@ -7,7 +7,9 @@ version). Modules travel base64-encoded, so no character of the Python source ca
 Terraform template syntax. The bindings are exactly ``handler.contract.WORKER_BINDINGS``: a
 binding the contract names but the caller gives no value for, or a value for a binding the
 contract does not name, is an error at synth time. A cron trigger runs the Worker's scheduled
-handler (the reconciler) on the given schedules.
+handler (the reconciler) on the given schedules. The upload is checked against the Python
+Workers runtime's rules first (``handler.bundle.check_bundle``): a main module outside the bundle
+root, or a compatibility date that removes the built-in ``workers`` module, fails the synth.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from cdktf_cdktf_provider_cloudflare.workers_deployment import (
 from cdktf_cdktf_provider_cloudflare.workers_kv_namespace import WorkersKvNamespace
 from constructs import Construct
 
-from handler.bundle import COMPATIBILITY_DATE, COMPATIBILITY_FLAGS, MAIN_MODULE, worker_modules
+from handler.bundle import (
+    COMPATIBILITY_DATE,
+    COMPATIBILITY_FLAGS,
+    MAIN_MODULE,
+    check_bundle,
+    worker_modules,
+)
 from handler.contract import WORKER_BINDINGS
 
 PYTHON_MODULE_TYPE = "text/x-python"
@@ -61,6 +69,10 @@ class DispatchWorker(Construct):
         """``text_bindings``: value of every plain_text/secret_text binding, by binding name;
         ``cron_schedules``: when the runtime calls the Worker's scheduled handler."""
         super().__init__(scope, id)
+        modules = worker_modules()
+        # What the runtime would refuse at upload (a main module outside the bundle root, a
+        # date without the built-in `workers` module) fails here, at synth, instead.
+        check_bundle(MAIN_MODULE, modules, COMPATIBILITY_DATE, COMPATIBILITY_FLAGS)
         self.ledger = WorkersKvNamespace(
             self, "ledger", account_id=account_id, title=f"{name}-ledger"
         )
@@ -88,7 +100,7 @@ class DispatchWorker(Construct):
                     content_type=PYTHON_MODULE_TYPE,
                     content_base64=_module_base64(content),
                 )
-                for module_name, content in worker_modules()
+                for module_name, content in modules
             ],
             bindings=self._bindings(text_bindings),
         )

@@ -1,11 +1,16 @@
 """Run the dispatch Worker in the real local Workers runtime (wrangler 3.92.0), for tests and bench.
 
-``LocalWorker(bindings, workdir)`` lays out a bundle in ``workdir``: the test-only adapter and
-stubs from this folder, the pure-Python ``workers`` SDK (PyPI ``workers-runtime-sdk``, pinned in
-the Pipfile) and exactly the modules ``handler.bundle.worker_modules()`` uploads, so what runs is
-what is deployed. It writes a ``wrangler.toml`` with the bindings as ``[vars]`` and the ``LEDGER``
-KV namespace persisted under ``workdir``, starts ``wrangler dev`` in its own process group and
-waits for the first 200 on ``/healthz`` (Pyodide loads on the first request, not at "Ready").
+``LocalWorker(bindings, workdir)`` lays out a bundle in ``workdir``: the test-only shim
+(``adapter.py``, the local runtime's main module), its loader and stubs from this folder, the
+pure-Python ``workers`` SDK (PyPI ``workers-runtime-sdk``, pinned in the Pipfile) and exactly the
+modules ``handler.bundle.worker_modules()`` uploads, under their upload names, so what runs is
+what is deployed. The shim reaches the Worker only through the uploaded main module, imported by
+the name ``handler.bundle.MAIN_MODULE`` gives as production does (``main_module_loader.py``);
+``modules``/``main_module`` replace the uploaded ones, so a test can show that a layout
+production refuses fails here too. It writes a ``wrangler.toml`` with the bindings as ``[vars]``
+and the ``LEDGER`` KV namespace persisted under ``workdir``, starts ``wrangler dev`` in its own
+process group and waits for the first 200 on ``/healthz`` (Pyodide loads on the first request,
+not at "Ready").
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from handler.bundle import worker_modules
+from handler.bundle import MAIN_MODULE, worker_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WRANGLER = REPO_ROOT / "node_modules" / ".bin" / "wrangler"
 HERE = Path(__file__).resolve().parent
-ADAPTER_FILES = ("adapter.py", "_cloudflare_compat_flags.py", "_pyodide_entrypoint_helper.py")
+SHIM = "adapter.py"
+ADAPTER_FILES = (
+    SHIM,
+    "main_module_loader.py",
+    "_cloudflare_compat_flags.py",
+    "_pyodide_entrypoint_helper.py",
+)
+# Written by build(): the one value the shim needs from handler.bundle.
+MAIN_MODULE_FILE = "_harness_main_module.py"
 # workerd 2024-11-06 is the newest runtime the local wrangler ships; it caps the date there.
 LOCAL_COMPATIBILITY_DATE = "2024-11-06"
 
@@ -43,9 +56,19 @@ def _toml_string(value: str) -> str:
 
 
 class LocalWorker:
-    def __init__(self, bindings: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        bindings: dict[str, str],
+        workdir: Path,
+        *,
+        modules: list[tuple[str, bytes]] | None = None,
+        main_module: str = MAIN_MODULE,
+    ) -> None:
+        """``modules``/``main_module``: what is uploaded; by default what production uploads."""
         self.bindings = bindings
         self.workdir = workdir
+        self.modules = worker_modules() if modules is None else modules
+        self.main_module = main_module
         self.bundle = workdir / "bundle"
         self.log_path = workdir / "wrangler-output.log"
         self.port = _free_port()
@@ -56,9 +79,14 @@ class LocalWorker:
         return f"http://127.0.0.1:{self.port}"
 
     def build(self) -> None:
+        harness_files = {*ADAPTER_FILES, MAIN_MODULE_FILE, "workers"}
+        clashes = sorted(name for name, _ in self.modules if name.split("/")[0] in harness_files)
+        if clashes:
+            raise ValueError(f"uploaded modules clash with the harness's own files: {clashes}")
         self.bundle.mkdir(parents=True, exist_ok=True)
         for name in ADAPTER_FILES:
             shutil.copy(HERE / name, self.bundle / name)
+        (self.bundle / MAIN_MODULE_FILE).write_text(f"MAIN_MODULE = {self.main_module!r}\n")
         # Located, not imported: the SDK imports runtime-only modules (js, pyodide).
         spec = importlib.util.find_spec("workers")
         assert spec is not None and spec.submodule_search_locations, "workers-runtime-sdk missing"
@@ -66,13 +94,13 @@ class LocalWorker:
         shutil.copytree(
             sdk, self.bundle / "workers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
-        for name, content in worker_modules():
+        for name, content in self.modules:
             target = self.bundle / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         lines = [
             'name = "dispatch-worker-test"',
-            'main = "adapter.py"',
+            f'main = "{SHIM}"',
             f'compatibility_date = "{LOCAL_COMPATIBILITY_DATE}"',
             'compatibility_flags = ["python_workers"]',
             "",
