@@ -1,11 +1,12 @@
 """The Worker entry: the runtime's request in, :func:`handler.service.handle`, a Response out.
 
-Class style (``WorkerEntrypoint``), as compatibility dates from 2025-08-14 on require. Everything
-that decides lives in the pure modules beside this one; this adapter only reads the bindings on
-``self.env``, turns the request into an :class:`~handler.service.IncomingRequest`, supplies the
-ports (outbound ``fetch`` to Nomad, the ``LEDGER`` KV namespace) and prints the one structured log
-line per delivery; ``scheduled`` runs the reconciler on the Cron Trigger. It is the outermost
-layer, so it alone turns unexpected exceptions into a 500.
+Class style (``WorkerEntrypoint``), as compatibility dates from 2025-08-14 on require; the
+runtime serves it because the root main module ``worker.py`` (``handler/worker.py``) imports it.
+Everything that decides lives in the pure modules beside this one; this adapter only reads the
+bindings on ``self.env``, turns the request into an :class:`~handler.service.IncomingRequest`,
+supplies the ports (outbound ``fetch`` to Nomad, the ``LEDGER`` KV namespace) and prints the one
+structured log line per delivery; ``scheduled`` runs the reconciler on the Cron Trigger. It is
+the outermost layer, so it alone turns unexpected exceptions into a 500.
 The modules ``workers``/``js`` exist only inside the Workers runtime: nothing else imports them.
 """
 

@@ -3,7 +3,8 @@
 One ``wrangler dev`` for the whole module (Pyodide's cold start is paid once), the Nomad stand-in
 as the origin behind the tunnel, KV persisted in a temp dir. The bundle holds exactly the
 modules the Cloudflare stack uploads (``handler.bundle.worker_modules()``), plus the test-only
-adapter of tests/worker_runtime/.
+shim of tests/worker_runtime/, which reaches ``Default`` only through the uploaded main module
+``worker.py``, imported by its name as production does.
 """
 
 import json
