@@ -234,8 +234,10 @@ job "github-runner" {
         perms       = "0755"
       }
 
-      # SIGTERM is what run.sh forwards to the runner listener (the image sets
-      # RUNNER_MANUALLY_TRAP_SIG=1), which then cancels a running job and reports it to GitHub.
+      # Nomad's SIGTERM reaches the supervisor, which sends SIGTERM to run.sh. The image sets
+      # RUNNER_MANUALLY_TRAP_SIG=1, so run.sh traps INT and TERM and forwards SIGINT to the
+      # listener's process group (actions/runner src/Misc/layoutroot/run.sh); the listener's
+      # Ctrl-C handler then shuts the runner down, cancelling a running job.
       # 30s is the most a client allows by default (client max_kill_timeout); the supervisor's
       # own grace (25s) stays below it so it can still force the runner down and report the
       # exit code before Nomad kills the task.

@@ -2,12 +2,18 @@
 # Runner task entry point: run the GitHub Actions runner for at most one job, then get out.
 #
 # 1. Read the just-in-time config the register task left in the allocation dir, and delete the
-#    file before the runner starts, so workflow code never finds it on disk.
+#    file before the runner starts, so workflow code never finds that copy on disk. (The runner
+#    itself then writes the decoded config to /home/runner: .runner, .credentials,
+#    .credentials_rsaparams, readable by the job, which runs as the same user.)
 # 2. Start `run.sh --jitconfig <config>` and copy its output to ours, watching for the line the
 #    runner prints when a job is assigned ("Running job: <name>").
-# 3. End the runner cleanly (SIGTERM, then SIGKILL after a grace) when no job has started within
-#    the idle timeout (the job it was started for was cancelled, or another runner took it),
-#    when a job has run longer than the maximum, or when Nomad stops the task.
+# 3. End the runner cleanly when no job has started within the idle timeout (the job it was
+#    started for was cancelled, or another runner took it), when a job has run longer than the
+#    maximum, or when Nomad stops the task: SIGTERM to run.sh, which (the image sets
+#    RUNNER_MANUALLY_TRAP_SIG=1) traps INT and TERM and forwards SIGINT to the listener's process
+#    group; after a grace, SIGKILL to run.sh's process group. The listener's group is its own
+#    (run.sh starts it under `set -m`): what survives ends with the container when this script,
+#    its PID 1, exits.
 #
 # Exit status: the runner's own status when it ends by itself or Nomad stops it; 0 after an idle
 # timeout (nothing went wrong: there was no work); 124 after the maximum job duration; 2 for a
@@ -48,7 +54,8 @@ if [[ ! -f $config_file ]]; then
   exit 3
 fi
 jitconfig="$(<"$config_file")"
-# Fail closed: a config left on disk would be readable by the job's code.
+# Fail closed: the hand-off file left on disk would be readable by the job's code (and usable
+# while the runner is still waiting for its job).
 if ! rm -f -- "$config_file"; then
   log "cannot delete $config_file after reading it; refusing to start the runner"
   exit 3
