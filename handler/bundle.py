@@ -7,7 +7,7 @@ name as production does. ``local_server.py`` is the CPython adapter and is never
 Layout: the main module ``worker.py`` sits at the bundle root (its source is ``handler/worker.py``)
 and imports the entry class from the ``handler`` package, uploaded as ``handler/*.py`` beside it.
 ``check_bundle`` refuses, at synth time, what the Python Workers runtime refuses at upload. Read
-in workerd's source (github.com/cloudflare/workerd, 2026-08):
+in workerd's source (github.com/cloudflare/workerd at 6552d999, 2026-08-22):
 
 - ``src/workerd/io/worker-modules.h`` (registerPythonWorkerdModules): the runtime's JS start-up
   shim is registered under the main module's own path, and it imports

@@ -3,7 +3,7 @@
 The local runtime (wrangler 3.92.0) calls only a top-level ``on_fetch``, so the harness's
 ``adapter.py`` is its main module; this is how that adapter reaches the Worker, and it must
 reach it only as production would, or a layout production refuses would pass the tests. The
-rule, read in workerd's source (github.com/cloudflare/workerd, 2026-08):
+rule, read in workerd's source (github.com/cloudflare/workerd at 6552d999, 2026-08-22):
 
 1. ``src/pyodide/python-entrypoint-helper.ts``, ``pyimportMainModule``: a main module name not
    ending in ``.py`` is refused; otherwise ``pyodide.pyimport(main_module[:-3])`` imports it by
