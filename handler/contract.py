@@ -5,9 +5,10 @@ Three agreements live here and nowhere else:
 * the Worker's bindings (name, type, what each holds), which the Cloudflare stack must declare
   exactly;
 * the Nomad dispatch meta keys, which the handler sends and the runner jobspec requires;
-* the routing document (pools and served repositories) that the stacks render from the typed
-  configuration and the Worker reads from its ``ROUTING`` binding, plus the per-repository webhook
-  path and secret derivation that the GitHub stack and the Worker must compute identically.
+* the routing document (pools, served repositories and each repository's fork policy) that the
+  stacks render from the typed configuration and the Worker reads from its ``ROUTING`` binding,
+  plus the per-repository webhook path and secret derivation that the GitHub stack and the Worker
+  must compute identically.
 
 Standard library only, no I/O: this module runs under CPython, in the Workers runtime and inside
 the cdktf app.
@@ -19,7 +20,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 BindingType = Literal["plain_text", "secret_text", "kv_namespace"]
@@ -96,7 +97,7 @@ WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
         GITHUB_READ_TOKEN_BINDING,
         "secret_text",
         "GitHub token with only 'Actions: read' on the served repositories, for the reconciler "
-        "(the runner-minting credential stays in Nomad).",
+        "and for the fork check of webhooks (the runner-minting credential stays in Nomad).",
     ),
     BindingSpec(
         RECONCILE_REQUEST_BUDGET_BINDING,
@@ -122,6 +123,12 @@ REPOSITORY_PATTERN: Final = re.compile(rf"^{_NAME_PART}/{_NAME_PART}$")
 # Nomad job ids and pool names we generate: lower-case DNS-label-like words.
 POOL_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 ROUTING_VERSION: Final = 1
+
+# What the Worker does with a job whose run's head repository is not the repository itself (a
+# pull request from a fork): refuse it (the default), or dispatch it like any other job.
+FORK_POLICY_REFUSE: Final = "refuse"
+FORK_POLICY_ALLOW: Final = "allow"
+FORK_POLICIES: Final[tuple[str, ...]] = (FORK_POLICY_REFUSE, FORK_POLICY_ALLOW)
 
 
 class RoutingError(ValueError):
@@ -162,6 +169,12 @@ class Routing:
     pools: tuple[PoolRoute, ...]
     # lower-cased "owner/repo" -> names of the pools that repository may use
     repositories: Mapping[str, tuple[str, ...]]
+    # lower-cased "owner/repo" -> FORK_POLICY_*; a repository not listed refuses fork runs
+    fork_pull_requests: Mapping[str, str] = field(default_factory=dict)
+
+    def fork_policy(self, repository: str) -> str:
+        """The fork policy of ``repository`` (any case): refuse unless the routing says allow."""
+        return self.fork_pull_requests.get(repository.lower(), FORK_POLICY_REFUSE)
 
     def pool(self, name: str) -> PoolRoute:
         for pool in self.pools:
@@ -185,6 +198,8 @@ class Routing:
             "repositories": {
                 repo: list(pools) for repo, pools in sorted(self.repositories.items())
             },
+            # Every served repository, spelled out: the binding shows each one's policy.
+            "fork_pull_requests": {repo: self.fork_policy(repo) for repo in self.repositories},
         }
         return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
@@ -227,7 +242,30 @@ class Routing:
             ):
                 raise RoutingError(f"{where}: expected a non-empty list of known pool names")
             repositories[repo.lower()] = tuple(allowed)
-        return cls(namespace=namespace, pools=pools, repositories=repositories)
+        fork_pull_requests = _parse_fork_policies(document.get("fork_pull_requests"), repositories)
+        return cls(
+            namespace=namespace,
+            pools=pools,
+            repositories=repositories,
+            fork_pull_requests=fork_pull_requests,
+        )
+
+
+def _parse_fork_policies(raw: Any, repositories: Mapping[str, Any]) -> dict[str, str]:
+    """``fork_pull_requests``: repository -> policy; absent (or a repository left out) means
+    refuse. An entry for a repository that is not served is never consulted, so it is dropped."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RoutingError("routing.fork_pull_requests: expected an object")
+    policies: dict[str, str] = {}
+    for repo, policy in raw.items():
+        where = f"routing.fork_pull_requests[{repo!r}]"
+        if policy not in FORK_POLICIES:
+            raise RoutingError(f"{where}: expected one of {', '.join(FORK_POLICIES)}")
+        if repo.lower() in repositories:
+            policies[repo.lower()] = policy
+    return policies
 
 
 def _parse_pool(index: int, raw: Any) -> PoolRoute:

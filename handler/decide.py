@@ -13,9 +13,15 @@
    our jobs are acknowledged and recorded in the ledger, never dispatched;
 4. a ``queued`` delivery whose job still has ``status: waiting`` (an environment awaiting
    approval) is ignored: GitHub sends ``queued`` again once it is approved, and dispatching now
-   would spend the job's idempotency token on a runner that idles out before the approval;
-5. a ``queued`` delivery for a job created more than 24 h ago is ignored: GitHub cancels jobs that
-   waited that long, so a redelivery of it must not start a runner.
+   would spend the job's idempotency token on a runner that idles out before the approval. Only
+   an explicit ``waiting`` counts: a delivery without a status (older GitHub Enterprise Server
+   versions know no ``waiting``) is decided as queued;
+5. a ``queued`` delivery for a job queued more than 24 h ago is ignored: GitHub cancels jobs that
+   waited that long, so a redelivery of it must not start a runner. The age comes from
+   ``created_at``, or from ``started_at`` (GitHub sets it to the same moment on a queued job)
+   when a sender omits ``created_at``. With neither, the age is unknown and the job is
+   dispatched: a user expects a queued job to get a runner, and the worst case, a redelivery
+   of a job GitHub already cancelled, costs one runner that exits at its pool's idle timeout.
 
 The idempotency token is the GitHub job id: one runner per job attempt (a re-run gets a new id).
 """
@@ -97,7 +103,8 @@ def decide(event: WorkflowJobEvent, routing: Routing, now: datetime) -> Decision
             "awaiting_approval",
             pool.name,
         )
-    if now - job.created_at > STALE_AFTER:
+    queued_at = job.queued_at
+    if queued_at is not None and now - queued_at > STALE_AFTER:
         return Ignore(
             "job was created more than 24 h ago; GitHub has cancelled it", "stale", pool.name
         )

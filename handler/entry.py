@@ -25,6 +25,7 @@ from pyodide.ffi import create_once_callable, to_js
 from workers import Request, Response, WorkerEntrypoint
 
 from handler.contract import LEDGER_BINDING
+from handler.forks import RunOriginCache
 from handler.nomad import HttpRequest
 from handler.reconcile import github_settings_from_bindings, reconcile
 from handler.service import (
@@ -44,6 +45,8 @@ from handler.service import (
 _JSON = "application/json"
 # One per isolate: /status answers are reused for a while instead of listing KV each time.
 _STATUS_CACHE = StatusCache()
+# One per isolate: fork-check verdicts per run, shared by webhooks and the reconciler.
+_RUN_ORIGINS = RunOriginCache()
 
 
 class FetchTransport:
@@ -185,6 +188,7 @@ class Default(WorkerEntrypoint):
             monotonic=time.monotonic,
             defer=self._after_reply if getattr(self, "ctx", None) is not None else None,
             status_cache=_STATUS_CACHE,
+            run_origins=_RUN_ORIGINS,
         )
         reply = await handle(incoming, settings, ports, utc_now())
         print(json.dumps(reply.log, sort_keys=True))
@@ -227,6 +231,7 @@ class Default(WorkerEntrypoint):
             transport=transport,
             ledger=KvLedger(getattr(bindings, LEDGER_BINDING)),
             monotonic=time.monotonic,
+            run_origins=_RUN_ORIGINS,
         )
         try:
             report = await reconcile(settings, github, ports, transport, utc_now())

@@ -2,17 +2,25 @@
 
 ``parse_event(event_name, body)`` turns the raw body of a ``ping`` or ``workflow_job`` delivery
 into a :class:`Ping` or :class:`WorkflowJobEvent`; any other event name gives an
-:class:`OtherEvent` (acknowledged, never acted on). A body that is not what GitHub documents
-raises :class:`PayloadError` whose message names the offending field. Only fields the decision
-needs are read; everything else in the payload is ignored. Standard library only, no I/O.
+:class:`OtherEvent` (acknowledged, never acted on).
+
+Liberal in what a delivery may lack: only what a decision cannot do without rejects it with a
+:class:`PayloadError` naming the field: ``action``, ``repository.full_name``,
+``workflow_job.id``, ``workflow_job.run_id`` and ``workflow_job.labels``. Every other field read
+(:data:`OPTIONAL_FIELDS`) is taken when present and well-formed, and otherwise left unset and
+named in ``WorkflowJob.missing``, so the ledger and the log line can say what a sender left out:
+GitHub Enterprise Server 3.3-3.5 documents ``workflow_job`` payloads without ``run_attempt`` or
+``created_at``, and octokit/webhooks' schema gained ``created_at`` only in 2023. Everything else
+in the payload is ignored. Standard library only, no I/O.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from handler.contract import REPOSITORY_PATTERN
 
@@ -30,6 +38,17 @@ _MAX_ID: Final = 2**63 - 1
 MAX_LABELS: Final = 100
 MAX_LABEL_LENGTH: Final = 256
 _MAX_TEXT: Final = 1024
+# Read when present and well-formed, recorded in WorkflowJob.missing otherwise (in this order).
+OPTIONAL_FIELDS: Final[tuple[str, ...]] = (
+    "run_attempt",
+    "name",
+    "status",
+    "conclusion",
+    "runner_id",
+    "runner_name",
+    "created_at",
+    "started_at",
+)
 
 
 class PayloadError(ValueError):
@@ -53,18 +72,32 @@ class OtherEvent:
 
 @dataclass(frozen=True)
 class WorkflowJob:
-    """The part of ``workflow_job`` a dispatch decision and the ledger need."""
+    """The part of ``workflow_job`` a dispatch decision and the ledger need.
+
+    ``id``, ``run_id`` and ``labels`` are always there. The other fields are None when the
+    delivery lacks them or carries something malformed, and then their names are in
+    ``missing``; ``conclusion``, ``runner_id`` and ``runner_name`` are also None when GitHub
+    sends null (no conclusion or no runner yet), which is a value, not a gap.
+    """
 
     id: int
     run_id: int
-    run_attempt: int
-    name: str
+    run_attempt: int | None
+    name: str | None
     labels: tuple[str, ...]
-    status: str
+    status: str | None
     conclusion: str | None
     runner_id: int | None
     runner_name: str | None
-    created_at: datetime  # timezone-aware, UTC
+    created_at: datetime | None  # timezone-aware, UTC
+    started_at: datetime | None = None  # for a queued job, when it was queued
+    missing: tuple[str, ...] = ()  # names from OPTIONAL_FIELDS, in that order
+
+    @property
+    def queued_at(self) -> datetime | None:
+        """When the job was queued: ``created_at``, else ``started_at`` (which GitHub sets to
+        the same moment on a queued job), else None (not known)."""
+        return self.created_at or self.started_at
 
 
 @dataclass(frozen=True)
@@ -150,18 +183,6 @@ def _text(parent: dict[str, Any], key: str, where: str, *, optional: bool = Fals
     return value
 
 
-def _timestamp(parent: dict[str, Any], key: str, where: str) -> datetime:
-    raw = _text(parent, key, where)
-    assert raw is not None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise PayloadError(f"{where}: expected an ISO 8601 timestamp") from None
-    if moment.tzinfo is None:
-        raise PayloadError(f"{where}: timestamp has no time zone")
-    return moment.astimezone(UTC)
-
-
 def _labels(parent: dict[str, Any], where: str) -> tuple[str, ...]:
     value = parent.get("labels")
     if not isinstance(value, list):
@@ -177,6 +198,75 @@ def _labels(parent: dict[str, Any], where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+_T = TypeVar("_T")
+
+
+class _Optional:
+    """Reads the optional fields of one ``workflow_job`` object, noting each one it cannot use."""
+
+    _ABSENT: Final = object()
+
+    def __init__(self, raw_job: dict[str, Any]) -> None:
+        self._job = raw_job
+        self.missing: set[str] = set()
+
+    def _read(self, key: str, convert: Callable[[Any], _T], *, nullable: bool) -> _T | None:
+        value = self._job.get(key, self._ABSENT)
+        if value is None and nullable:
+            return None
+        try:
+            if value is self._ABSENT or value is None:
+                raise PayloadError(key)
+            return convert(value)
+        except PayloadError:
+            self.missing.add(key)
+            return None
+
+    def positive_int(self, key: str) -> int | None:
+        return self._read(key, _positive_int, nullable=False)
+
+    def runner_id(self) -> int | None:
+        return self._read("runner_id", _runner_id, nullable=True)
+
+    def text(self, key: str, *, nullable: bool) -> str | None:
+        return self._read(key, _short_text, nullable=nullable)
+
+    def timestamp(self, key: str) -> datetime | None:
+        return self._read(key, _moment, nullable=False)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name in OPTIONAL_FIELDS if name in self.missing)
+
+
+def _positive_int(value: Any) -> int:
+    if not _is_id(value):
+        raise PayloadError("not a positive integer")
+    return int(value)
+
+
+def _runner_id(value: Any) -> int | None:
+    # GitHub reports "no runner" as null or 0, depending on the moment.
+    if type(value) is int and value == 0:
+        return None
+    return _positive_int(value)
+
+
+def _short_text(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
+        raise PayloadError("not a short non-empty string")
+    return value
+
+
+def _moment(value: Any) -> datetime:
+    try:
+        moment = datetime.fromisoformat(_short_text(value))
+    except ValueError:
+        raise PayloadError("not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise PayloadError("timestamp without a time zone")
+    return moment.astimezone(UTC)
+
+
 def _parse_workflow_job(document: dict[str, Any]) -> WorkflowJobEvent:
     action = _text(document, "action", "action")
     assert action is not None
@@ -186,21 +276,22 @@ def _parse_workflow_job(document: dict[str, Any]) -> WorkflowJobEvent:
     if not REPOSITORY_PATTERN.match(full_name):
         raise PayloadError("repository.full_name: not an owner/repo name")
     raw_job = _object(document, "workflow_job", "workflow_job")
-    run_attempt = raw_job.get("run_attempt", 1)
-    if not _is_id(run_attempt):
-        raise PayloadError("workflow_job.run_attempt: expected a positive integer")
-    status = _text(raw_job, "status", "workflow_job.status")
-    assert status is not None
+    job_id = _id(raw_job, "id", "workflow_job.id")
+    run_id = _id(raw_job, "run_id", "workflow_job.run_id")
+    labels = _labels(raw_job, "workflow_job.labels")
+    optional = _Optional(raw_job)
     job = WorkflowJob(
-        id=_id(raw_job, "id", "workflow_job.id"),
-        run_id=_id(raw_job, "run_id", "workflow_job.run_id"),
-        run_attempt=run_attempt,
-        name=_text(raw_job, "name", "workflow_job.name", optional=True) or "",
-        labels=_labels(raw_job, "workflow_job.labels"),
-        status=status,
-        conclusion=_text(raw_job, "conclusion", "workflow_job.conclusion", optional=True),
-        runner_id=_optional_id(raw_job, "runner_id", "workflow_job.runner_id"),
-        runner_name=_text(raw_job, "runner_name", "workflow_job.runner_name", optional=True),
-        created_at=_timestamp(raw_job, "created_at", "workflow_job.created_at"),
+        id=job_id,
+        run_id=run_id,
+        run_attempt=optional.positive_int("run_attempt"),
+        name=optional.text("name", nullable=False),
+        labels=labels,
+        status=optional.text("status", nullable=False),
+        conclusion=optional.text("conclusion", nullable=True),
+        runner_id=optional.runner_id(),
+        runner_name=optional.text("runner_name", nullable=True),
+        created_at=optional.timestamp("created_at"),
+        started_at=optional.timestamp("started_at"),
+        missing=optional.names(),
     )
     return WorkflowJobEvent(action=action, repository=full_name, job=job)

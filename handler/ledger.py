@@ -26,6 +26,7 @@ LEDGER_VERSION: Final = 1
 # States in the order a job goes through them; merge never moves a record backwards.
 STATES: Final[tuple[str, ...]] = ("queued", "waiting", "in_progress", "completed")
 _MAX_DELIVERIES: Final = 8
+_MAX_MISSING: Final = 16
 
 
 JOB_KEY_PREFIX: Final = "job:"
@@ -40,7 +41,7 @@ class LedgerRecord:
     repository: str
     job_id: int
     run_id: int
-    run_attempt: int
+    run_attempt: int | None  # None: no delivery carried one
     pool: str
     state: str  # one of STATES, or an unknown action GitHub may add
     last_action: str
@@ -56,11 +57,15 @@ class LedgerRecord:
     created_at: float | None = None  # the GitHub job's created_at (unix seconds)
     dispatched_at: float | None = None  # when a NEW child was dispatched (not a replay)
     reconciled: bool = False  # that dispatch came from the reconciler, not from a webhook
+    # Optional payload fields some delivery of this job lacked or carried malformed (names only,
+    # from handler.events.OPTIONAL_FIELDS, so at most a handful).
+    missing_fields: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         document = asdict(self)
         document["v"] = LEDGER_VERSION
         document["deliveries"] = list(self.deliveries)
+        document["missing_fields"] = list(self.missing_fields)
         return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -71,6 +76,7 @@ class LedgerRecord:
             if not isinstance(document, dict) or document.pop("v", None) != LEDGER_VERSION:
                 return None
             document["deliveries"] = tuple(document.get("deliveries", ()))
+            document["missing_fields"] = tuple(document.get("missing_fields", ()))
             return cls(**document)
         except (TypeError, ValueError):
             return None
@@ -102,7 +108,7 @@ class Observation:
     repository: str
     job_id: int
     run_id: int
-    run_attempt: int
+    run_attempt: int | None
     pool: str
     action: str
     conclusion: str | None
@@ -114,6 +120,7 @@ class Observation:
     at: float
     created_at: float | None = None  # the job's created_at, unix seconds
     source: str = "webhook"  # or "reconciler"
+    missing_fields: tuple[str, ...] = ()  # optional payload fields this delivery lacked
 
 
 def _rank(state: str) -> int:
@@ -146,6 +153,7 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
             created_at=seen.created_at,
             dispatched_at=seen.at if new_child else None,
             reconciled=new_child and seen.source == "reconciler",
+            missing_fields=_missing(seen.missing_fields),
         )
     forward = _rank(seen.action) >= _rank(existing.state)
     # Only the first dispatch that started a child counts: a later replay changes nothing.
@@ -174,4 +182,11 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
         created_at=existing.created_at or seen.created_at,
         dispatched_at=existing.dispatched_at or (seen.at if first_child else None),
         reconciled=existing.reconciled or (first_child and seen.source == "reconciler"),
+        run_attempt=existing.run_attempt or seen.run_attempt,
+        missing_fields=_missing((*existing.missing_fields, *seen.missing_fields)),
     )
+
+
+def _missing(names: tuple[str, ...]) -> tuple[str, ...]:
+    # Sorted and bounded: a record stays small whatever a sender leaves out.
+    return tuple(sorted(set(names)))[:_MAX_MISSING]

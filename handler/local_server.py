@@ -9,7 +9,9 @@ KV. Settings come from the environment under the Worker's binding names (``NOMAD
 JSON document with ``--routing``). ``--reconcile-once`` runs the reconciler once instead (with
 ``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and optionally ``RECONCILE_REQUEST_BUDGET``, default 40)
 and prints its report; ``--reconcile-every N`` runs it every N seconds beside the server, as the
-Worker's Cron Trigger does. ``GET /status`` answers per-pool counts. Never uploaded to Cloudflare
+Worker's Cron Trigger does. With ``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN`` set, webhooks of
+repositories that refuse fork runs are checked as in the Worker (without them, such jobs are not
+dispatched). ``GET /status`` answers per-pool counts. Never uploaded to Cloudflare
 (see ``handler.bundle``).
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from handler import contract
+from handler.forks import RunOriginCache
 from handler.nomad import HttpRequest
 from handler.reconcile import (
     GitHubReadSettings,
@@ -253,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigurationError, ValueError, OSError) as error:
         print(f"serve-handler: {error}", file=sys.stderr)
         return 2
-    ports = Ports(transport=UrllibTransport(), ledger=MemoryLedger(), monotonic=time.monotonic)
+    ports = Ports(
+        transport=UrllibTransport(),
+        ledger=MemoryLedger(),
+        monotonic=time.monotonic,
+        run_origins=RunOriginCache(),
+    )
     if args.reconcile_once:
         assert github is not None
         report = reconcile_once(settings, github, ports)

@@ -10,6 +10,13 @@ can still hold a queued job), then each such run's jobs (``filter=latest``). Eve
 token: a job already served is a no-op at Nomad, so the reconciler can never start a second
 runner for a job. Jobs it dispatches first are marked ``reconciled`` in the ledger.
 
+Fork policy: a job of a repository whose policy is ``refuse`` is dispatched only once its run is
+known to be the repository's own (:mod:`handler.forks`). The runs lists already carry each run's
+``head_repository``, so the verdicts come free with them and are kept beside the run ids in the
+ETag entry (written only when the list changed, as before); a run missing from them (an entry
+written before, a cache miss) costs one ``GET .../actions/runs/{id}`` from the budget. Fork runs
+are ignored with their reason code, and a failed lookup leaves the job for the next run.
+
 Limits, so one run stays cheap and bounded:
 
 * a budget of outbound requests per run shared by GitHub and Nomad calls: the optional
@@ -42,10 +49,11 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 from urllib.parse import quote, urlencode
 
-from handler import contract
+from handler import contract, forks
+from handler.contract import FORK_POLICY_REFUSE
 from handler.decide import Dispatch, decide
 from handler.events import WORKFLOW_JOB, PayloadError, WorkflowJobEvent, parse_event
-from handler.ledger import Observation
+from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
 from handler.nomad import HttpRequest, NomadError, interpret_job_status, job_request
 from handler.service import (
     ATTEMPT_TIMEOUT_SECONDS,
@@ -222,10 +230,15 @@ def remaining_quota(headers: Mapping[str, str]) -> int | None:
 class RunsPage:
     run_ids: tuple[int, ...]
     etag: str | None
+    # run id -> handler.forks verdict, from each run's repository and head_repository
+    origins: Mapping[int, str] = field(default_factory=dict)
 
 
-def interpret_runs(status: int, headers: Mapping[str, str], body: bytes) -> RunsPage | None:
-    """The run ids of a runs list; None for 304 (unchanged since the ETag we sent)."""
+def interpret_runs(
+    status: int, headers: Mapping[str, str], body: bytes, repository: str | None = None
+) -> RunsPage | None:
+    """The run ids of a runs list (and, given ``repository``, each run's fork verdict); None
+    for 304 (unchanged since the ETag we sent)."""
     raise_for_github_error(status, headers, body)
     if status == 304:
         return None
@@ -241,7 +254,8 @@ def interpret_runs(status: int, headers: Mapping[str, str], body: bytes) -> Runs
         for run in runs
         if isinstance(run, dict) and type(run.get("id")) is int and run["id"] > 0
     )
-    return RunsPage(run_ids=run_ids, etag=headers.get("etag"))
+    origins = forks.origins_from_runs(runs, repository) if repository else {}
+    return RunsPage(run_ids=run_ids, etag=headers.get("etag"), origins=origins)
 
 
 def interpret_jobs(
@@ -290,6 +304,7 @@ class ReconcileReport:
 
     repositories: list[str] = field(default_factory=list)  # started, in order
     github_requests: int = 0
+    run_lookups: int = 0  # GET .../actions/runs/{id} for the fork check (in github_requests)
     nomad_requests: int = 0
     not_modified: int = 0
     queued_jobs: int = 0
@@ -331,6 +346,8 @@ class _Run:
         self.spent = 0
         # Pool name -> pending + running children, read once per run, then counted locally.
         self.active: dict[str, int] = {}
+        # (repository, run id) -> fork verdict, from this run's runs lists.
+        self.origins: dict[tuple[str, int], str] = {}
 
     def can_spend(self, requests: int = 1) -> bool:
         if self.report.stopped is not None:
@@ -372,24 +389,84 @@ class _Run:
         cached = await _load_json(self.ports.ledger, key)
         etag = cached.get("etag") if isinstance(cached.get("etag"), str) else None
         page = interpret_runs(
-            *await self.github_get(runs_request(self.github, repository, status, etag))
+            *await self.github_get(runs_request(self.github, repository, status, etag)),
+            repository,
         )
         if page is None:
             self.report.not_modified += 1
             stored = cached.get("runs")
+            self.remember_origins(repository, cached.get("origins"))
             return tuple(i for i in stored if type(i) is int) if isinstance(stored, list) else ()
+        for run_id, origin in page.origins.items():
+            self.origins[(repository, run_id)] = origin
         if page.etag and page.etag != etag:
-            await _store_json(
-                self.ports.ledger, key, {"etag": page.etag, "runs": list(page.run_ids)}
-            )
+            document = {
+                "etag": page.etag,
+                "runs": list(page.run_ids),
+                "origins": {str(run_id): origin for run_id, origin in page.origins.items()},
+            }
+            await _store_json(self.ports.ledger, key, document)
         return page.run_ids
+
+    def remember_origins(self, repository: str, stored: Any) -> None:
+        """The verdicts kept with a 304's run ids (an entry written before them has none)."""
+        if not isinstance(stored, dict):
+            return
+        for run_id, origin in stored.items():
+            if isinstance(run_id, str) and run_id.isdigit() and origin in forks.ORIGINS:
+                self.origins[(repository, int(run_id))] = origin
+
+    async def run_origin(self, repository: str, run_id: int) -> str | None:
+        """The run's fork verdict: from the runs lists, the isolate's cache, or one lookup
+        within the budget; None when it cannot be had now (no budget, lookup failed)."""
+        origin = self.origins.get((repository, run_id))
+        cache = self.ports.run_origins
+        if origin is None and cache is not None:
+            origin = cache.get(repository, run_id)
+        if origin is not None:
+            return origin
+        if not self.can_spend():
+            return None
+        self.report.run_lookups += 1
+        request = forks.run_request(
+            forks.GitHubRead(self.github.api_url, self.github.token), repository, run_id
+        )
+        try:
+            status, headers, body = await self.github_get(request)
+            raise_for_github_error(status, headers, body)  # rate limit, 401: stop the run
+            origin = forks.interpret_run(status, body, repository)
+        except (GitHubRateLimited, GitHubCredentialRefused):
+            raise
+        except (GitHubError, forks.RunLookupError) as error:
+            self.report.errors.append(f"{repository} run {run_id}: {error}")
+            return None
+        except (TimeoutError, TransportError, OSError):
+            self.report.errors.append(f"{repository} run {run_id}: GitHub unreachable")
+            return None
+        self.origins[(repository, run_id)] = origin
+        if cache is not None:
+            cache.keep(repository, run_id, origin)
+        return origin
+
+    def ignore(self, code: str) -> None:
+        self.report.ignored[code] = self.report.ignored.get(code, 0) + 1
 
     async def job(self, event: WorkflowJobEvent, repository: str) -> None:
         self.report.queued_jobs += 1
         decision = decide(event, self.settings.routing, self.now)
         if not isinstance(decision, Dispatch):
-            self.report.ignored[decision.code] = self.report.ignored.get(decision.code, 0) + 1
+            self.ignore(decision.code)
             return
+        if self.settings.routing.fork_policy(repository) == FORK_POLICY_REFUSE:
+            origin = await self.run_origin(repository, event.job.run_id)
+            if origin is None:
+                self.ignore(forks.LOOKUP_FAILED_CODE)  # not dispatched now; the next run retries
+                return
+            code = forks.code_for(origin)
+            if code is not None:
+                self.ignore(code)
+                await record_ignored(event, repository, decision.pool.name, code, self)
+                return
         result = await self.dispatch(decision, event, repository)
         # The job is still queued, yet Nomad replays a child for its token: if that child has
         # ended (its runner failed to register, was lost with its node, or took another job),
@@ -428,8 +505,9 @@ class _Run:
             child_id=result.child_id,
             dispatch_outcome=result.outcome,
             at=self.now.timestamp(),
-            created_at=job.created_at.timestamp(),
+            created_at=job.created_at.timestamp() if job.created_at else None,
             source="reconciler",
+            missing_fields=job.missing,
         )
         # A replay is written only when the ledger lacks its child: the webhook's dispatch may
         # have landed although it timed out (recorded "failed"), or its ledger write failed.
@@ -496,6 +574,42 @@ class _Run:
         except (TimeoutError, TransportError, OSError):
             self.report.errors.append(f"{repository}#{job_id}: reading {child_id}: unreachable")
         return False
+
+
+async def record_ignored(
+    event: WorkflowJobEvent, repository: str, pool: str, code: str, run: _Run
+) -> None:
+    """Note in the ledger that the job was not dispatched for ``code``, unless it says so
+    already: the job stays queued and every run finds it again, and KV writes are scarce."""
+    job = event.job
+    outcome = f"not dispatched: {code}"
+    key = ledger_key(repository, job.id)
+    ledger = run.ports.ledger
+    seen = Observation(
+        repository=repository,
+        job_id=job.id,
+        run_id=job.run_id,
+        run_attempt=job.run_attempt,
+        pool=pool,
+        action="queued",
+        conclusion=None,
+        runner_id=None,
+        runner_name=None,
+        delivery="reconciler",
+        child_id=None,
+        dispatch_outcome=outcome,
+        at=run.now.timestamp(),
+        created_at=job.created_at.timestamp() if job.created_at else None,
+        source="reconciler",
+        missing_fields=job.missing,
+    )
+    with contextlib.suppress(LedgerUnavailable):
+        stored = await ledger.get(key)
+        existing = LedgerRecord.from_json(stored) if stored else None
+        if existing is not None and existing.dispatch_outcome == outcome:
+            return
+        record = merge(existing, seen)
+        await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
 
 
 def successor_token(job_id: int, dead_child: str) -> str:

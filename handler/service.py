@@ -10,8 +10,13 @@ a 5xx; Nomad's idempotency token makes the retry safe.
 
 ``GET /status`` answers per-pool counts from the ledger (:mod:`handler.status`).
 
-Statuses: 202 dispatched (or already dispatched, or deferred at the pool's cap: the reconciler
-dispatches it later), 200 ignored (with a reason) or ping/health/status,
+Before a job of a repository whose fork policy is ``refuse`` is dispatched, its run is looked up
+(:mod:`handler.forks`, ``GITHUB_READ_TOKEN``): a run from a fork, or one whose head repository
+cannot be told, is ignored with its reason code; a failed lookup dispatches nothing now (the
+reconciler tries again later). Never dispatched blind.
+
+Statuses: 202 dispatched (or already dispatched, or deferred at the pool's cap or for a failed
+run lookup: the reconciler dispatches it later), 200 ignored (with a reason) or ping/health/status,
 400 malformed, 401 bad signature, 404 unknown path, 405 wrong method, 413 body over 1 MiB,
 502 Nomad (or Access) refused the dispatch, 503 Nomad unreachable. No secret is ever put in a
 reply or a log record.
@@ -26,8 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from handler import contract
-from handler.contract import REPOSITORY_PATTERN, WEBHOOK_PATH_PREFIX, Routing
+from handler import contract, forks
+from handler.contract import FORK_POLICY_REFUSE, REPOSITORY_PATTERN, WEBHOOK_PATH_PREFIX, Routing
 from handler.decide import Dispatch, Ignore, decide
 from handler.events import (
     DELIVERY_HEADER,
@@ -144,6 +149,8 @@ class Ports:
     defer: Callable[[str | None, Coroutine[Any, Any, str]], None] | None = None
     # Where /status answers are reused from; None computes every answer afresh.
     status_cache: StatusCache | None = None
+    # Fork-check verdicts kept per run (the Worker: per isolate); None keeps none.
+    run_origins: forks.RunOriginCache | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ class Settings:
     nomad_addr: str
     credentials: NomadCredentials
     webhook_secret_key: str = field(repr=False)
+    # GITHUB_API_URL + GITHUB_READ_TOKEN, for the fork check; None when not bound.
+    github_read: forks.GitHubRead | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,7 @@ def settings_from_bindings(lookup: Callable[[str], str | None]) -> Settings:
             access_client_secret=required(contract.ACCESS_CLIENT_SECRET_BINDING),
         ),
         webhook_secret_key=required(contract.WEBHOOK_SECRET_KEY_BINDING),
+        github_read=forks.github_read_from_bindings(lookup),
     )
 
 
@@ -331,11 +341,18 @@ async def _handle_workflow_job(
 ) -> Reply:
     job = event.job
     delivery.log.update(action=_loggable(event.action), job_id=job.id, run_id=job.run_id)
+    if job.missing:
+        delivery.log["missing"] = list(job.missing)
     if event.repository.lower() != repository:
         return delivery.reply(
             400, "rejected", "repository.full_name does not match the webhook path"
         )
     decision = decide(event, settings.routing, now)
+    if (
+        isinstance(decision, Dispatch)
+        and settings.routing.fork_policy(repository) == FORK_POLICY_REFUSE
+    ):
+        decision = await _fork_check(decision, event, repository, settings, ports, delivery)
     observation = functools.partial(
         Observation,
         repository=repository,
@@ -348,7 +365,8 @@ async def _handle_workflow_job(
         runner_name=job.runner_name,
         delivery=delivery_id,
         at=now.timestamp(),
-        created_at=job.created_at.timestamp(),
+        created_at=job.created_at.timestamp() if job.created_at else None,
+        missing_fields=job.missing,
     )
     if isinstance(decision, Ignore):
         delivery.log.update(pool=decision.pool, code=decision.code)
@@ -360,8 +378,68 @@ async def _handle_workflow_job(
             )
             await _record(seen, ports, delivery)
         extra = {"code": decision.code, "pool": decision.pool}
+        if decision.code == forks.LOOKUP_FAILED_CODE:
+            # Not a verdict: the job stays queued and the reconciler tries again, as at the cap.
+            return delivery.reply(202, "deferred", decision.reason, extra=extra)
         return delivery.reply(200, "ignored", decision.reason, extra=extra)
     return await _dispatch(decision, event, settings, ports, delivery, observation)
+
+
+async def _fork_check(
+    decision: Dispatch,
+    event: WorkflowJobEvent,
+    repository: str,
+    settings: Settings,
+    ports: Ports,
+    delivery: _Delivery,
+) -> Dispatch | Ignore:
+    """``decision`` if the job's run is the repository's own, else why it gets no runner.
+
+    One ``GET .../actions/runs/{run_id}`` unless ``ports.run_origins`` knows the run already;
+    any failure (no read token, network, timeout, 403, 404, 5xx, a rate limit) keeps the job
+    queued for the reconciler instead of dispatching it unverified.
+    """
+    run_id = event.job.run_id
+    cache = ports.run_origins
+    origin = cache.get(repository, run_id) if cache is not None else None
+    if origin is None:
+        try:
+            origin = await lookup_run_origin(settings.github_read, ports, repository, run_id)
+        except forks.RunLookupError as error:
+            delivery.log["run_origin"] = "lookup failed"
+            reason = (
+                f"not dispatched now: the run could not be looked up ({_loggable(error.reason)}); "
+                "the reconciler tries again"
+            )
+            return Ignore(reason, forks.LOOKUP_FAILED_CODE, decision.pool.name)
+        if cache is not None:
+            cache.keep(repository, run_id, origin)
+    delivery.log["run_origin"] = origin
+    code = forks.code_for(origin)
+    if code is None:
+        return decision
+    return Ignore(forks.reason_for(code), code, decision.pool.name)
+
+
+async def lookup_run_origin(
+    github: forks.GitHubRead | None, ports: Ports, repository: str, run_id: int
+) -> str:
+    """One run lookup through ``ports.transport``, within :data:`forks.LOOKUP_TIMEOUT_SECONDS`;
+    :class:`forks.RunLookupError` for every way it can fail."""
+    if github is None:
+        raise forks.RunLookupError(
+            f"no {contract.GITHUB_READ_TOKEN_BINDING} / {contract.GITHUB_API_URL_BINDING} binding"
+        )
+    request = forks.run_request(github, repository, run_id)
+    try:
+        status, body = await asyncio.wait_for(
+            ports.transport.send(request), forks.LOOKUP_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        raise forks.RunLookupError("GitHub timed out") from None
+    except (TransportError, OSError):
+        raise forks.RunLookupError("GitHub unreachable") from None
+    return forks.interpret_run(status, body, repository)
 
 
 async def _dispatch(

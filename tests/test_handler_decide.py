@@ -152,3 +152,50 @@ class TestIgnores:
     def test_cancelled_before_assignment_is_recorded(self):
         result = decision(action="completed", conclusion="cancelled", runner_id=None)
         self.assert_ignored(result, "recorded", "linux-x64")
+
+
+def without(payload, *keys):
+    for key in keys:
+        del payload["workflow_job"][key]
+    return event_of(payload)
+
+
+class TestDecidingOnWhatIsPresent:
+    """A delivery lacking optional fields is decided on the fields it has."""
+
+    def test_without_created_at_the_age_comes_from_started_at(self):
+        fresh = workflow_job(created_at=NOW - timedelta(minutes=1))
+        fresh["workflow_job"]["started_at"] = fresh["workflow_job"]["created_at"]
+        assert isinstance(decide(without(fresh, "created_at"), ROUTING, NOW), Dispatch)
+        old = workflow_job(created_at=NOW - timedelta(hours=25))
+        old["workflow_job"]["started_at"] = old["workflow_job"]["created_at"]
+        result = decide(without(old, "created_at"), ROUTING, NOW)
+        assert isinstance(result, Ignore) and result.code == "stale"
+
+    def test_without_any_timestamp_a_queued_job_cannot_be_stale_and_dispatches(self):
+        """Documented choice: a queued job gets its runner; a redelivery of a cancelled job
+        would cost one runner until its idle timeout."""
+        payload = workflow_job(created_at=NOW - timedelta(days=3))
+        event = without(payload, "created_at", "started_at")
+        assert event.job.queued_at is None
+        assert isinstance(decide(event, ROUTING, NOW), Dispatch)
+
+    def test_a_missing_status_is_not_taken_for_waiting(self):
+        event = without(workflow_job(created_at=NOW - timedelta(minutes=1)), "status")
+        assert event.job.status is None
+        assert isinstance(decide(event, ROUTING, NOW), Dispatch)
+
+    def test_a_malformed_status_is_not_taken_for_waiting_either(self):
+        payload = workflow_job(created_at=NOW - timedelta(minutes=1))
+        payload["workflow_job"]["status"] = ["waiting"]
+        assert isinstance(decide(event_of(payload), ROUTING, NOW), Dispatch)
+
+    def test_an_explicit_waiting_status_still_waits(self):
+        result = decision(status="waiting")
+        assert isinstance(result, Ignore) and result.code == "awaiting_approval"
+
+    def test_every_optional_field_missing_still_decides(self):
+        payload = workflow_job(created_at=NOW - timedelta(minutes=1))
+        event = without(payload, "run_attempt", "name", "status", "created_at", "started_at")
+        result = decide(event, ROUTING, NOW)
+        assert isinstance(result, Dispatch) and result.idempotency_token == "289782451"

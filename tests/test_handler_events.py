@@ -1,12 +1,20 @@
-"""handler.events: the real payloads parse; malformed ones fail naming the field."""
+"""handler.events: the real payloads parse; only a needed field missing or malformed rejects one,
+naming it; an optional one is recorded as missing (cases derived from the real schemas)."""
 
 import json
 from datetime import UTC, datetime
 
 import pytest
 
-from handler.events import OtherEvent, PayloadError, Ping, WorkflowJobEvent, parse_event
-from tests.standins.webhooks import FIXTURES, workflow_job
+from handler.events import (
+    OPTIONAL_FIELDS,
+    OtherEvent,
+    PayloadError,
+    Ping,
+    WorkflowJobEvent,
+    parse_event,
+)
+from tests.standins.webhooks import FIXTURES, LINUX_LABELS, SCHEMAS, workflow_job
 
 WORKFLOW_JOB_FIXTURES = sorted((FIXTURES / "workflow_job").glob("*.payload.json"))
 PING_FIXTURES = sorted((FIXTURES / "ping").glob("*.payload.json"))
@@ -99,17 +107,144 @@ class TestMalformedPayloads:
             (("workflow_job", "id"), -1, "workflow_job.id"),
             (("workflow_job", "id"), 2**64, "workflow_job.id"),
             (("workflow_job", "run_id"), 1.5, "workflow_job.run_id"),
-            (("workflow_job", "run_attempt"), 0, "workflow_job.run_attempt"),
             (("workflow_job", "labels"), "self-hosted", "workflow_job.labels"),
             (("workflow_job", "labels"), ["self-hosted", 1], r"workflow_job.labels\[1\]"),
             (("workflow_job", "labels"), ["self-hosted", ""], r"workflow_job.labels\[1\]"),
             (("workflow_job", "labels"), ["x"] * 101, "workflow_job.labels"),
-            (("workflow_job", "status"), None, "workflow_job.status"),
-            (("workflow_job", "created_at"), "yesterday", "workflow_job.created_at"),
-            (("workflow_job", "created_at"), "2021-09-13T02:21:13", "workflow_job.created_at"),
-            (("workflow_job", "runner_id"), "5", "workflow_job.runner_id"),
         ],
     )
-    def test_wrong_fields_are_named(self, path, value, field):
+    def test_wrong_needed_fields_are_named(self, path, value, field):
         with pytest.raises(PayloadError, match=f"^{field}"):
             parse_event("workflow_job", mutate(path, value))
+
+
+# -- liberal in what a delivery may lack --------------------------------------------------------
+# What the decision cannot do without; everything else a delivery may lack.
+NEEDED = {("action",), ("repository",), ("workflow_job",)}
+NEEDED_IN_JOB = {"id", "run_id", "labels"}
+
+
+def schema(name):
+    return json.loads((SCHEMAS / name).read_text())
+
+
+def required_top_level():
+    names = set()
+    for path in sorted((SCHEMAS / "workflow_job").glob("*.schema.json")):
+        names |= set(json.loads(path.read_text())["required"])
+    return sorted(names)
+
+
+JOB_REQUIRED = schema("common/workflow-job.schema.json")["required"]
+# The keys of the workflow_job object in GitHub Enterprise Server 3.3's documented example
+# payload (the first GHES release with the event; 3.4 and 3.5 document the same keys), as cached
+# in octokit/webhooks (cache/ghes-33/webhook-events-and-payloads.html): no run_attempt, no
+# created_at, no workflow_name, no head_branch.
+GHES_3_3_JOB_KEYS = (
+    "id", "run_id", "run_url", "node_id", "head_sha", "url", "html_url", "status", "conclusion",
+    "started_at", "completed_at", "name", "steps", "check_run_url", "labels", "runner_id",
+    "runner_name", "runner_group_id", "runner_group_name",
+)  # fmt: skip
+
+
+def parsed(payload):
+    event = parse_event("workflow_job", body(payload))
+    assert isinstance(event, WorkflowJobEvent)
+    return event
+
+
+class TestSchemaRequiredFields:
+    def test_the_schemas_are_there(self):
+        assert set(NEEDED_IN_JOB) <= set(JOB_REQUIRED)
+        assert {"created_at", "run_attempt", "status"} <= set(JOB_REQUIRED)
+        assert set(required_top_level()) >= {"action", "repository", "workflow_job"}
+
+    @pytest.mark.parametrize("key", required_top_level())
+    def test_each_top_level_field_removed(self, key):
+        payload = workflow_job()
+        del payload[key]
+        if (key,) in NEEDED:
+            with pytest.raises(PayloadError, match=f"^{key}"):
+                parse_event("workflow_job", body(payload))
+        else:  # e.g. sender: never read
+            assert parsed(payload).job.missing == ()
+
+    @pytest.mark.parametrize("key", JOB_REQUIRED)
+    def test_each_job_field_removed(self, key):
+        """Every field the schema calls required, removed from a real payload: only a needed
+        one rejects the delivery; an optional one the Worker reads is named as missing."""
+        payload = workflow_job()
+        del payload["workflow_job"][key]
+        if key in NEEDED_IN_JOB:
+            with pytest.raises(PayloadError, match=f"^workflow_job.{key}"):
+                parse_event("workflow_job", body(payload))
+            return
+        event = parsed(payload)
+        assert event.job.missing == ((key,) if key in OPTIONAL_FIELDS else ())
+        assert event.job.id == 289782451 and event.job.labels == LINUX_LABELS
+
+    @pytest.mark.parametrize("path", WORKFLOW_JOB_FIXTURES, ids=lambda path: path.name)
+    def test_every_optional_field_removed_from_every_fixture(self, path):
+        payload = json.loads(path.read_bytes())
+        for key in OPTIONAL_FIELDS:
+            payload["workflow_job"].pop(key, None)
+        event = parsed(payload)
+        assert event.job.missing == OPTIONAL_FIELDS
+        assert event.job.created_at is None and event.job.status is None
+        assert event.job.run_attempt is None and event.job.queued_at is None
+
+    def test_the_real_fixtures_lack_nothing(self):
+        for path in WORKFLOW_JOB_FIXTURES:
+            assert parse_event("workflow_job", path.read_bytes()).job.missing == (), path.name
+
+    def test_a_ghes_3_3_shaped_delivery(self):
+        payload = workflow_job()
+        payload["workflow_job"] = {
+            key: value for key, value in payload["workflow_job"].items() if key in GHES_3_3_JOB_KEYS
+        }
+        event = parsed(payload)
+        assert event.job.missing == ("run_attempt", "created_at")
+        assert event.job.queued_at == event.job.started_at is not None
+
+
+class TestOptionalFieldsMalformed:
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [
+            ("run_attempt", 0),
+            ("run_attempt", "1"),
+            ("name", 5),
+            ("name", ""),
+            ("status", None),
+            ("status", ["queued"]),
+            ("status", "q" * 2000),
+            ("conclusion", 1),
+            ("runner_id", "5"),
+            ("runner_id", -1),
+            ("runner_name", ["r"]),
+            ("created_at", "yesterday"),
+            ("created_at", "2021-09-13T02:21:13"),  # no time zone
+            ("created_at", 1631499673),
+            ("created_at", None),
+            ("started_at", "2021-13-45T99:99:99Z"),
+        ],
+    )
+    def test_a_malformed_optional_field_is_recorded_as_missing(self, key, value):
+        payload = workflow_job()
+        payload["workflow_job"][key] = value
+        event = parsed(payload)
+        assert event.job.missing == (key,)
+        assert getattr(event.job, key) is None
+
+    @pytest.mark.parametrize("key", ["conclusion", "runner_id", "runner_name"])
+    def test_null_is_a_value_where_github_sends_null(self, key):
+        payload = workflow_job()
+        payload["workflow_job"][key] = None
+        assert parsed(payload).job.missing == ()
+
+    def test_missing_names_are_bounded_and_in_a_fixed_order(self):
+        payload = workflow_job()
+        for key in reversed(OPTIONAL_FIELDS):
+            payload["workflow_job"][key] = {"junk": "x" * 5000}
+        payload["workflow_job"]["extra"] = "ignored"
+        assert parsed(payload).job.missing == OPTIONAL_FIELDS

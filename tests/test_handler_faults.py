@@ -35,6 +35,8 @@ ROUTING = Routing(
     namespace="github-runners",
     pools=(PoolRoute("linux-x64", frozenset(LINUX_LABELS), "github-runner-linux-x64", 500),),
     repositories={repo: ("linux-x64",) for repo in REPOS},
+    # Nomad and GitHub faults here, not the fork check (tests/test_handler_forks.py has its own).
+    fork_pull_requests=dict.fromkeys(REPOS, "allow"),
 )
 GITHUB_DEADLINE = 10.0
 

@@ -31,6 +31,8 @@ def burst_routing(repositories: int) -> Routing:
         # A cap above the burst: this measures dispatch, not deferral.
         pools=(PoolRoute("linux-x64", frozenset(LINUX_LABELS), POOL_JOB, 100_000),),
         repositories={repository_name(n): ("linux-x64",) for n in range(repositories)},
+        # No fork check: this measures dispatch, not GitHub lookups.
+        fork_pull_requests={repository_name(n): "allow" for n in range(repositories)},
     )
 
 

@@ -23,9 +23,17 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
 * for the reconciler, with a token granted ``actions_read`` on the repository (a fine-grained
   token with "Actions: read"; the runner tokens above get 403 there, as GitHub answers):
   ``GET /repos/{owner}/{repo}/actions/runs?status=..`` (``{"total_count", "workflow_runs"}``,
-  newest first, an ``ETag``, and 304 with no body when ``If-None-Match`` matches) and
+  newest first, an ``ETag``, and 304 with no body when ``If-None-Match`` matches),
+  ``GET /repos/{owner}/{repo}/actions/runs/{run_id}`` (one workflow run object; 404 for an
+  unknown run or one of another repository) and
   ``GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`` (``{"total_count", "jobs"}``; 404
-  for an unknown run). Tests put jobs in with ``queue_job`` and move them on with
+  for an unknown run). A workflow run object, in the list as alone, carries ``id``, ``name``,
+  ``event``, ``status``, ``conclusion``, ``head_branch``, ``head_sha``, ``run_attempt``,
+  ``repository`` and ``head_repository`` (minimal repository objects: ``id``, ``name``,
+  ``full_name``, ``owner.login``, ``private``, ``fork``); ``head_repository`` is the fork for a
+  pull request from a fork and ``null`` once that fork is deleted (GitHub's answer then, see
+  github/rest-api-description#1586). Tests put jobs in with ``queue_job`` (its run's event and
+  head repository with ``event`` and ``head_repository``) and move them on with
   ``set_job_status``; ``rate_limit_remaining`` overrides the ``x-ratelimit-remaining`` header.
 
 Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests
@@ -59,9 +67,11 @@ RATE_LIMIT = 5000
 
 _RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
 _RUNNER_LIST_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners$")
-_RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)/jobs)?$")
+_RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)(/jobs)?)?$")
 # Not shaped like a real fine-grained token, so secret scanners do not flag the fixture.
 ACTIONS_READ_TOKEN = "standin-actions-read-token-for-tests-3"
+# queue_job's default head repository: the repository itself.
+SAME = object()
 
 
 @dataclass
@@ -208,17 +218,36 @@ class GitHubStandIn:
             self.runners[runner.id] = runner
             return runner
 
-    def queue_job(self, repository: str, job: dict[str, Any]) -> None:
+    def queue_job(
+        self,
+        repository: str,
+        job: dict[str, Any],
+        *,
+        event: str = "push",
+        head_repository: str | object | None = SAME,
+    ) -> None:
         """Make ``job`` (a REST job object, e.g. a webhook's ``workflow_job``) known as queued.
 
-        Its run is created if needed; a run is ``queued`` while none of its jobs has started,
-        ``in_progress`` once one has, ``completed`` when all have (GitHub's own rule).
+        Its run is created if needed, triggered by ``event``, its head repository the
+        repository itself unless ``head_repository`` names another (a fork) or is None (a
+        deleted fork); a run is ``queued`` while none of its jobs has started, ``in_progress``
+        once one has, ``completed`` when all have (GitHub's own rule).
         """
         with self._lock:
             document = dict(job, status="queued", conclusion=None)
             self.jobs[int(job["id"])] = document
+            head = repository if head_repository is SAME else head_repository
             run = self.runs.setdefault(
-                int(job["run_id"]), {"repository": repository.lower(), "status": "queued"}
+                int(job["run_id"]),
+                {
+                    "repository": repository.lower(),
+                    "full_name": repository,
+                    "head_repository": head,
+                    "event": event,
+                    "head_sha": job.get("head_sha") or "0" * 40,
+                    "head_branch": job.get("head_branch") or "main",
+                    "status": "queued",
+                },
             )
             self._update_run(run, int(job["run_id"]))
 
@@ -340,13 +369,15 @@ class GitHubStandIn:
             run = self.runs.get(run_id)
             if run is None or run["repository"] != repository:
                 return _error(404, "Not Found")
+            if match.group(4) is None:
+                return 200, _run_object(run_id, run), {}
             # filter=latest (the default): one attempt per job, which is all we store.
             jobs = [job for job in self.jobs.values() if int(job["run_id"]) == run_id]
             return 200, {"total_count": len(jobs), "jobs": jobs}, {}
         wanted = query.get("status", [None])[-1]
         per_page = min(int(query.get("per_page", ["30"])[-1]), 100)
         listed = [
-            {"id": run_id, "status": run["status"], "name": "CI"}
+            _run_object(run_id, run)
             for run_id, run in sorted(self.runs.items(), reverse=True)
             if run["repository"] == repository and wanted in (None, run["status"])
         ]
@@ -402,6 +433,39 @@ class GitHubStandIn:
         runner = Runner(next(self._ids), name, repository, list(labels), group, jit)
         self.runners[runner.id] = runner
         return 201, {"runner": runner.as_json(), "encoded_jit_config": jit}, {}
+
+
+def _minimal_repository(full_name: str) -> dict[str, Any]:
+    owner, name = full_name.split("/", 1)
+    digest = int(hashlib.sha256(full_name.lower().encode()).hexdigest()[:8], 16)
+    return {
+        "id": digest,
+        "name": name,
+        "full_name": full_name,
+        "owner": {"login": owner, "type": "User"},
+        "private": False,
+        "fork": False,
+    }
+
+
+def _run_object(run_id: int, run: dict[str, Any]) -> dict[str, Any]:
+    """A workflow run as GitHub answers it (the fields the toolkit reads, and a few others)."""
+    head = run["head_repository"]
+    head_object = None if head is None else _minimal_repository(str(head))
+    if head_object is not None and str(head).lower() != run["repository"]:
+        head_object["fork"] = True
+    return {
+        "id": run_id,
+        "name": "CI",
+        "event": run["event"],
+        "status": run["status"],
+        "conclusion": None if run["status"] != "completed" else "success",
+        "head_branch": run["head_branch"],
+        "head_sha": run["head_sha"],
+        "run_attempt": 1,
+        "repository": _minimal_repository(run["full_name"]),
+        "head_repository": head_object,
+    }
 
 
 def _error(

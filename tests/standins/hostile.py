@@ -1,7 +1,8 @@
 """A deterministic corpus of hostile deliveries: what a careless or malicious sender might POST.
 
 ``corpus()`` returns well over 100 cases, each with the statuses it may get. Categories: garbled
-JSON, wrong types in every field the Worker reads, oversized bodies, missing or wrong headers,
+JSON, wrong types in every field the Worker reads (rejected where the decision needs the field,
+ignored on a job no pool takes where it does not), oversized bodies, missing or wrong headers,
 wrong methods and paths, and unicode or shell metacharacters in repository names, paths and
 labels. Most are correctly signed, so they reach the parser and the decision rather than stopping
 at the signature check. None of them may dispatch or get a 5xx.
@@ -47,6 +48,10 @@ class HostileCase:
     headers: dict[str, str]
     body: bytes
     expect: frozenset[int] = field(default=REJECTED)
+
+
+# A job only a pool nobody has would take: whatever else is wrong with it, it is ignored.
+_NOT_OURS = workflow_job(labels=["self-hosted", "windows"])
 
 
 def _case(
@@ -112,7 +117,6 @@ def wrong_types() -> list[HostileCase]:
         ("workflow_job",): [None, "job", [], 1],
         ("workflow_job", "id"): [None, "289782451", 1.5, True, 0, -5, 2**63, 10**30, [1]],
         ("workflow_job", "run_id"): [None, "1", 2.0, False, -1],
-        ("workflow_job", "run_attempt"): [None, "1", 0, -1, 1.0],
         ("workflow_job", "labels"): [
             None,
             "self-hosted",
@@ -125,6 +129,11 @@ def wrong_types() -> list[HostileCase]:
             ["self-hosted"] * 101,
             [True],
         ],
+    }
+    # Fields a decision can do without are recorded as missing, never rejected: on a job whose
+    # labels match no pool they are ignored (200), so they too cannot dispatch.
+    optional_values: dict[tuple[str, ...], list[Any]] = {
+        ("workflow_job", "run_attempt"): [None, "1", 0, -1, 1.0],
         ("workflow_job", "status"): [None, 1, "", ["queued"]],
         ("workflow_job", "created_at"): [
             None,
@@ -142,17 +151,23 @@ def wrong_types() -> list[HostileCase]:
         for index, value in enumerate(values):
             name = f"type:{'.'.join(path)}:{index}"
             cases.append(_case(name, delivery(_with(path, value))))
+    for path, values in optional_values.items():
+        for index, value in enumerate(values):
+            name = f"type:{'.'.join(path)}:{index}"
+            payload = _with(path, value, _NOT_OURS)
+            cases.append(_case(name, delivery(payload), IGNORED))
     for path in [
         ("action",),
         ("repository",),
         ("workflow_job",),
         ("workflow_job", "id"),
         ("workflow_job", "labels"),
-        ("workflow_job", "created_at"),
         ("repository", "full_name"),
-        ("workflow_job", "status"),
     ]:
         cases.append(_case(f"missing:{'.'.join(path)}", delivery(_with(path, KeyError))))
+    for path in [("workflow_job", "created_at"), ("workflow_job", "status")]:
+        payload = _with(path, KeyError, _NOT_OURS)
+        cases.append(_case(f"missing:{'.'.join(path)}", delivery(payload), IGNORED))
     ping = delivery(b"not json", event="ping")
     cases.append(_case("ping:garbled", ping))
     cases.append(_case("ping:array", delivery(b"[]", event="ping")))

@@ -21,6 +21,7 @@ from handler.signature import sign
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "github-webhooks" / "payload-examples"
+SCHEMAS = REPO_ROOT / "tests" / "fixtures" / "github-webhooks" / "payload-schemas"
 
 WEBHOOK_KEY = "webhook-key-for-tests"
 REPOSITORY = "Codertocat/Hello-World"  # the fixtures' repository
@@ -60,8 +61,15 @@ ROUTING_DOCUMENT: dict[str, Any] = {
         "codertocat/hello-world": ["linux-x64", "linux-x64-large", "gpu"],
         "octo-org/octo-repo": ["arm"],
     },
+    # Most tests are about dispatching, not about forks: their routing lets fork runs through,
+    # so no run lookup is needed. The fork policy's own tests use REFUSING_FORKS below.
+    "fork_pull_requests": {"codertocat/hello-world": "allow", "octo-org/octo-repo": "allow"},
 }
 ROUTING = Routing.from_document(ROUTING_DOCUMENT)
+# The same routing with the default policy: fork runs refused everywhere.
+REFUSING_FORKS = Routing.from_document(
+    {key: value for key, value in ROUTING_DOCUMENT.items() if key != "fork_pull_requests"}
+)
 
 
 def load(name: str) -> dict[str, Any]:
