@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from handler.contract import (
     DEFAULT_RECONCILE_REQUEST_BUDGET,
+    FORK_POLICIES,
+    FORK_POLICY_REFUSE,
     MAX_RECONCILE_REQUEST_BUDGET,
     MIN_RECONCILE_REQUEST_BUDGET,
     POOL_NAME_PATTERN,
@@ -92,6 +94,12 @@ class RepositoryConfig:
     name: str  # the repository name alone, without the owner
     full_name: str  # "owner/name" as written in the configuration
     pools: tuple[str, ...]
+    # Jobs of runs whose head repository is another one (fork pull requests): "refuse" or
+    # "allow" (handler.contract.FORK_POLICIES); the default comes from [github].
+    fork_pull_requests: str = FORK_POLICY_REFUSE
+    # The operator knows the repository is public and wants it served anyway: without this the
+    # github stack's plan fails for a public repository.
+    allow_public: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,7 @@ class GitHubConfig:
     owner_type: Literal["user", "organization"]
     repositories: tuple[RepositoryConfig, ...]
     api_url: str
+    fork_pull_requests: str = FORK_POLICY_REFUSE  # the default of every repository
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,10 @@ class AppConfig:
                 for pool in self.pools
             ),
             repositories={repo.full_name.lower(): repo.pools for repo in self.github.repositories},
+            fork_pull_requests={
+                repo.full_name.lower(): repo.fork_pull_requests
+                for repo in self.github.repositories
+            },
         )
 
 
@@ -316,6 +329,19 @@ class _Table:
             raise self.error(key, f"expected an integer, got {_kind(value)}")
         if value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, default, required=False)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.string(key, default)
+        if value not in choices:
+            known = ", ".join(f"'{choice}'" for choice in choices)
+            raise self.error(key, f"expected one of {known}, got '{value}'")
         return value
 
     def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
@@ -562,6 +588,7 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
                 "owner_type", f"expected 'user' or 'organization', got '{owner_type}'"
             )
         api_url = _url(table, "api_url", "https://api.github.com")
+        fork_default = table.choice("fork_pull_requests", FORK_POLICIES, FORK_POLICY_REFUSE)
         repositories: list[RepositoryConfig] = []
         seen: set[str] = set()
         raw_repositories = table.raw_list("repositories")
@@ -569,7 +596,7 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
             raise table.error("repositories", "list at least one repository")
         for index, raw in enumerate(raw_repositories):
             key = f"repositories[{index}]"
-            repository = _repository(table, key, raw, owner, pool_names)
+            repository = _repository(table, key, raw, owner, pool_names, fork_default)
             lowered = repository.full_name.lower()
             if lowered in seen:
                 raise table.error(key, f"duplicate repository '{repository.full_name}'")
@@ -580,13 +607,20 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
         owner_type="user" if owner_type == "user" else "organization",
         repositories=tuple(repositories),
         api_url=api_url,
+        fork_pull_requests=fork_default,
     )
 
 
 def _repository(
-    table: _Table, key: str, raw: Any, owner: str, pool_names: tuple[str, ...]
+    table: _Table,
+    key: str,
+    raw: Any,
+    owner: str,
+    pool_names: tuple[str, ...],
+    fork_default: str,
 ) -> RepositoryConfig:
-    """A repository is a name (``"app"``) or a table (``{ name = "app", pools = [...] }``)."""
+    """A repository is a name (``"app"``) or a table (``{ name = "app", pools = [...],
+    fork_pull_requests = "refuse", allow_public = false }``)."""
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -610,7 +644,15 @@ def _repository(
                 raise entry.error("pools", f"unknown pool '{pool}' (known pools: {known})")
         if len(set(chosen)) != len(chosen):
             raise entry.error("pools", "duplicate pool")
-    return RepositoryConfig(name=name, full_name=f"{owner}/{name}", pools=chosen)
+        forks = entry.choice("fork_pull_requests", FORK_POLICIES, fork_default)
+        allow_public = entry.boolean("allow_public", False)
+    return RepositoryConfig(
+        name=name,
+        full_name=f"{owner}/{name}",
+        pools=chosen,
+        fork_pull_requests=forks,
+        allow_public=allow_public,
+    )
 
 
 def _backend(table: _Table) -> BackendConfig:

@@ -404,7 +404,8 @@ async def _fork_check(
     origin = cache.get(repository, run_id) if cache is not None else None
     if origin is None:
         try:
-            origin = await lookup_run_origin(settings.github_read, ports, repository, run_id)
+            # As GitHub spells it (the path is lower-cased); GitHub matches names in any case.
+            origin = await lookup_run_origin(settings.github_read, ports, event.repository, run_id)
         except forks.RunLookupError as error:
             delivery.log["run_origin"] = "lookup failed"
             reason = (

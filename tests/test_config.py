@@ -313,3 +313,54 @@ class TestReconcile:
     def test_unknown_reconcile_key(self) -> None:
         message = error_of(example() | {"reconcile": {"every": 5}})
         assert "reconcile.every: unknown field" in message
+
+
+class TestForkPolicy:
+    """[github] fork_pull_requests (default for all), per repository fork_pull_requests and
+    allow_public, carried to the Worker by the routing."""
+
+    def test_default_refuses_fork_runs_everywhere_and_no_repository_is_public(self) -> None:
+        config = parse_config(example(), source=SOURCE)
+        assert config.github.fork_pull_requests == "refuse"
+        assert {repo.fork_pull_requests for repo in config.github.repositories} == {"refuse"}
+        assert not any(repo.allow_public for repo in config.github.repositories)
+        routing = config.routing()
+        assert routing.fork_policy("example-org/website") == "refuse"
+        assert Routing.from_json(routing.to_json()) == routing
+
+    def test_the_github_default_applies_to_repositories_without_their_own(self) -> None:
+        document = mutate(("github", "fork_pull_requests"), "allow")
+        document["github"]["repositories"] = [
+            "website",
+            {"name": "api", "fork_pull_requests": "refuse", "allow_public": True},
+        ]
+        config = parse_config(document, source=SOURCE)
+        website, api = config.github.repositories
+        assert (website.fork_pull_requests, website.allow_public) == ("allow", False)
+        assert (api.fork_pull_requests, api.allow_public) == ("refuse", True)
+        routing = Routing.from_json(config.routing().to_json())
+        assert routing.fork_policy("Example-Org/Website") == "allow"
+        assert routing.fork_policy("example-org/api") == "refuse"
+
+    def test_an_unknown_policy_is_named(self) -> None:
+        message = error_of(mutate(("github", "fork_pull_requests"), "sometimes"))
+        assert message == (
+            f"{SOURCE}: github.fork_pull_requests: expected one of 'refuse', 'allow', "
+            "got 'sometimes'"
+        )
+
+    def test_an_unknown_repository_policy_is_named(self) -> None:
+        document = mutate(("github", "repositories", 1, "fork_pull_requests"), "Allow")
+        message = error_of(document)
+        assert message.startswith(f"{SOURCE}: github.repositories[1].fork_pull_requests: ")
+        assert "got 'Allow'" in message
+
+    def test_allow_public_must_be_a_boolean(self) -> None:
+        message = error_of(mutate(("github", "repositories", 1, "allow_public"), "yes"))
+        assert message == (
+            f"{SOURCE}: github.repositories[1].allow_public: expected true or false, got a string"
+        )
+
+    def test_allow_public_is_per_repository_only(self) -> None:
+        message = error_of(mutate(("github", "allow_public"), True))
+        assert message == f"{SOURCE}: github.allow_public: unknown field (check the spelling)"

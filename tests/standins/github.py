@@ -116,6 +116,7 @@ class Injected:
     # A lost answer: the request is handled, then this answer replaces GitHub's after ``delay``.
     handled: bool = False
     delay: float = 0.0
+    path: str | None = None  # only requests to this path (without the query) match
 
 
 class GitHubStandIn:
@@ -183,12 +184,16 @@ class GitHubStandIn:
         message: str = "Server Error",
         headers: dict[str, str] | None = None,
         times: int = 1,
+        path: str | None = None,
     ) -> None:
-        """Answer the next ``times`` requests (of ``method``, if given) with this error."""
+        """Answer the next ``times`` requests (of ``method`` and to ``path``, if given) with
+        this error."""
         body = {"message": message, "documentation_url": DOCS}
         with self._lock:
             for _ in range(times):
-                self._injected.append(Injected(method, status, body, dict(headers or {})))
+                self._injected.append(
+                    Injected(method, status, body, dict(headers or {}), path=path)
+                )
 
     def lose_next_answer(
         self,
@@ -280,7 +285,11 @@ class GitHubStandIn:
         with self._lock:
             self.requests.append(RecordedRequest(method, path, headers, body))
             for index, injected in enumerate(self._injected):
-                if injected.method in (None, method):
+                # GitHub matches owner and repository names in any case.
+                if injected.method in (None, method) and (
+                    injected.path is None
+                    or injected.path.lower() == path.partition("?")[0].lower()
+                ):
                     del self._injected[index]
                     if not injected.handled:
                         return injected.status, injected.body, injected.headers

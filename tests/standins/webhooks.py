@@ -109,6 +109,9 @@ def workflow_job(
     job["id"] = job_id
     job["run_id"] = run_id
     job["created_at"] = iso(created_at or datetime.now(UTC) - timedelta(seconds=5))
+    if action in ("queued", "waiting"):
+        # Until a runner starts it, GitHub reports a job's started_at as its queued moment.
+        job["started_at"] = job["created_at"]
     job["status"] = status or {"waiting": "waiting"}.get(action, action)
     if action == "queued":
         # The octokit example carries a runner on a queued job; real queued jobs have none.
