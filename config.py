@@ -210,8 +210,7 @@ class AppConfig:
             ),
             repositories={repo.full_name.lower(): repo.pools for repo in self.github.repositories},
             fork_pull_requests={
-                repo.full_name.lower(): repo.fork_pull_requests
-                for repo in self.github.repositories
+                repo.full_name.lower(): repo.fork_pull_requests for repo in self.github.repositories
             },
         )
 

@@ -108,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = build_app(config, args.out)
     app.synth()
     from stacks import DEPLOY_ORDER
+    from stacks.github import exposure_warnings
+
+    for warning in exposure_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
 
     elapsed = time.monotonic() - started
     print(

@@ -1,18 +1,26 @@
-"""GitHub: the ``workflow_job`` webhook of every configured repository.
+"""GitHub: the ``workflow_job`` webhook of every configured repository, and a guard on visibility.
 
 Takes the Worker's hostname and the webhook secret key from the dispatch stack (cdktf
 references, so hooks are created only once the Worker answers). The GitHub provider reads its
 credential from ``GITHUB_TOKEN``; ``owner`` comes from the configuration.
+
+Public repositories: the plan fails for a served repository that is public unless it has
+``allow_public = true`` (:mod:`stacks.components.repository_visibility`), and synth warns
+(:func:`exposure_warnings`, as cdktf annotations, which the cdktf CLI prints, and on stderr from
+``main.py``) about every repository served although public, or whose fork pull requests get
+runners.
 """
 
 from __future__ import annotations
 
-from cdktf import Fn, TerraformStack
+from cdktf import Annotations, Fn, TerraformStack
 from cdktf_cdktf_provider_github.provider import GithubProvider
 from constructs import Construct
 
 from config import AppConfig
+from handler.contract import FORK_POLICY_ALLOW
 from stacks.backend import declare_backend
+from stacks.components.repository_visibility import RepositoryVisibilityGuard
 from stacks.components.repository_webhooks import RepositoryWebhooks
 
 _PUBLIC_API = "https://api.github.com"
@@ -31,6 +39,23 @@ def provider_base_url(api_url: str) -> str | None:
     if api_url.endswith(_SERVER_API_PATH):
         api_url = api_url[: -len(_SERVER_API_PATH)]
     return f"{api_url}/"
+
+
+def exposure_warnings(config: AppConfig) -> list[str]:
+    """What synth can tell about who may run code on the runners (visibility it cannot tell)."""
+    warnings = []
+    for repo in config.github.repositories:
+        if repo.allow_public:
+            warnings.append(
+                f"{repo.full_name}: allow_public = true: served although it may be public; "
+                "anyone whose workflow run is approved runs code on your runners"
+            )
+        if repo.fork_pull_requests == FORK_POLICY_ALLOW:
+            warnings.append(
+                f"{repo.full_name}: fork_pull_requests = 'allow': jobs of pull requests from "
+                "forks get runners (their authors' code runs on your Nomad nodes)"
+            )
+    return warnings
 
 
 class GitHubStack(TerraformStack):
@@ -52,6 +77,11 @@ class GitHubStack(TerraformStack):
             owner=github.owner,
             base_url=provider_base_url(github.api_url),
         )
+        self.visibility = RepositoryVisibilityGuard(
+            self, "repository_visibility", repositories=github.repositories
+        )
+        for warning in exposure_warnings(config):
+            Annotations.of(self).add_warning(warning)
         self.webhooks = RepositoryWebhooks(
             self,
             "repository_webhooks",

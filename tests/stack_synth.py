@@ -58,6 +58,15 @@ def variant_config(name: str) -> AppConfig:
         # A paid Workers plan: enough reconciler budget to cover them in fewer runs.
         document["reconcile"] = {"request_budget": 400}
         return parse_config(document, source="many-repositories")
+    if name == "public-opt-in":
+        # The example with one repository served although public, whose fork PRs get runners.
+        with (EXAMPLES / "config.toml").open("rb") as handle:
+            document = copy.deepcopy(tomllib.load(handle))
+        document["github"]["repositories"][1] |= {
+            "allow_public": True,
+            "fork_pull_requests": "allow",
+        }
+        return parse_config(document, source="public-opt-in")
     file = "config.toml" if name == "example" else f"{name}.toml"
     return load_config(EXAMPLES / file)
 
@@ -146,6 +155,8 @@ _META_REFERENCES = (
     "terraform.",
     "sha256(",
     "sensitive(data.terraform_remote_state.",
+    # The github stack's visibility postcondition (self: the data source instance).
+    'contains(["private", "internal"], self.visibility)',
 )
 # As HCL reads templates: "${" opens an interpolation unless another "$" precedes it (then one
 # "$" is dropped and the rest is literal); the same holds for "%{" and "%".

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from typing import Any
 
 import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from handler.contract import webhook_path, webhook_secret_for
-from stacks.github import provider_base_url
+from stacks.github import exposure_warnings, provider_base_url
 from stacks.terraform_text import unescape
 from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
 
@@ -111,3 +113,50 @@ def test_provider_owner_is_the_configured_owner() -> None:
 )
 def test_provider_base_url(api_url: str, base_url: str | None) -> None:
     assert provider_base_url(api_url) == base_url
+
+
+def visibility_guard(variant: str) -> dict[str, Any] | None:
+    found = synthesized(variant).stacks["github"].get("data", {}).get("github_repository", {})
+    return found.get("not_public")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_served_repository_is_checked_not_public_at_plan(variant: str) -> None:
+    """The plan reads each repository (provider data source, for_each by name) and a
+    postcondition fails it unless visibility is private or internal."""
+    synth = synthesized(variant)
+    guard = visibility_guard(variant)
+    assert guard is not None
+    names = {repo.name: repo.full_name for repo in synth.config.github.repositories}
+    assert {name: item["full_name"] for name, item in guard["for_each"].items()} == names
+    assert guard["full_name"] == "${each.value.full_name}"
+    (condition,) = guard["lifecycle"]["postcondition"]
+    assert condition["condition"] == '${contains(["private", "internal"], self.visibility)}'
+    # Terraform wants a sentence: a capital first, a full stop last.
+    assert condition["error_message"][0].isupper() and condition["error_message"].endswith(".")
+    assert "allow_public = true" in condition["error_message"]
+    assert "precondition" not in guard["lifecycle"]
+
+
+def test_a_repository_with_allow_public_is_not_checked_and_is_warned_about() -> None:
+    synth = synthesized("public-opt-in")
+    guard = visibility_guard("public-opt-in")
+    assert guard is not None and sorted(guard["for_each"]) == ["website"]
+    hook = only(synth.stacks["github"], "github_repository_webhook")
+    assert sorted(hook["for_each"]) == ["api", "website"]  # still served
+    manifest = json.loads((synth.outdir / "manifest.json").read_text())
+    warnings = [
+        note["message"]
+        for note in manifest["stacks"]["github"]["annotations"]
+        if note["level"] == "@cdktf/warn"
+    ]
+    assert warnings == exposure_warnings(synth.config)
+    assert len(warnings) == 2 and all(w.startswith("example-org/api: ") for w in warnings)
+    assert "allow_public = true" in warnings[0] and "fork_pull_requests" in warnings[1]
+
+
+def test_the_default_configuration_warns_about_nothing() -> None:
+    synth = synthesized("example")
+    assert exposure_warnings(synth.config) == []
+    manifest = json.loads((synth.outdir / "manifest.json").read_text())
+    assert manifest["stacks"]["github"]["annotations"] == []

@@ -287,8 +287,7 @@ class GitHubStandIn:
             for index, injected in enumerate(self._injected):
                 # GitHub matches owner and repository names in any case.
                 if injected.method in (None, method) and (
-                    injected.path is None
-                    or injected.path.lower() == path.partition("?")[0].lower()
+                    injected.path is None or injected.path.lower() == path.partition("?")[0].lower()
                 ):
                     del self._injected[index]
                     if not injected.handled:
