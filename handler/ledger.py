@@ -12,7 +12,8 @@ for out-of-order deliveries: a record never moves back to an earlier state, and 
 known is kept (until the reconciler replaces a dead one with a new child). A job that
 completes with ``conclusion: cancelled`` and no runner is marked ``cancelled_before_assignment``:
 its dispatched runner (if any) has no job of its own left and ends at its pool's idle timeout,
-which ``GET /status`` counts as cleaned up. Standard library only, no I/O.
+which ``GET /status`` counts as cleaned up. A record also names the optional payload fields some
+delivery of the job lacked (``missing_fields``). Standard library only, no I/O.
 """
 
 from __future__ import annotations
