@@ -10,7 +10,9 @@ per pool:
 * ``deferred`` (waiting for the pool's cap) and ``failed`` (Nomad refused or was unreachable):
   jobs with no runner yet, which the reconciler retries while they are queued;
 * ``ignored``: jobs of ours not dispatched, by reason code (``recorded``: only later actions
-  were seen; ``awaiting_approval``; ``stale``);
+  were seen; ``awaiting_approval``; ``stale``; ``fork_pull_request`` and
+  ``head_repository_unknown`` from the fork policy; ``run_lookup_failed`` until the reconciler
+  dispatches the job);
 * ``cancelled_before_assignment``: jobs cancelled before any runner took them, and of those
   ``cleaned_up_by_idle_timeout``: the ones a runner had been dispatched for. That runner has no
   job of its own left; it takes another queued job with its labels or exits at its pool's idle

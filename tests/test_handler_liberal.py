@@ -2,13 +2,14 @@
 field is decided on what it has, and its log line and ledger record name what was missing."""
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from handler.events import OPTIONAL_FIELDS
-from handler.ledger import LedgerRecord, ledger_key
+from handler.ledger import LedgerRecord, Observation, ledger_key, merge
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.service import IncomingRequest, Ports, handle, settings_from_bindings
 from tests.standins.nomad import NomadStandIn
@@ -109,3 +110,40 @@ def test_a_needed_field_missing_is_still_a_400_naming_it(core, key):
     reply = core.post(lacking(6204, key))
     assert reply.status == 400 and reply.document["reason"].startswith(f"workflow_job.{key}")
     assert core.ledger.snapshot() == {}
+
+
+class TestLedgerMissingFields:
+    def observation(self, **changes):
+        values = dict(
+            repository=REPOSITORY.lower(),
+            job_id=1,
+            run_id=2,
+            run_attempt=None,
+            pool="linux-x64",
+            action="queued",
+            conclusion=None,
+            runner_id=None,
+            runner_name=None,
+            delivery="d1",
+            child_id=None,
+            dispatch_outcome="deferred",
+            at=100.0,
+        )
+        return Observation(**(values | changes))
+
+    def test_round_trip_and_union(self):
+        first = merge(None, self.observation(missing_fields=("status", "created_at")))
+        assert first.missing_fields == ("created_at", "status")
+        assert LedgerRecord.from_json(first.to_json()) == first
+        later = merge(first, self.observation(delivery="d2", missing_fields=("name", "status")))
+        assert later.missing_fields == ("created_at", "name", "status")
+
+    def test_a_record_written_before_the_field_reads_back_with_none(self):
+        document = json.loads(merge(None, self.observation()).to_json())
+        del document["missing_fields"]
+        assert LedgerRecord.from_json(json.dumps(document)).missing_fields == ()
+
+    def test_the_list_is_bounded(self):
+        names = tuple(f"field_{n:02d}" for n in range(40))
+        record = merge(None, self.observation(missing_fields=names))
+        assert len(record.missing_fields) == 16 and len(record.to_json()) < 2000
