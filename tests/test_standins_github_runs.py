@@ -86,3 +86,41 @@ def test_rate_limit_switches(github):
     status, headers, body = get(github, f"/repos/{REPO}/actions/runs")
     assert status == 403 and headers["x-ratelimit-remaining"] == "0"
     assert "rate limit" in body["message"]
+
+
+def test_one_run_carries_its_repository_and_head_repository(github):
+    status, _, run = get(github, f"/repos/{REPO}/actions/runs/500")
+    assert status == 200 and run["id"] == 500 and run["event"] == "push"
+    assert run["repository"]["full_name"] == run["head_repository"]["full_name"] == REPO
+    assert run["head_repository"]["fork"] is False
+    # The list holds the same run objects.
+    listed = get(github, f"/repos/{REPO}/actions/runs?status=queued")[2]["workflow_runs"]
+    assert listed == [run]
+
+
+def test_a_run_from_a_fork_and_one_whose_fork_was_deleted(github):
+    github.queue_job(
+        REPO,
+        workflow_job(job_id=3, run_id=501)["workflow_job"],
+        event="pull_request",
+        head_repository="mallory/hello-world",
+    )
+    github.queue_job(REPO, workflow_job(job_id=4, run_id=502)["workflow_job"], head_repository=None)
+    fork = get(github, f"/repos/{REPO}/actions/runs/501")[2]
+    assert fork["event"] == "pull_request" and fork["repository"]["full_name"] == REPO
+    assert fork["head_repository"]["full_name"] == "mallory/hello-world"
+    assert fork["head_repository"]["fork"] is True
+    assert get(github, f"/repos/{REPO}/actions/runs/502")[2]["head_repository"] is None
+
+
+def test_one_run_needs_actions_read_and_its_own_repository(github):
+    assert get(github, f"/repos/{REPO}/actions/runs/999")[0] == 404
+    assert get(github, "/repos/octo-org/other/actions/runs/500")[0] == 404
+    assert get(github, f"/repos/{REPO}/actions/runs/500", token=ADMIN_TOKEN)[0] == 403
+
+
+def test_a_fault_can_be_aimed_at_one_path(github):
+    github.fail_next(502, path=f"/repos/{REPO.upper()}/actions/runs/500")
+    assert get(github, f"/repos/{REPO}/actions/runs?status=queued")[0] == 200
+    assert get(github, f"/repos/{REPO}/actions/runs/500")[0] == 502
+    assert get(github, f"/repos/{REPO}/actions/runs/500")[0] == 200
