@@ -3,8 +3,8 @@
 Takes the Nomad API URL and the Access service token from the edge stack and the dispatch-only
 Nomad token from the nomad stack (all as cdktf references), generates the webhook secret key
 (``random_password``, never in any file), and exposes ``webhook_hostname`` and
-``webhook_secret_key`` to the github stack. The reconciler's GitHub token is the sensitive
-Terraform variable ``github_read_token`` (``TF_VAR_github_read_token``).
+``webhook_secret_key`` to the github stack. The GitHub read token (reconciler and fork check) is
+the sensitive Terraform variable ``github_read_token`` (``TF_VAR_github_read_token``).
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ class DispatchStack(TerraformStack):
             sensitive=True,
             nullable=False,
             description=(
-                "GitHub token the Worker's reconciler lists queued runs and jobs with: "
-                "fine-grained, repository permission Actions read, on the configured "
-                "repositories only. Set TF_VAR_github_read_token."
+                "GitHub token the Worker lists queued runs and jobs with (reconciler) and "
+                "looks a job's run up with before dispatching it (fork check): fine-grained, "
+                "repository permission Actions read, on the configured repositories only. "
+                "Set TF_VAR_github_read_token."
             ),
         )
         cloudflare = config.cloudflare
