@@ -38,11 +38,16 @@ KEY = REPOSITORY.lower()
 
 
 def run_object(base, head):
+    """The part of a workflow run object the verdict reads (GitHub sends much more)."""
+
     def repository(name):
         return None if name is None else {"full_name": name, "name": name.split("/")[1]}
 
-    return {"id": 7, "event": "pull_request", "repository": repository(base)} | {
-        "head_repository": repository(head)
+    return {
+        "id": 7,
+        "event": "pull_request",
+        "repository": repository(base),
+        "head_repository": repository(head),
     }
 
 
