@@ -115,11 +115,21 @@ META_RUN_ID: Final = "github_run_id"
 META_POOL: Final = "runner_pool"
 DISPATCH_META_KEYS: Final[tuple[str, ...]] = (META_REPOSITORY, META_JOB_ID, META_RUN_ID, META_POOL)
 
+# The Nomad ACL capabilities the Worker's token holds in the runner namespace, and why each
+# (checked in Nomad's nomad/job_endpoint.go): dispatch-job for POST /v1/job/{id}/dispatch
+# (Job.Dispatch); read-job for GET /v1/job/{id}/summary (Job.Summary) and the reconciler's
+# GET /v1/job/{child id} (Job.GetJob). No list-jobs: only job listings (GET /v1/jobs) need it,
+# and the Worker lists nothing. The nomad stack writes the policy from this tuple.
+WORKER_NOMAD_CAPABILITIES: Final[tuple[str, ...]] = ("dispatch-job", "read-job")
+
 WEBHOOK_PATH_PREFIX: Final = "/webhook/"
 
-# GitHub owner and repository names: letters, digits, '-', '_' and '.', nothing else.
-_NAME_PART = r"[A-Za-z0-9_.-]{1,100}"
-REPOSITORY_PATTERN: Final = re.compile(rf"^{_NAME_PART}/{_NAME_PART}$")
+# GitHub owner and repository names: letters, digits, '-', '_' and '.', nothing else, and never
+# "." or ".." (a path segment that would climb out of /repos/). \Z, not $: "$" would also match
+# before a trailing newline. runner_job/scripts/github_api.py holds a copy (the task scripts run
+# on Nomad without this package); a test keeps the two equal.
+_NAME_PART = r"(?!\.\.?(?:/|\Z))[A-Za-z0-9_.-]{1,100}"
+REPOSITORY_PATTERN: Final = re.compile(rf"\A{_NAME_PART}/{_NAME_PART}\Z")
 # Nomad job ids and pool names we generate: lower-case DNS-label-like words.
 POOL_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 ROUTING_VERSION: Final = 1

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.contract import PoolRoute, Routing
+from handler.contract import WORKER_NOMAD_CAPABILITIES, PoolRoute, Routing
 from handler.ledger import LedgerRecord, ledger_key
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.reconcile import (
@@ -97,7 +97,9 @@ def grants(*repositories):
 
 @pytest.fixture
 def world():
-    with GitHubStandIn(tokens=grants(REPO, OTHER)) as github, NomadStandIn() as nomad:
+    # The Nomad token holds exactly the deployed policy's capabilities (no list-jobs).
+    nomad_standin = NomadStandIn(capabilities=WORKER_NOMAD_CAPABILITIES)
+    with GitHubStandIn(tokens=grants(REPO, OTHER)) as github, nomad_standin as nomad:
         register_pools(nomad)
         yield World(github, nomad)
 

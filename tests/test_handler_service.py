@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from handler import service
-from handler.contract import DISPATCH_META_KEYS
+from handler.contract import DISPATCH_META_KEYS, WORKER_NOMAD_CAPABILITIES
 from handler.ledger import LedgerRecord, ledger_key
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.service import (
@@ -35,7 +35,8 @@ SECRETS = ("nomad-token-for-tests", "access-client-secret-for-tests", "webhook-k
 
 @pytest.fixture(scope="module")
 def nomad():
-    with NomadStandIn() as stand_in:
+    # The Nomad token holds exactly the deployed policy's capabilities (no list-jobs).
+    with NomadStandIn(capabilities=WORKER_NOMAD_CAPABILITIES) as stand_in:
         register_pools(stand_in)
         yield stand_in
 

@@ -6,6 +6,7 @@ jobspec sets (plus short retry delays), and a token file where the template rend
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import stat
@@ -13,10 +14,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from handler.contract import REPOSITORY_PATTERN
 from runner_job import SCRIPTS_DIR, credential_variable_paths
 from tests.standins.github import ADMIN_TOKEN, READ_ONLY_TOKEN, REPOSITORY, GitHubStandIn
 
@@ -445,3 +449,71 @@ class TestDeregister:
         result = run("deregister", github, alloc)
         assert result.returncode == 0, result.stderr
         assert runner_id not in github.runners
+
+
+@cache
+def load_github_api() -> ModuleType:
+    """The scripts' helper module, loaded from its file as the task scripts import it on Nomad."""
+    spec = importlib.util.spec_from_file_location("task_github_api", SCRIPTS_DIR / "github_api.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# Dispatch meta values that must never reach a GitHub API path: a query, a fragment, another
+# path, a dot segment, a trailing newline, characters GitHub names never contain.
+BAD_REPOSITORIES = [
+    "acme/victim?x=",
+    "acme/victim#x",
+    "../x",
+    "./x",
+    "acme/..",
+    "acme/.",
+    "acme/victim/extra",
+    "acme/victim%2F..",
+    "acme/victim\n",
+    "acme/vic tim",
+    "acme",
+    "/victim",
+    "acme/",
+    "acme\\victim",
+]
+
+
+class TestRepositoryMeta:
+    def test_the_scripts_use_the_handlers_repository_pattern(self):
+        """Same pattern text, same flags: what the handler accepts is what the tasks accept."""
+        github_api = load_github_api()
+        assert github_api.REPOSITORY_PATTERN.pattern == REPOSITORY_PATTERN.pattern
+        assert github_api.REPOSITORY_PATTERN.flags == REPOSITORY_PATTERN.flags
+
+    @pytest.mark.parametrize("repository", BAD_REPOSITORIES)
+    def test_both_patterns_refuse_a_bad_repository(self, repository):
+        assert not REPOSITORY_PATTERN.match(repository)
+        assert not load_github_api().REPOSITORY_PATTERN.match(repository)
+
+    @pytest.mark.parametrize("repository", ["octo-org/hello-world", "a.b/c_d.e-f", "x/.github"])
+    def test_real_names_pass_and_stay_one_segment_each(self, repository):
+        owner, name = load_github_api().split_repository(repository)
+        assert f"{owner}/{name}" == repository
+
+    @pytest.mark.parametrize("repository", BAD_REPOSITORIES)
+    def test_register_refuses_a_bad_repository_before_any_request(self, github, alloc, repository):
+        result = run("register", github, alloc, env={"GITHUB_REPOSITORY": repository})
+        assert result.returncode == 2
+        assert "GITHUB_REPOSITORY" in result.stderr
+        assert not github.requests
+        assert not alloc.handoff.exists()
+
+    @pytest.mark.parametrize("repository", BAD_REPOSITORIES)
+    def test_deregister_refuses_a_bad_repository_before_any_request(
+        self, github, alloc, repository
+    ):
+        alloc.handoff.mkdir(parents=True)
+        (alloc.handoff / "runner_id").write_text("42\n")
+        result = run("deregister", github, alloc, env={"GITHUB_REPOSITORY": repository})
+        assert result.returncode == 2
+        assert "GITHUB_REPOSITORY" in result.stderr
+        assert not github.requests

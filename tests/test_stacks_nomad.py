@@ -51,7 +51,7 @@ def test_policy_grants_only_dispatch_in_the_runner_namespace(variant: str) -> No
     rules = pygohcl.loads(policy["rules_hcl"])
     assert rules == {
         "namespace": {
-            config.nomad.namespace: {"capabilities": ["dispatch-job", "read-job", "list-jobs"]}
+            config.nomad.namespace: {"capabilities": ["dispatch-job", "read-job"]}
         }
     }
     token = only(stack, "nomad_acl_token")

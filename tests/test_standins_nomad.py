@@ -155,3 +155,20 @@ def test_fault_switches(nomad):
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         call(nomad, "POST", DISPATCH, {"Meta": META})
     assert call(nomad, "POST", DISPATCH, {"Meta": META})[0] == 200
+
+
+def test_each_endpoint_needs_the_capability_nomad_checks_for_it():
+    """A token with dispatch-job and read-job only (the Worker's policy): listing is refused."""
+    with NomadStandIn(capabilities=("dispatch-job", "read-job")) as nomad:
+        nomad.register_job("runner", meta_required=("a", "b"))
+        status, body = call(nomad, "POST", DISPATCH, {"Meta": META})
+        assert status == 200
+        child = json.loads(body)["DispatchedJobID"]
+        assert call(nomad, "GET", f"/v1/job/{child}?namespace=github-runners")[0] == 200
+        assert call(nomad, "GET", "/v1/job/runner/summary?namespace=github-runners")[0] == 200
+        listing = call(nomad, "GET", "/v1/jobs?prefix=runner&namespace=github-runners")
+        assert listing == (403, b"Permission denied")
+        assert call(nomad, "DELETE", f"/v1/job/{child}?namespace=github-runners")[0] == 403
+    with NomadStandIn(capabilities=("read-job",)) as nomad:
+        nomad.register_job("runner", meta_required=("a", "b"))
+        assert call(nomad, "POST", DISPATCH, {"Meta": META}) == (403, b"Permission denied")

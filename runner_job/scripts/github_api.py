@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,12 @@ USER_AGENT: Final = "nomad-github-runner-tasks"
 # Statuses worth one more try after a pause: GitHub's own trouble, not ours.
 TRANSIENT_STATUSES: Final = frozenset({500, 502, 503, 504})
 MAX_RUNNER_NAME: Final = 64
+# The dispatch meta github_repository must be an owner/name the handler would accept: the same
+# pattern as handler.contract.REPOSITORY_PATTERN (these scripts cannot import the handler on
+# Nomad; a test keeps the two equal). Anything else never reaches a GitHub API path.
+REPOSITORY_PATTERN: Final = re.compile(
+    r"\A(?!\.\.?(?:/|\Z))[A-Za-z0-9_.-]{1,100}/(?!\.\.?(?:/|\Z))[A-Za-z0-9_.-]{1,100}\Z"
+)
 
 
 class GitHubError(Exception):
@@ -88,10 +96,19 @@ def runner_name(pool: str, alloc_id: str) -> str:
 
 
 def split_repository(repository: str) -> tuple[str, str]:
-    owner, slash, name = repository.partition("/")
-    if not slash or not owner or not name or "/" in name:
-        raise ConfigError(f"repository {repository!r} is not of the form owner/name")
-    return owner, name
+    """Owner and name of a valid ``owner/name``, each quoted as one URL path segment.
+
+    Checked before any request: the value comes from the dispatch meta, which anyone holding
+    the dispatch token can set, and must never add a query, a fragment or another path.
+    """
+    if not REPOSITORY_PATTERN.match(repository):
+        raise ConfigError(
+            f"repository {repository!r} (GITHUB_REPOSITORY, from the dispatch meta "
+            "github_repository) is not of the form owner/name with letters, digits, '-', '_' "
+            "and '.' only"
+        )
+    owner, _, name = repository.partition("/")
+    return urllib.parse.quote(owner, safe=""), urllib.parse.quote(name, safe="")
 
 
 @dataclass(frozen=True)

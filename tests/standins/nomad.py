@@ -6,7 +6,11 @@ Worker relies on (see ``shared/reference/FACTS.md``):
 * an Access gate in front: without the right ``CF-Access-Client-Id``/``-Secret`` headers the
   request never reaches Nomad and gets 403, as Cloudflare Access answers a service-token app;
 * ACL: a wrong or missing ``X-Nomad-Token`` (or ``Authorization: Bearer``) gives 403
-  ``Permission denied``;
+  ``Permission denied``, and so does a request the token's namespace capabilities do not cover
+  (when the test gives the token a capability list; by default it holds all of them), with the
+  capability Nomad checks for each endpoint (nomad/job_endpoint.go): ``list-jobs`` for
+  ``GET /v1/jobs``, ``read-job`` for ``GET /v1/job/{id}`` and ``.../summary``, ``dispatch-job``
+  for ``.../dispatch``, ``submit-job`` for ``DELETE /v1/job/{id}``;
 * ``POST /v1/job/{id}/dispatch``: parameterized parents registered by the test; children named
   ``{parent}/dispatch-[{prefix}-]{unix}-{8 hex}``; every dispatch error is a 500 with a plain-text
   reason (unknown job, not parameterized, stopped parent, payload forbidden/required/over 16384
@@ -70,6 +74,17 @@ class Job:
     payload_bytes: bytes = b""
 
 
+def _capability(method: str, path: str) -> str:
+    """The namespace capability Nomad's job endpoints check for one request."""
+    if path == "/v1/jobs":
+        return "list-jobs"
+    if method in ("POST", "PUT") and path.endswith("/dispatch"):
+        return "dispatch-job"
+    if method == "DELETE":
+        return "submit-job"
+    return "read-job"
+
+
 class NomadStandIn:
     """Start with ``with NomadStandIn(...) as nomad:``; ``nomad.url`` is its base URL."""
 
@@ -80,8 +95,11 @@ class NomadStandIn:
         access_client_id: str | None = ACCESS_CLIENT_ID,
         access_client_secret: str | None = ACCESS_CLIENT_SECRET,
         slow_seconds: float = 6.0,
+        capabilities: tuple[str, ...] | None = None,
     ) -> None:
         self.token = token
+        # The token's capabilities in every namespace; None: all of them (a management token).
+        self.capabilities = None if capabilities is None else frozenset(capabilities)
         self.access_client_id = access_client_id
         self.access_client_secret = access_client_secret
         self.slow_seconds = slow_seconds
@@ -194,6 +212,9 @@ class NomadStandIn:
             return 403, "text/plain", b"Permission denied"
         namespace = request.query.get("namespace", "default")
         path = request.path
+        needed = _capability(request.method, path)
+        if self.capabilities is not None and needed not in self.capabilities:
+            return 403, "text/plain", b"Permission denied"
         if request.method == "GET" and path == "/v1/jobs":
             return self._list(namespace, request.query.get("prefix", ""))
         if not path.startswith("/v1/job/"):
