@@ -57,6 +57,10 @@ tools:
 	  echo "==> installing shellcheck (Debian package)"; \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq shellcheck; }
+	@command -v nft >/dev/null || [ -x /usr/sbin/nft ] || { \
+	  echo "==> installing nftables and iproute2 (Debian packages, for the firewall tests)"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq nftables iproute2; }
 
 test: install lint tools
 	@echo "==> pytest"

@@ -133,6 +133,13 @@ class PoolConfig:
     # GitHub runner group the runners join: 1 is the default group; other groups exist only in
     # organizations (and must be open to the repositories using the pool).
     runner_group_id: int
+    # Nomad node pool of this pool's runners; None: nomad.node_pool (where cloudflared runs too).
+    node_pool: str | None = None
+    pids_limit: int = 4096  # processes and threads the runner task may hold at once
+    disk: int = 10240  # MB the allocation reserves on its node (Nomad ephemeral_disk)
+    # True: the image's own sudo rules (passwordless in the official image); False: the runner
+    # task runs without supplementary groups and with no-new-privileges, so sudo cannot work.
+    sudo: bool = True
 
     @property
     def nomad_job(self) -> str:
@@ -543,11 +550,22 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
                 max_runners=table.integer("max_runners", 10),
                 constraints=_constraints(table),
                 runner_group_id=table.integer("runner_group_id", 1),
+                node_pool=_pool_node_pool(table),
+                pids_limit=table.integer("pids_limit", 4096, minimum=64),
+                disk=table.integer("disk", 10240, minimum=1024),
+                sudo=table.boolean("sudo", True),
             )
         pools.append(pool)
     if not pools:
         raise root.error("pools", "define at least one [[pools]] table")
     return tuple(pools)
+
+
+def _pool_node_pool(table: _Table) -> str | None:
+    node_pool = table.optional_string("node_pool")
+    if node_pool is not None and not _NOMAD_NAME.match(node_pool):
+        raise table.error("node_pool", "expected letters, digits, '-' and '_' only")
+    return node_pool
 
 
 def _driver(table: _Table) -> str:

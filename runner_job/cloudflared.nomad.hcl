@@ -58,7 +58,7 @@ variable "memory" {
 }
 
 variable "metrics_port" {
-  description = "Host port of the metrics and /ready endpoint; 0 picks a free one per allocation, so several connectors can share a node."
+  description = "Port of the metrics and /ready endpoint on the node's loopback (127.0.0.1); 0 picks a free one per allocation, so several connectors can share a node."
   type        = number
   default     = 0
 }
@@ -109,6 +109,12 @@ job "cloudflared" {
       provider = "nomad"
       name     = var.job_name
       port     = "metrics"
+      # The metrics server listens on the node's loopback only (it also serves /debug/ pprof,
+      # /config and /diag/*). A Nomad-provider check is run by the Nomad client itself, from the
+      # node's network namespace, at the service's address: this custom address points it at
+      # 127.0.0.1:<metrics port>, which it reaches because this task shares that namespace
+      # (host networking). Without it the check would go to the node's advertised IP and fail.
+      address = "127.0.0.1"
 
       # /ready answers 200 once the connector holds at least one connection to Cloudflare.
       check {
@@ -126,11 +132,14 @@ job "cloudflared" {
       config {
         image = var.image
         # Host networking: the tunnel's ingress reaches the Nomad API on the node itself
-        # (http://127.0.0.1:4646 by default), and the metrics port is the allocated host port.
+        # (http://127.0.0.1:4646 by default). The metrics server binds the node's loopback
+        # only, which no container on a bridge network (a runner) can reach: a container's
+        # 127.0.0.1 is its own.
         network_mode = "host"
+        privileged   = false
         args = [
           "tunnel", "--no-autoupdate",
-          "--metrics", "0.0.0.0:${NOMAD_PORT_metrics}",
+          "--metrics", "127.0.0.1:${NOMAD_PORT_metrics}",
           "run", "--token-file", "${NOMAD_SECRETS_DIR}/tunnel_token",
         ]
       }

@@ -28,7 +28,7 @@ variable "datacenters" {
 }
 
 variable "node_pool" {
-  description = "Nomad node pool the runners are placed in."
+  description = "Nomad node pool the runners are placed in; a pool of their own keeps workflow code off the nodes that run cloudflared and other services."
   type        = string
   default     = "default"
 }
@@ -79,6 +79,29 @@ variable "memory" {
   description = "Memory of the runner task, in MiB."
   type        = number
   default     = 4096
+}
+
+variable "pids_limit" {
+  description = "Most processes and threads the runner task may hold at once (a fork bomb stops there, not at the node's limit)."
+  type        = number
+  default     = 4096
+}
+
+variable "disk" {
+  description = "Disk the allocation reserves on its node, in MiB (ephemeral_disk): Nomad places a runner only where this much is free and counts it against the node. Nomad does not enforce it; see README.md for the node-side quota."
+  type        = number
+  default     = 10240
+}
+
+variable "runner_sudo" {
+  description = "\"image\": the runner image's own sudo rules (passwordless in the official image); \"none\": the runner task runs as runner:runner, without the image's supplementary groups, and with no-new-privileges, so sudo and every other setuid program cannot raise privileges."
+  type        = string
+  default     = "image"
+
+  validation {
+    condition     = contains(["image", "none"], var.runner_sudo)
+    error_message = "The runner_sudo variable must be \"image\" or \"none\"."
+  }
 }
 
 variable "constraints" {
@@ -155,6 +178,20 @@ job "github-runner" {
       unlimited = false
     }
 
+    # A network namespace of the allocation's own (Nomad's bridge, through CNI): its tasks share
+    # it with each other and nothing else, and reach the internet (GitHub) through the node's NAT.
+    # Traffic to the node itself and to link-local/metadata addresses is dropped by the node's
+    # firewall (runner_job/node/runner-firewall.nft, see README.md), not by anything here.
+    network {
+      mode = "bridge"
+    }
+
+    # Placement, not enforcement: Nomad puts the runner only on a node with this much free disk
+    # and counts it against the node; the hard cap is the container runtime's quota (README.md).
+    ephemeral_disk {
+      size = var.disk
+    }
+
     task "register" {
       driver = var.driver
 
@@ -164,9 +201,12 @@ job "github-runner" {
       }
 
       config {
-        image   = var.helper_image
-        command = "python3"
-        args    = ["${NOMAD_TASK_DIR}/register.py"]
+        image        = var.helper_image
+        command      = "python3"
+        args         = ["${NOMAD_TASK_DIR}/register.py"]
+        privileged   = false
+        pids_limit   = 256
+        security_opt = ["no-new-privileges"]
       }
 
       env {
@@ -212,10 +252,20 @@ job "github-runner" {
     task "runner" {
       driver = var.driver
 
+      # Without sudo: the explicit group drops the image's supplementary groups (the official
+      # image grants passwordless sudo to group "sudo"), and no-new-privileges keeps any setuid
+      # program, sudo included, from raising privileges. "" keeps the image's own user.
+      user = var.runner_sudo == "none" ? "runner:runner" : ""
+
+      # The walls around workflow code: never privileged, a process limit, its own network
+      # (the group's bridge), no Docker socket of the node.
       config {
-        image   = var.runner_image
-        command = "/bin/bash"
-        args    = ["${NOMAD_TASK_DIR}/supervise.sh"]
+        image        = var.runner_image
+        command      = "/bin/bash"
+        args         = ["${NOMAD_TASK_DIR}/supervise.sh"]
+        privileged   = false
+        pids_limit   = var.pids_limit
+        security_opt = var.runner_sudo == "none" ? ["no-new-privileges"] : []
       }
 
       # Settings only: no credential, no template reading a Nomad Variable. The JIT config is
@@ -261,9 +311,12 @@ job "github-runner" {
       }
 
       config {
-        image   = var.helper_image
-        command = "python3"
-        args    = ["${NOMAD_TASK_DIR}/deregister.py"]
+        image        = var.helper_image
+        command      = "python3"
+        args         = ["${NOMAD_TASK_DIR}/deregister.py"]
+        privileged   = false
+        pids_limit   = 256
+        security_opt = ["no-new-privileges"]
       }
 
       env {

@@ -364,3 +364,45 @@ class TestForkPolicy:
     def test_allow_public_is_per_repository_only(self) -> None:
         message = error_of(mutate(("github", "allow_public"), True))
         assert message == f"{SOURCE}: github.allow_public: unknown field (check the spelling)"
+
+
+class TestPoolSandbox:
+    """Per-pool walls: node pool, process limit, disk, sudo."""
+
+    def test_defaults(self) -> None:
+        config = parse_config(copy.deepcopy(example()), source=SOURCE)
+        pool = config.pools[0]
+        assert (pool.node_pool, pool.pids_limit, pool.disk, pool.sudo) == (None, 4096, 10240, True)
+
+    def test_values_are_read(self) -> None:
+        document = copy.deepcopy(example())
+        document["pools"][0] |= {
+            "node_pool": "runners",
+            "pids_limit": 1024,
+            "disk": 20480,
+            "sudo": False,
+        }
+        pool = parse_config(document, source=SOURCE).pools[0]
+        assert (pool.node_pool, pool.pids_limit, pool.disk, pool.sudo) == (
+            "runners",
+            1024,
+            20480,
+            False,
+        )
+
+    @pytest.mark.parametrize(
+        ("field", "value", "problem"),
+        [
+            ("node_pool", "not a pool", "expected letters, digits, '-' and '_' only"),
+            ("node_pool", 3, "expected a non-empty string, got an integer"),
+            ("pids_limit", 10, "must be at least 64, got 10"),
+            ("pids_limit", "4096", "expected an integer, got a string"),
+            ("disk", 100, "must be at least 1024, got 100"),
+            ("sudo", "no", "expected true or false, got a string"),
+            ("sudo", 0, "expected true or false, got an integer"),
+        ],
+    )
+    def test_bad_values_are_named(self, field: str, value: Any, problem: str) -> None:
+        assert error_of(mutate(("pools", 0, field), value)) == (
+            f"{SOURCE}: pools[0].{field}: {problem}"
+        )

@@ -68,12 +68,21 @@ def test_runs_a_configurable_number_of_connectors_rolled_one_at_a_time(group):
     assert group["update"]["health_check"] == "checks"
 
 
-def test_runs_the_tunnel_without_autoupdate_and_with_metrics_on_the_allocated_port(task):
+def test_runs_the_tunnel_without_autoupdate_and_with_metrics_on_the_nodes_loopback(task):
+    """The metrics server also serves /debug/ (pprof), /config and /diag/*: loopback only, which
+    a container on a bridge network (a runner) cannot reach."""
     args = task["config"]["args"]
     assert task["config"]["image"] == "var.image"
     assert args[:2] == ["tunnel", "--no-autoupdate"]
-    assert args[args.index("--metrics") + 1] == "0.0.0.0:NOMAD_PORT_metrics"
+    assert args[args.index("--metrics") + 1] == "127.0.0.1:NOMAD_PORT_metrics"
     assert args.index("run") > args.index("--metrics")
+    assert "0.0.0.0" not in CLOUDFLARED_JOBSPEC.read_text(encoding="utf-8")
+
+
+def test_shares_the_nodes_network_unprivileged(task):
+    """Host networking: the ingress reaches the Nomad API on 127.0.0.1, and so does the check."""
+    assert task["config"]["network_mode"] == "host"
+    assert task["config"]["privileged"] is False
 
 
 def test_reads_the_token_from_its_secrets_dir_not_from_arguments_or_environment(task):
@@ -104,6 +113,18 @@ def test_readiness_is_a_nomad_health_check_on_the_metrics_port(group):
     assert service["port"] == "metrics"
     assert service["check"]["type"] == "http"
     assert service["check"]["path"] == "/ready"
+
+
+def test_the_check_goes_to_the_loopback_the_metrics_server_listens_on(group):
+    """A Nomad-provider check runs in the Nomad client, in the node's network namespace, at the
+    service's address; without a custom address that is the node's advertised IP, where
+    nothing listens any more. Address mode stays auto (Nomad refuses a custom address with
+    any other), and the check inherits the address."""
+    service = group["service"]
+    assert service["address"] == "127.0.0.1"
+    assert service.get("address_mode", "auto") == "auto"
+    assert "address_mode" not in service["check"]
+    assert "mode" not in group["network"], "host networking: the loopback is the node's"
 
 
 def test_resources_are_small_by_default(spec, task):

@@ -38,6 +38,9 @@ AGREED_VARIABLES = {
     "driver": "string",
     "cpu": "number",
     "memory": "number",
+    "pids_limit": "number",
+    "disk": "number",
+    "runner_sudo": "string",
     "constraints": "list(object({attribute=string operator=string value=string}))",
     "idle_timeout_seconds": "number",
     "max_job_seconds": "number",
@@ -267,3 +270,62 @@ class TestScripts:
         for path in SCRIPTS_DIR.iterdir():
             if path.is_file():
                 assert "{{" not in path.read_text(encoding="utf-8"), path.name
+
+
+class TestSandbox:
+    """The walls around workflow code (the runner task) and its helpers."""
+
+    def test_the_allocation_has_a_network_namespace_of_its_own(self, job):
+        """Nomad's bridge: the tasks share it, and no task sits on the node's own network."""
+        group = job["group"][RUNNER_GROUP]
+        assert group["network"] == {"mode": "bridge"}
+        for name, task in group["task"].items():
+            assert "network_mode" not in task["config"], name
+
+    def test_the_allocation_reserves_the_pools_disk(self, job):
+        assert job["group"][RUNNER_GROUP]["ephemeral_disk"] == {"size": "var.disk"}
+
+    def test_no_task_is_privileged(self, tasks):
+        for name, task in tasks.items():
+            assert task["config"]["privileged"] is False, name
+
+    def test_every_task_has_a_process_limit(self, tasks):
+        assert tasks[RUNNER_TASK]["config"]["pids_limit"] == "var.pids_limit"
+        for name in (REGISTER_TASK, DEREGISTER_TASK):
+            assert 0 < tasks[name]["config"]["pids_limit"] <= 1024, name
+
+    def test_the_helpers_never_gain_privileges(self, tasks):
+        for name in (REGISTER_TASK, DEREGISTER_TASK):
+            assert tasks[name]["config"]["security_opt"] == ["no-new-privileges"], name
+
+    def test_without_sudo_the_runner_drops_its_groups_and_cannot_gain_privileges(self, tasks):
+        """'runner:runner' names the group, so Docker adds no supplementary group (the official
+        image grants sudo to group 'sudo'); no-new-privileges stops sudo on either driver."""
+        runner = tasks[RUNNER_TASK]
+        assert runner["user"] == 'var.runner_sudo == "none" ? "runner:runner" : ""'
+        assert runner["config"]["security_opt"] == (
+            'var.runner_sudo == "none" ? ["no-new-privileges"] : []'
+        )
+
+    def test_the_sudo_variable_takes_two_values_only(self, spec):
+        variable = spec["variable"]["runner_sudo"]
+        assert variable["default"] == "image"
+        assert variable["validation"]["condition"] == 'contains(["image", "none"], var.runner_sudo)'
+
+    def test_only_options_both_drivers_take(self, tasks):
+        """docker and podman accept these keys (their task config schemas); an unknown key fails
+        the task, so the jobspec uses nothing else."""
+        both = {"image", "command", "args", "privileged", "pids_limit", "security_opt"}
+        for name, task in tasks.items():
+            assert set(task["config"]) <= both, name
+
+    def test_no_host_socket_or_host_path_is_mounted(self):
+        text = RUNNER_JOBSPEC.read_text(encoding="utf-8")
+        assert "docker.sock" not in text
+        for key in ("volumes", "mount", "devices", "cap_add", "network_mode"):
+            assert not re.search(rf"^\s*{key}\s*[={{]", text, re.MULTILINE), key
+
+    def test_sandbox_defaults(self, spec):
+        defaults = {name: v["default"] for name, v in spec["variable"].items()}
+        assert defaults["pids_limit"] == 4096
+        assert defaults["disk"] == 10240

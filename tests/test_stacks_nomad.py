@@ -50,9 +50,7 @@ def test_policy_grants_only_dispatch_in_the_runner_namespace(variant: str) -> No
     policy = only(stack, "nomad_acl_policy")
     rules = pygohcl.loads(policy["rules_hcl"])
     assert rules == {
-        "namespace": {
-            config.nomad.namespace: {"capabilities": ["dispatch-job", "read-job"]}
-        }
+        "namespace": {config.nomad.namespace: {"capabilities": ["dispatch-job", "read-job"]}}
     }
     token = only(stack, "nomad_acl_token")
     (policy_name,) = resources(stack, "nomad_acl_policy")
@@ -173,3 +171,45 @@ def test_scripts_ship_beside_the_stack() -> None:
         assert (copied / name).read_bytes() == (SCRIPTS_DIR / name).read_bytes()
     for name in re.findall(r'file\("\$\{var\.scripts_dir\}/([^"]+)"\)', RUNNER_JOBSPEC.read_text()):
         assert name in scripts, f"the jobspec reads {name}, which is not shipped"
+
+
+def test_runner_jobs_carry_each_pools_sandbox_settings() -> None:
+    """The synthesized jobs: the pool's node pool (else nomad.node_pool, where cloudflared runs),
+    process limit, disk and sudo choice, as the variables the jobspec's walls read."""
+    synth = synthesized("two-pools")
+    jobs = jobs_by_name(synth.stacks["nomad"])
+    for pool in synth.config.pools:
+        variables = {k: unescape(v) for k, v in jobs[pool.nomad_job]["hcl2"]["vars"].items()}
+        assert variables["node_pool"] == (pool.node_pool or synth.config.nomad.node_pool)
+        assert variables["pids_limit"] == str(pool.pids_limit)
+        assert variables["disk"] == str(pool.disk)
+        assert variables["runner_sudo"] == ("image" if pool.sudo else "none")
+    small = jobs["github-runner-small"]["hcl2"]["vars"]
+    assert unescape(small["node_pool"]) == "ci-runners"
+    assert unescape(small["runner_sudo"]) == "none"
+    assert unescape(small["pids_limit"]) == "2048"
+    gpu = jobs["github-runner-gpu"]["hcl2"]["vars"]
+    assert unescape(gpu["node_pool"]) == "ci"
+    assert unescape(gpu["disk"]) == "51200"
+    cloudflared = jobs[CLOUDFLARED_JOB]["hcl2"]["vars"]
+    assert unescape(cloudflared["node_pool"]) == "ci"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_synthesized_runner_jobspecs_have_their_walls(variant: str) -> None:
+    """What Nomad receives, parsed back: bridge network, disk reservation, nothing privileged,
+    a process limit on every task; cloudflared's metrics on the node's loopback."""
+    for name, job in jobs_by_name(nomad(variant)).items():
+        spec = pygohcl.loads(unescape(job["jobspec"]))
+        [body] = spec["job"].values()
+        [group] = body["group"].values()
+        if name == CLOUDFLARED_JOB:
+            config = group["task"]["cloudflared"]["config"]
+            assert config["args"][config["args"].index("--metrics") + 1].startswith("127.0.0.1:")
+            assert group["service"]["address"] == "127.0.0.1"
+            continue
+        assert group["network"] == {"mode": "bridge"}
+        assert group["ephemeral_disk"] == {"size": "var.disk"}
+        for task in group["task"].values():
+            assert task["config"]["privileged"] is False
+            assert task["config"]["pids_limit"]

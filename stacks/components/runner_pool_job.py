@@ -55,7 +55,7 @@ class RunnerPoolJob(Construct):
                         "job_name": job_name,
                         "namespace": nomad.namespace,
                         "datacenters": list(nomad.datacenters),
-                        "node_pool": nomad.node_pool,
+                        "node_pool": pool.node_pool or nomad.node_pool,
                         "pool": pool.name,
                         "runner_labels": list(pool.labels),
                         "runner_group_id": pool.runner_group_id,
@@ -64,6 +64,9 @@ class RunnerPoolJob(Construct):
                         "driver": pool.driver,
                         "cpu": pool.cpu,
                         "memory": pool.memory,
+                        "pids_limit": pool.pids_limit,
+                        "disk": pool.disk,
+                        "runner_sudo": "image" if pool.sudo else "none",
                         "constraints": [
                             {
                                 "attribute": constraint.attribute,
