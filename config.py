@@ -36,6 +36,10 @@ DEFAULT_NAMESPACE: Final = "github-runners"
 SELF_HOSTED: Final = "self-hosted"
 # Task drivers whose config takes the docker-style image/command/args the runner jobspec uses.
 TASK_DRIVERS: Final = ("docker", "podman")
+# What a pool's jobs get for Docker: nothing, or a Docker daemon of the allocation's own (which
+# needs privileged mode: the docker driver only).
+DOCKER_MODES: Final = ("none", "dind")
+DIND_DRIVERS: Final = ("docker",)
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -140,6 +144,18 @@ class PoolConfig:
     # True: the image's own sudo rules (passwordless in the official image); False: the runner
     # task runs without supplementary groups and with no-new-privileges, so sudo cannot work.
     sudo: bool = True
+    # "none": no Docker daemon; "dind": a privileged Docker daemon sidecar in each allocation,
+    # taking half of cpu and memory (the containers of a job run inside it).
+    docker: Literal["none", "dind"] = "none"
+    registry_mirror: str | None = None  # a pull-through cache for the dind daemon (Docker Hub)
+
+    @property
+    def docker_share(self) -> tuple[int, int]:
+        """(cpu MHz, memory MB) of the Docker daemon task of a dind pool; the runner gets the
+        rest of ``cpu`` and ``memory``. Half each: a job's containers run inside the daemon."""
+        if self.docker != "dind":
+            return (0, 0)
+        return (self.cpu // 2, self.memory // 2)
 
     @property
     def nomad_job(self) -> str:
@@ -151,6 +167,7 @@ class ImagesConfig:
     runner: str
     helper: str
     cloudflared: str
+    dind: str | None = None  # the Docker daemon of dind pools; required once a pool uses dind
 
 
 @dataclass(frozen=True)
@@ -251,6 +268,13 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Ap
         nomad = _nomad(root.table("nomad"))
         images = _images(root.table("images"))
         pools = _pools(root)
+        for index, pool in enumerate(pools):
+            if pool.docker == "dind" and images.dind is None:
+                raise root.error(
+                    "images.dind",
+                    f"missing required field: pools[{index}] ('{pool.name}') has docker = "
+                    '"dind" and needs a pinned Docker daemon image, e.g. docker:29.7.2-dind',
+                )
         github = _github(root.table("github"), pools)
         backend = _backend(root.optional_table("backend"))
         reconcile = _reconcile(root.optional_table("reconcile"))
@@ -509,7 +533,19 @@ def _images(table: _Table) -> ImagesConfig:
         runner = _image(table, "runner", table.string("runner"))
         helper = _image(table, "helper", table.string("helper"))
         cloudflared = _image(table, "cloudflared", table.string("cloudflared"))
-    return ImagesConfig(runner=runner, helper=helper, cloudflared=cloudflared)
+        dind = table.optional_string("dind")
+        if dind is not None:
+            dind = _image(table, "dind", dind)
+            # The docker library image's variant tags (dind, 29-dind, dind-rootless) all move:
+            # only a full version, or a digest, is a pin.
+            tag = PurePosixPath(dind.split("@", 1)[0]).name.rsplit(":", 1)[-1]
+            if "@sha256:" not in dind and not re.match(r"^\d+\.\d+\.\d+", tag):
+                raise table.error(
+                    "dind",
+                    f"'{dind}' uses the floating tag '{tag}': pin a full version such as "
+                    "docker:29.7.2-dind",
+                )
+    return ImagesConfig(runner=runner, helper=helper, cloudflared=cloudflared, dind=dind)
 
 
 def _pools(root: _Table) -> tuple[PoolConfig, ...]:
@@ -554,6 +590,7 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
                 pids_limit=table.integer("pids_limit", 4096, minimum=64),
                 disk=table.integer("disk", 10240, minimum=1024),
                 sudo=table.boolean("sudo", True),
+                **_docker(table),
             )
         pools.append(pool)
     if not pools:
@@ -566,6 +603,43 @@ def _pool_node_pool(table: _Table) -> str | None:
     if node_pool is not None and not _NOMAD_NAME.match(node_pool):
         raise table.error("node_pool", "expected letters, digits, '-' and '_' only")
     return node_pool
+
+
+def _docker(table: _Table) -> dict[str, Any]:
+    """The pool's docker mode and registry mirror, checked against its driver and resources."""
+    mode = table.string("docker", "none")
+    if mode not in DOCKER_MODES:
+        known = ", ".join(f'"{name}"' for name in DOCKER_MODES)
+        raise table.error("docker", f"'{mode}' is not a docker mode (known: {known})")
+    mirror = table.optional_string("registry_mirror")
+    if mode != "dind":
+        if mirror is not None:
+            raise table.error(
+                "registry_mirror", 'only a pool with docker = "dind" has a daemon to use a mirror'
+            )
+        return {"docker": "none", "registry_mirror": None}
+    driver = table.string("driver", "docker")
+    if driver not in DIND_DRIVERS:
+        raise table.error(
+            "docker",
+            f'"dind" needs the docker driver (its privileged mode, allowed by the client\'s '
+            f"allow_privileged); driver '{driver}' cannot run the daemon",
+        )
+    cpu = table.integer("cpu", 2000, minimum=100)
+    memory = table.integer("memory", 4096, minimum=128)
+    if cpu < 1000 or memory < 2048:
+        raise table.error(
+            "docker",
+            f'"dind" splits cpu and memory in half between the runner and its Docker daemon: '
+            f"give the pool at least cpu = 1000 and memory = 2048 (it has {cpu} and {memory})",
+        )
+    if mirror is not None:
+        mirror = _url(table, "registry_mirror")
+        if urlsplit(mirror).path:
+            raise table.error(
+                "registry_mirror", f"'{mirror}': a scheme, host and port only, no path"
+            )
+    return {"docker": "dind", "registry_mirror": mirror}
 
 
 def _driver(table: _Table) -> str:

@@ -14,6 +14,8 @@ from typing import Final
 
 RUNNER_JOB_DIR: Final = Path(__file__).resolve().parent
 RUNNER_JOBSPEC: Final = RUNNER_JOB_DIR / "runner.nomad.hcl"
+# A pool with docker = "dind": the same job plus the allocation's own Docker daemon.
+RUNNER_DIND_JOBSPEC: Final = RUNNER_JOB_DIR / "runner-dind.nomad.hcl"
 CLOUDFLARED_JOBSPEC: Final = RUNNER_JOB_DIR / "cloudflared.nomad.hcl"
 SCRIPTS_DIR: Final = RUNNER_JOB_DIR / "scripts"
 
@@ -21,6 +23,7 @@ RUNNER_GROUP: Final = "runner"
 REGISTER_TASK: Final = "register"
 RUNNER_TASK: Final = "runner"
 DEREGISTER_TASK: Final = "deregister"
+DOCKER_TASK: Final = "docker"  # the Docker daemon sidecar of a dind pool
 GITHUB_TOKEN_ITEM: Final = "github_token"
 
 CLOUDFLARED_GROUP: Final = "cloudflared"

@@ -27,7 +27,7 @@ from config import AppConfig, load_config, parse_config
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
 STACKS = ("edge", "nomad", "dispatch", "github")
-VARIANTS = ("example", "two-pools", "user-owned", "many-repositories")
+VARIANTS = ("example", "two-pools", "user-owned", "many-repositories", "docker-in-docker")
 MANY_REPOSITORIES = 60
 
 # Values a careless stack could copy into its output; none may appear in any synthesized file.

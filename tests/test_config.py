@@ -406,3 +406,100 @@ class TestPoolSandbox:
         assert error_of(mutate(("pools", 0, field), value)) == (
             f"{SOURCE}: pools[0].{field}: {problem}"
         )
+
+
+def dind_document(**pool: Any) -> dict[str, Any]:
+    document = copy.deepcopy(example())
+    document["pools"][0] |= {"docker": "dind"} | pool
+    document["images"]["dind"] = "docker:29.7.2-dind"
+    return document
+
+
+class TestDockerInDocker:
+    def test_pools_have_no_docker_by_default(self) -> None:
+        config = parse_config(copy.deepcopy(example()), source=SOURCE)
+        assert config.pools[0].docker == "none"
+        assert config.pools[0].docker_share == (0, 0)
+        assert config.images.dind is None
+
+    def test_a_dind_pool_reads_its_mirror_and_splits_its_resources(self) -> None:
+        document = dind_document(
+            cpu=4000, memory=8192, registry_mirror="https://mirror.example.com:5000/"
+        )
+        config = parse_config(document, source=SOURCE)
+        pool = config.pools[0]
+        assert (pool.docker, pool.registry_mirror) == ("dind", "https://mirror.example.com:5000")
+        assert pool.docker_share == (2000, 4096)
+        assert config.images.dind == "docker:29.7.2-dind"
+
+    def test_the_dind_example_loads(self) -> None:
+        config = load_config(EXAMPLES / "docker-in-docker.toml")
+        assert [pool.docker for pool in config.pools] == ["none", "dind"]
+
+    @pytest.mark.parametrize(
+        ("pool", "field", "problem"),
+        [
+            (
+                {"docker": "host"},
+                "docker",
+                """'host' is not a docker mode (known: "none", "dind")""",
+            ),
+            ({"docker": True}, "docker", "expected a string, got a boolean"),
+            (
+                {"driver": "podman"},
+                "docker",
+                '"dind" needs the docker driver (its privileged mode, allowed by the client\'s '
+                "allow_privileged); driver 'podman' cannot run the daemon",
+            ),
+            (
+                {"cpu": 500},
+                "docker",
+                '"dind" splits cpu and memory in half between the runner and its Docker daemon: '
+                "give the pool at least cpu = 1000 and memory = 2048 (it has 500 and 4096)",
+            ),
+            (
+                {"registry_mirror": "mirror.example.com"},
+                "registry_mirror",
+                "'mirror.example.com' is not an http(s) URL",
+            ),
+            (
+                {"registry_mirror": "https://mirror.example.com/v2"},
+                "registry_mirror",
+                "'https://mirror.example.com/v2': a scheme, host and port only, no path",
+            ),
+        ],
+    )
+    def test_invalid_dind_pools_are_named(
+        self, pool: dict[str, Any], field: str, problem: str
+    ) -> None:
+        assert error_of(dind_document(**pool)) == f"{SOURCE}: pools[0].{field}: {problem}"
+
+    def test_a_mirror_without_a_daemon_is_refused(self) -> None:
+        message = error_of(mutate(("pools", 0, "registry_mirror"), "https://mirror.example.com"))
+        assert message == (
+            f'{SOURCE}: pools[0].registry_mirror: only a pool with docker = "dind" has a '
+            "daemon to use a mirror"
+        )
+
+    def test_a_dind_pool_needs_the_daemon_image(self) -> None:
+        document = dind_document()
+        del document["images"]["dind"]
+        name = document["pools"][0]["name"]
+        assert error_of(document) == (
+            f"{SOURCE}: images.dind: missing required field: pools[0] ('{name}') has docker = "
+            '"dind" and needs a pinned Docker daemon image, e.g. docker:29.7.2-dind'
+        )
+
+    @pytest.mark.parametrize(
+        "image",
+        ["docker:dind", "docker:29-dind", "docker:dind-rootless", "docker:latest", "docker"],
+    )
+    def test_the_daemon_image_is_pinned(self, image: str) -> None:
+        document = dind_document()
+        document["images"]["dind"] = image
+        assert error_of(document).startswith(f"{SOURCE}: images.dind: '{image}'")
+
+    def test_a_digest_pins_the_daemon_image(self) -> None:
+        document = dind_document()
+        document["images"]["dind"] = "docker@sha256:" + "a" * 64
+        assert parse_config(document, source=SOURCE).images.dind == document["images"]["dind"]

@@ -12,6 +12,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from runner_job import (
     CLOUDFLARED_JOBSPEC,
+    DOCKER_TASK,
+    RUNNER_DIND_JOBSPEC,
     RUNNER_JOBSPEC,
     SCRIPTS_DIR,
     credential_variable_paths,
@@ -78,11 +80,18 @@ def declared_variables(path: Any) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("jobspec", "job"), [(RUNNER_JOBSPEC, None), (CLOUDFLARED_JOBSPEC, CLOUDFLARED_JOB)]
+    ("jobspec", "variant", "job"),
+    [
+        (RUNNER_JOBSPEC, "two-pools", None),
+        (RUNNER_DIND_JOBSPEC, "docker-in-docker", "github-runner-docker"),
+        (CLOUDFLARED_JOBSPEC, "two-pools", CLOUDFLARED_JOB),
+    ],
 )
-def test_job_variables_are_declared_by_the_jobspec(jobspec: Any, job: str | None) -> None:
+def test_job_variables_are_declared_by_the_jobspec(
+    jobspec: Any, variant: str, job: str | None
+) -> None:
     """Nomad rejects an undeclared -var; a variable without default must be given."""
-    synth = synthesized("two-pools")
+    synth = synthesized(variant)
     name = job or synth.config.pools[0].nomad_job
     given = set(jobs_by_name(synth.stacks["nomad"])[name]["hcl2"]["vars"])
     declared = declared_variables(jobspec)
@@ -94,8 +103,12 @@ def test_job_variables_are_declared_by_the_jobspec(jobspec: Any, job: str | None
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_jobspec_text_reaches_nomad_unchanged(variant: str) -> None:
     """Escaped for Terraform, which then yields exactly the file, ${NOMAD_...} included."""
+    config = synthesized(variant).config
+    dind_jobs = {pool.nomad_job for pool in config.pools if pool.docker == "dind"}
     for name, job in jobs_by_name(nomad(variant)).items():
         path = CLOUDFLARED_JOBSPEC if name == CLOUDFLARED_JOB else RUNNER_JOBSPEC
+        if name in dind_jobs:
+            path = RUNNER_DIND_JOBSPEC
         assert unescape(job["jobspec"]) == path.read_text()
         text = job["jobspec"]
         assert text.count("${") == text.count("$${"), "an unescaped ${ reaches Terraform"
@@ -210,6 +223,28 @@ def test_synthesized_runner_jobspecs_have_their_walls(variant: str) -> None:
             continue
         assert group["network"] == {"mode": "bridge"}
         assert group["ephemeral_disk"] == {"size": "var.disk"}
+        privileged = {task for task, body in group["task"].items() if body["config"]["privileged"]}
+        # Only a dind pool's Docker daemon, and nothing in any other pool.
+        dind = unescape(job["jobspec"]) == RUNNER_DIND_JOBSPEC.read_text()
+        assert privileged == ({DOCKER_TASK} if dind else set()), name
         for task in group["task"].values():
-            assert task["config"]["privileged"] is False
             assert task["config"]["pids_limit"]
+
+
+def test_a_dind_pool_gets_the_dind_jobspec_and_half_its_resources_for_the_daemon() -> None:
+    synth = synthesized("docker-in-docker")
+    pool = synth.config.pool("docker")
+    jobs = jobs_by_name(synth.stacks["nomad"])
+    variables = {k: unescape(v) for k, v in jobs[pool.nomad_job]["hcl2"]["vars"].items()}
+    assert unescape(jobs[pool.nomad_job]["jobspec"]) == RUNNER_DIND_JOBSPEC.read_text()
+    assert variables["docker_image"] == synth.config.images.dind == "docker:29.7.2-dind"
+    assert variables["registry_mirror"] == "https://mirror.internal.example.com"
+    # cpu 4000 and memory 8192 for the whole allocation: the runner and the daemon share them.
+    assert (variables["cpu"], variables["docker_cpu"]) == ("2000", "2000")
+    assert (variables["memory"], variables["docker_memory"]) == ("4096", "4096")
+    assert variables["node_pool"] == "dind-runners"
+    assert variables["driver"] == "docker"
+    plain = {k: unescape(v) for k, v in jobs["github-runner-linux"]["hcl2"]["vars"].items()}
+    assert unescape(jobs["github-runner-linux"]["jobspec"]) == RUNNER_JOBSPEC.read_text()
+    assert not {"docker_image", "docker_cpu", "docker_memory", "registry_mirror"} & set(plain)
+    assert (plain["cpu"], plain["memory"]) == ("2000", "4096")

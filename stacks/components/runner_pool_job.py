@@ -1,8 +1,10 @@
 """One runner pool on Nomad: its parameterized job and the GitHub credential its tasks read.
 
-The job is ``runner_job/runner.nomad.hcl`` with the pool's values as HCL2 variables; the task
-scripts ship beside the stack as a Terraform asset, which the jobspec reads with ``file()``
-(hence ``allow_fs``). The GitHub credential goes into two Nomad Variables, one per task that
+The job is ``runner_job/runner.nomad.hcl`` with the pool's values as HCL2 variables, or, for a
+pool with ``docker = "dind"``, ``runner_job/runner-dind.nomad.hcl`` (the same job plus the
+allocation's Docker daemon, which takes half of the pool's cpu and memory); the task scripts ship
+beside the stack as a Terraform asset, which the jobspec reads with ``file()`` (hence
+``allow_fs``). The GitHub credential goes into two Nomad Variables, one per task that
 needs it (register, deregister: ``runner_job.credential_variable_paths``), and into no other
 place: the runner task, where workflow code runs, can read neither.
 """
@@ -14,7 +16,12 @@ from cdktf_cdktf_provider_nomad.variable import Variable
 from constructs import Construct
 
 from config import ImagesConfig, NomadConfig, PoolConfig
-from runner_job import GITHUB_TOKEN_ITEM, RUNNER_JOBSPEC, credential_variable_paths
+from runner_job import (
+    GITHUB_TOKEN_ITEM,
+    RUNNER_DIND_JOBSPEC,
+    RUNNER_JOBSPEC,
+    credential_variable_paths,
+)
 from stacks.components.nomad_jobspec import hcl2_vars, jobspec_text
 
 
@@ -44,10 +51,20 @@ class RunnerPoolJob(Construct):
             )
             for task_path in credential_variable_paths(job_name)
         ]
+        docker_cpu, docker_memory = pool.docker_share
+        dind: dict[str, str | int] = {}
+        if pool.docker == "dind":
+            assert images.dind is not None, "config validation requires images.dind"
+            dind = {
+                "docker_image": images.dind,
+                "docker_cpu": docker_cpu,
+                "docker_memory": docker_memory,
+                "registry_mirror": pool.registry_mirror or "",
+            }
         self.job = Job(
             self,
             "job",
-            jobspec=jobspec_text(RUNNER_JOBSPEC),
+            jobspec=jobspec_text(RUNNER_DIND_JOBSPEC if dind else RUNNER_JOBSPEC),
             hcl2=JobHcl2(
                 allow_fs=True,
                 vars=hcl2_vars(
@@ -62,8 +79,8 @@ class RunnerPoolJob(Construct):
                         "runner_image": pool.image or images.runner,
                         "helper_image": images.helper,
                         "driver": pool.driver,
-                        "cpu": pool.cpu,
-                        "memory": pool.memory,
+                        "cpu": pool.cpu - docker_cpu,
+                        "memory": pool.memory - docker_memory,
                         "pids_limit": pool.pids_limit,
                         "disk": pool.disk,
                         "runner_sudo": "image" if pool.sudo else "none",
@@ -78,6 +95,7 @@ class RunnerPoolJob(Construct):
                         "idle_timeout_seconds": pool.idle_timeout_seconds,
                         "max_job_seconds": pool.max_duration_seconds,
                         "github_api_url": github_api_url,
+                        **dind,
                     },
                     literal_tokens={"scripts_dir": scripts_dir},
                 ),
