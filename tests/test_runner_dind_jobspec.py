@@ -4,13 +4,19 @@ The two files are kept separate so that an operator reads one whole job per mode
 without Docker gets exactly the file it had; these tests hold them together (everything equal
 but the listed differences) and assert what makes Docker in jobs work: the sidecar and its
 image, privileged mode there only, the workspace at the same path in the runner and the daemon,
-the runner's DOCKER_HOST, the daemon's storage inside the allocation, and the task order.
+the runner's DOCKER_HOST, the daemon's storage inside the allocation, and the task order. The
+daemon's entry script runs for real in a mount namespace (root or passwordless sudo), handing
+its command line to a stand-in of the image's entrypoint (tests/fakes/dockerd-entrypoint.sh).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pygohcl
@@ -27,6 +33,8 @@ from runner_job import (
     SCRIPTS_DIR,
 )
 
+DAEMON_SCRIPT = SCRIPTS_DIR / "dind-daemon.sh"
+FAKES = Path(__file__).resolve().parent / "fakes"
 WORK_FOLDER = "/home/runner/_work"  # Root (/home/runner) + the JIT config's work_folder "_work"
 DAEMON_ADDRESS = "tcp://127.0.0.1:2375"
 DIND_VARIABLES = {
@@ -183,7 +191,8 @@ class TestDaemon:
         assert share == tasks[DOCKER_TASK]["env"]["DOCKER_EXTERNALS_SHARE"]
         assert share.startswith("NOMAD_ALLOC_DIR/")
         daemon_script = (SCRIPTS_DIR / "dind-daemon.sh").read_text(encoding="utf-8")
-        assert 'mount --bind "$share" /home/runner/externals' in daemon_script
+        assert "/home/runner/externals" in daemon_script  # the default DOCKER_EXTERNALS_PATH
+        assert "DOCKER_EXTERNALS_PATH" not in tasks[DOCKER_TASK]["env"]
 
     def test_the_sandbox_limits_apply_to_the_daemon(self, dind):
         daemon = tasks_of(dind)[DOCKER_TASK]
@@ -214,3 +223,67 @@ class TestDaemon:
                     assert (SCRIPTS_DIR / match.group(1)).is_file()
                     shipped.add(match.group(1))
         assert {"dind-daemon.sh", "dind-runner.sh", "supervise.sh"} <= shipped
+
+
+class TestDaemonScript:
+    """dind-daemon.sh run for real (as root, in a mount namespace of its own) with a stand-in
+    for the image's dockerd-entrypoint.sh that prints what it was handed."""
+
+    @staticmethod
+    def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [shutil.which("unshare") or "unshare", "-m", "sh", str(DAEMON_SCRIPT)]
+        if os.geteuid() != 0:
+            sudo = shutil.which("sudo")
+            assert sudo, "a mount namespace needs root: run as root or with passwordless sudo"
+            command = [sudo, "-n", "env", *(f"{k}={v}" for k, v in env.items()), *command]
+        return subprocess.run(
+            command,
+            env={"PATH": f"{FAKES}:{os.environ.get('PATH', '/usr/bin:/bin')}"} | env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def test_shares_the_externals_and_starts_dockerd_on_the_loopback(self, tmp_path):
+        share, target = tmp_path / "alloc" / "tmp" / "runner-externals", tmp_path / "externals"
+        share.mkdir(parents=True)
+        (share / "node20").mkdir()
+        result = self.run(
+            tmp_path,
+            DOCKER_EXTERNALS_SHARE=str(share),
+            DOCKER_EXTERNALS_PATH=str(target),
+            RUNNER_UID="1001",
+            REGISTRY_MIRROR="https://mirror.example.com",
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        args = [line.removeprefix("arg: ") for line in lines if line.startswith("arg: ")]
+        assert args == [
+            "dockerd",
+            "--host=unix:///var/run/docker.sock",
+            f"--host={DAEMON_ADDRESS}",
+            "--tls=false",
+            "--shutdown-timeout=20",
+            "--registry-mirror=https://mirror.example.com",
+        ]
+        # The share is bound at the externals path the runner mounts into container: jobs.
+        assert "externals: node20" in lines
+        assert (share.stat().st_uid, share.stat().st_gid) == (1001, 1001)
+
+    def test_no_mirror_no_flag(self, tmp_path):
+        share = tmp_path / "share"
+        result = self.run(
+            tmp_path,
+            DOCKER_EXTERNALS_SHARE=str(share),
+            DOCKER_EXTERNALS_PATH=str(tmp_path / "externals"),
+            REGISTRY_MIRROR="",
+        )
+        assert result.returncode == 0, result.stderr
+        assert "--registry-mirror" not in result.stdout
+        assert share.is_dir()
+
+    def test_without_the_share_setting_it_refuses_to_start(self, tmp_path):
+        result = self.run(tmp_path, DOCKER_EXTERNALS_PATH=str(tmp_path / "externals"))
+        assert result.returncode != 0
+        assert "DOCKER_EXTERNALS_SHARE" in result.stderr
+        assert "arg: dockerd" not in result.stdout

@@ -18,16 +18,19 @@
 #   DOCKER_EXTERNALS_SHARE  the directory shared with the runner task (required)
 #   RUNNER_UID              the runner user's uid and gid (1001 in the official image)
 #   REGISTRY_MIRROR         a pull-through cache for Docker Hub, or empty
+#   DOCKER_EXTERNALS_PATH   where container: jobs look for the externals (/home/runner/externals)
 #
 # Nomad renders this file as a Go template: it must never contain two opening braces in a row.
 set -eu
 
 share="${DOCKER_EXTERNALS_SHARE:?set DOCKER_EXTERNALS_SHARE to the directory shared with the runner task}"
 uid="${RUNNER_UID:-1001}"
+target="${DOCKER_EXTERNALS_PATH:-/home/runner/externals}"
 
-mkdir -p "$share" /home/runner/externals
+mkdir -p "$share" "$target"
 chown "$uid:$uid" "$share"
-mount --bind "$share" /home/runner/externals
+# -o bind: the image's mount is BusyBox's, which takes the option in this form too.
+mount -o bind "$share" "$target"
 
 set -- dockerd \
   --host=unix:///var/run/docker.sock \
