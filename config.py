@@ -68,6 +68,12 @@ _CONSTRAINT_OPERATORS: Final = frozenset(
 )
 # A tag that moves under you is not a pin.
 _FLOATING_TAGS: Final = frozenset({"latest", "stable", "edge", "main", "master", "nightly"})
+# The official runner image; its tags are actions/runner release versions ("2.330.0" for the
+# release "v2.330.0"). A pin of it is checked against GitHub's version window at every plan.
+OFFICIAL_RUNNER_IMAGE: Final = "ghcr.io/actions/actions-runner"
+# github.com registers no runner older than this (enforced since 2026-09-25).
+MIN_RUNNER_VERSION: Final = (2, 329, 0)
+_RUNNER_VERSION_TAG = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
 class ConfigError(ValueError):
@@ -164,7 +170,9 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class ImagesConfig:
-    runner: str
+    # None: the newest actions/runner release, looked up at every plan (the default); otherwise
+    # a pinned reference, which plans warn about once GitHub's version window leaves it behind.
+    runner: str | None
     helper: str
     cloudflared: str
     dind: str | None = None  # the Docker daemon of dind pools; required once a pool uses dind
@@ -218,6 +226,10 @@ class AppConfig:
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    def runner_image(self, pool: PoolConfig) -> str | None:
+        """The pool's runner image; None means the newest actions/runner release at plan time."""
+        return pool.image or self.images.runner
 
     def routing(self) -> Routing:
         """The routing document the Worker reads from its ROUTING binding."""
@@ -528,9 +540,64 @@ def _image(table: _Table, key: str, value: str) -> str:
     return value
 
 
+def _split_reference(image: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference; the tag is "" when there is none."""
+    name = image.split("@", 1)[0]
+    head, slash, last = name.rpartition("/")
+    repository, colon, tag = last.partition(":")
+    return f"{head}{slash}{repository}", tag if colon else ""
+
+
+def runner_version(image: str) -> tuple[int, int, int] | None:
+    """The actions/runner version of an official runner image reference, None for other images.
+
+    ``ghcr.io/actions/actions-runner:2.330.0`` (optionally ``@sha256:...`` after the tag) gives
+    ``(2, 330, 0)``. Only references ``load_config`` accepted are expected here.
+    """
+    repository, tag = _split_reference(image)
+    if repository != OFFICIAL_RUNNER_IMAGE:
+        return None
+    match = _RUNNER_VERSION_TAG.match(tag)
+    if match is None:
+        raise ValueError(f"'{image}' has no runner version tag")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def _runner_image(table: _Table, key: str, value: str) -> str:
+    """A runner image pin; the official image only by a release version GitHub still registers."""
+    image = _image(table, key, value)
+    repository, tag = _split_reference(image)
+    if repository != OFFICIAL_RUNNER_IMAGE:
+        return image  # another image: keeping its runner current is up to whoever builds it
+    if not tag:
+        raise table.error(
+            key,
+            f"'{image}': pin the official runner by its release version (e.g. "
+            f"'{OFFICIAL_RUNNER_IMAGE}:2.330.0', a digest may follow), so that every plan can "
+            "check it against GitHub's runner version window",
+        )
+    if not _RUNNER_VERSION_TAG.match(tag):
+        raise table.error(
+            key,
+            f"'{image}': the official runner's tags are release versions such as '2.330.0', "
+            f"not '{tag}'",
+        )
+    version = runner_version(image)
+    if version is not None and version < MIN_RUNNER_VERSION:
+        floor = ".".join(str(part) for part in MIN_RUNNER_VERSION)
+        raise table.error(
+            key,
+            f"'{image}': GitHub registers no runner older than {floor}; pin a current release, "
+            "or remove the pin to follow the newest one",
+        )
+    return image
+
+
 def _images(table: _Table) -> ImagesConfig:
     with table:
-        runner = _image(table, "runner", table.string("runner"))
+        pinned = table.optional_string("runner")
+        runner = None if pinned is None else _runner_image(table, "runner", pinned)
         helper = _image(table, "helper", table.string("helper"))
         cloudflared = _image(table, "cloudflared", table.string("cloudflared"))
         dind = table.optional_string("dind")
@@ -567,7 +634,7 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
                 raise table.error("labels", "GitHub allows at most 100 labels")
             image = table.optional_string("image")
             if image is not None:
-                image = _image(table, "image", image)
+                image = _runner_image(table, "image", image)
             idle = table.integer("idle_timeout_seconds", 600, minimum=60)
             maximum = table.integer("max_duration_seconds", 21600, minimum=60)
             if maximum <= idle:

@@ -4,6 +4,11 @@ Takes the tunnel token from the edge stack (a cdktf reference) and the GitHub cr
 the sensitive Terraform variable ``github_runner_token`` (``TF_VAR_github_runner_token``), and
 exposes ``dispatch_token_secret`` to the dispatch stack. The Nomad provider reads its own token
 from ``NOMAD_TOKEN``.
+
+The runner image of a pool without a pin is the newest actions/runner release, read from
+github.com at plan time; pinned official images get a plan-time check against GitHub's version
+window (``stacks.components.runner_release``). Both go through a GitHub provider aimed at
+github.com, with the optional ``github_releases_token`` (``TF_VAR_github_releases_token``).
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ import tempfile
 from pathlib import Path
 
 from cdktf import AssetType, Fn, TerraformAsset, TerraformStack, TerraformVariable
+from cdktf_cdktf_provider_github.provider import GithubProvider
 from cdktf_cdktf_provider_nomad.provider import NomadProvider
 from constructs import Construct
 
-from config import AppConfig
+from config import AppConfig, runner_version
 from runner_job import SCRIPTS_DIR
 from stacks.backend import declare_backend
 from stacks.components.cloudflared_job import CloudflaredJob
 from stacks.components.runner_namespace import RunnerNamespace
 from stacks.components.runner_pool_job import RunnerPoolJob
+from stacks.components.runner_release import NewestRunnerRelease, RunnerVersionWindowCheck
 
 GITHUB_RUNNER_TOKEN_VARIABLE = "github_runner_token"
+GITHUB_RELEASES_TOKEN_VARIABLE = "github_releases_token"
+# actions/runner is on github.com, whichever GitHub the runners serve.
+GITHUB_DOT_COM_API = "https://api.github.com/"
 # What the jobspec reads from the scripts directory; caches and editor files stay behind (a
 # compiled .pyc embeds this machine's paths and would change the asset hash on every checkout).
 _SHIPPED_SUFFIXES = (".py", ".sh")
@@ -68,12 +78,14 @@ class NomadStack(TerraformStack):
         scripts = TerraformAsset(
             self, "runner_scripts", path=str(_staged_scripts()), type=AssetType.DIRECTORY
         )
+        runner_images = self._runner_images(config)
         for pool in config.pools:
             RunnerPoolJob(
                 self,
                 f"pool_{pool.name}",
                 pool=pool,
                 nomad=config.nomad,
+                runner_image=runner_images[pool.name],
                 images=config.images,
                 github_api_url=config.github.api_url,
                 namespace=namespace.name,
@@ -91,3 +103,53 @@ class NomadStack(TerraformStack):
             tunnel_token=Fn.sensitive(tunnel_token),
         )
         self.dispatch_token_secret = namespace.dispatch_token_secret
+
+    def _runner_images(self, config: AppConfig) -> dict[str, str]:
+        """Each pool's runner image: its pin, or the newest release's image (an expression).
+
+        Declares the github.com provider, the newest-release lookup and the version window
+        check only where a pool needs them.
+        """
+        chosen = {pool.name: config.runner_image(pool) for pool in config.pools}
+        pins: dict[tuple[int, int, int], list[str]] = {}
+        for index, pool in enumerate(config.pools):
+            image = chosen[pool.name]
+            version = None if image is None else runner_version(image)
+            if version is not None:
+                field = f"pools[{index}].image" if pool.image else "images.runner"
+                pins.setdefault(version, []).append(f"{field}, pool {pool.name}")
+        follows = None in chosen.values()
+        if not follows and not pins:
+            return {name: image for name, image in chosen.items() if image is not None}
+        releases_token = TerraformVariable(
+            self,
+            GITHUB_RELEASES_TOKEN_VARIABLE,
+            type="string",
+            sensitive=True,
+            nullable=False,
+            default="",
+            description=(
+                "Optional github.com token used only to read the public actions/runner "
+                "releases (no permission needed: a fine-grained token with public repositories "
+                "read-only will do). Empty: the GitHub provider falls back to the GitHub CLI's "
+                "github.com token if gh is installed, else reads anonymously (60 requests per "
+                "hour per IP address). Set TF_VAR_github_releases_token."
+            ),
+        )
+        github = GithubProvider(
+            self,
+            "runner_releases",
+            alias="runner_releases",
+            base_url=GITHUB_DOT_COM_API,
+            # Explicit, even when empty: left unset, the provider would take GITHUB_TOKEN, which
+            # is the hooks token of the configured GitHub (a GHES token there).
+            token=releases_token.string_value,
+        )
+        if pins:
+            RunnerVersionWindowCheck(self, "runner_version_window", provider=github, pins=pins)
+        newest = (
+            NewestRunnerRelease(self, "newest_runner_release", provider=github).image
+            if follows
+            else ""
+        )
+        return {name: image or newest for name, image in chosen.items()}

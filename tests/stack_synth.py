@@ -27,8 +27,17 @@ from config import AppConfig, load_config, parse_config
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
 STACKS = ("edge", "nomad", "dispatch", "github")
-VARIANTS = ("example", "two-pools", "user-owned", "many-repositories", "docker-in-docker")
+VARIANTS = (
+    "example",
+    "two-pools",
+    "user-owned",
+    "many-repositories",
+    "docker-in-docker",
+    "pinned-runner",
+)
 MANY_REPOSITORIES = 60
+PINNED_RUNNER_IMAGE = "ghcr.io/actions/actions-runner:2.335.1"
+PINNED_POOL_RUNNER_IMAGE = "ghcr.io/actions/actions-runner:2.336.0"
 
 # Values a careless stack could copy into its output; none may appear in any synthesized file.
 PLANTED_SECRETS = {
@@ -38,6 +47,8 @@ PLANTED_SECRETS = {
     "NOMAD_TOKEN": "planted-nomad-token-8a9b0",
     "TF_VAR_github_runner_token": "planted-runner-token-github-pat-4d5e6",
     "TF_VAR_github_read_token": "planted-read-token-github-pat-0a1b2",
+    "TF_VAR_github_releases_token": "planted-releases-token-github-pat-3e4f5",
+    "GH_TOKEN": "planted-gh-cli-token-6a7b8",
     "AWS_SECRET_ACCESS_KEY": "planted-aws-secret-2b3c4",
     "TF_TOKEN_app_terraform_io": "planted-hcp-terraform-token-9c8b7",
 }
@@ -67,6 +78,20 @@ def variant_config(name: str) -> AppConfig:
             "fork_pull_requests": "allow",
         }
         return parse_config(document, source="public-opt-in")
+    if name == "pinned-runner":
+        # Every shipped example follows the newest release; this one pins the official image,
+        # once for all pools and once per pool, so the stacks carry the version window check.
+        with (EXAMPLES / "config.toml").open("rb") as handle:
+            document = copy.deepcopy(tomllib.load(handle))
+        document["images"]["runner"] = PINNED_RUNNER_IMAGE
+        document["pools"].append(
+            {
+                "name": "arm64",
+                "labels": ["self-hosted", "linux", "arm64"],
+                "image": PINNED_POOL_RUNNER_IMAGE,
+            }
+        )
+        return parse_config(document, source="pinned-runner")
     file = "config.toml" if name == "example" else f"{name}.toml"
     return load_config(EXAMPLES / file)
 
@@ -115,6 +140,15 @@ def only(stack: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def newest_runner_image(stack: dict[str, Any]) -> str:
+    """The runner image a pool without a pin gets: the newest release's, resolved at plan."""
+    (name,) = stack["data"]["github_release"]
+    return (
+        "ghcr.io/actions/actions-runner:"
+        f'${{trimprefix(data.github_release.{name}.release_tag, "v")}}'
+    )
+
+
 _ASSET_HASH = re.compile(r"assets/runner_scripts/[0-9A-F]{32}")
 
 
@@ -157,6 +191,11 @@ _META_REFERENCES = (
     "sensitive(data.terraform_remote_state.",
     # The github stack's visibility postcondition (self: the data source instance).
     'contains(["private", "internal"], self.visibility)',
+    # The runner image of the newest release, and the version window check's expressions.
+    "trimprefix(data.github_release.",
+    "can(regex(",
+    "length([for release in try(jsondecode(data.github_rest_api.",
+    "try(join(",
 )
 # As HCL reads templates: "${" opens an interpolation unless another "$" precedes it (then one
 # "$" is dropped and the rest is literal); the same holds for "%{" and "%".

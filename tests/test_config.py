@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from config import ConfigError, load_config, loads_config, parse_config
+from config import ConfigError, load_config, loads_config, parse_config, runner_version
 from handler.contract import Routing, webhook_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +65,10 @@ class TestExamples:
             "example-org/ml-models": ("gpu",),
             "example-org/docs": ("small",),
         }
-        assert config.pool("gpu").image == "ghcr.io/example-org/gpu-runner:2.329.0-cuda12"
+        assert config.pool("gpu").image == "ghcr.io/example-org/gpu-runner:cuda12-20261124"
         assert config.pool("small").image is None
+        assert config.runner_image(config.pool("gpu")) == config.pool("gpu").image
+        assert config.runner_image(config.pool("small")) is None
 
 
 def mutate(path: tuple[Any, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
@@ -177,9 +179,9 @@ class TestErrors:
         assert "is not pinned" in message
 
     def test_digest_is_a_pin(self) -> None:
-        digest = "ghcr.io/actions/actions-runner@sha256:" + "a" * 64
-        config = parse_config(mutate(("images", "runner"), digest), source=SOURCE)
-        assert config.images.runner == digest
+        digest = "python@sha256:" + "a" * 64
+        config = parse_config(mutate(("images", "helper"), digest), source=SOURCE)
+        assert config.images.helper == digest
 
     def test_absolute_backend_path(self) -> None:
         message = error_of(mutate(("backend", "path"), "/var/lib/state"))
@@ -503,3 +505,81 @@ class TestDockerInDocker:
         document = dind_document()
         document["images"]["dind"] = "docker@sha256:" + "a" * 64
         assert parse_config(document, source=SOURCE).images.dind == document["images"]["dind"]
+
+
+class TestRunnerImage:
+    """images.runner and pools[].image: the official runner by release version, or any pin."""
+
+    def test_left_out_follows_the_newest_release(self) -> None:
+        config = parse_config(example(), source=SOURCE)
+        assert config.images.runner is None
+        assert config.runner_image(config.pools[0]) is None
+
+    def test_no_example_pins_the_official_runner(self) -> None:
+        """A pin goes stale within weeks: the examples must not ship one."""
+        for path in sorted(EXAMPLES.glob("*.toml")):
+            config = load_config(path)
+            for pool in config.pools:
+                image = config.runner_image(pool)
+                assert image is None or runner_version(image) is None, (path.name, image)
+
+    @pytest.mark.parametrize(
+        ("image", "version"),
+        [
+            ("ghcr.io/actions/actions-runner:2.330.0", (2, 330, 0)),
+            ("ghcr.io/actions/actions-runner:2.329.0", (2, 329, 0)),
+            ("ghcr.io/actions/actions-runner:2.336.0@sha256:" + "b" * 64, (2, 336, 0)),
+        ],
+    )
+    def test_official_pin_and_its_version(self, image: str, version: tuple[int, int, int]) -> None:
+        config = parse_config(mutate(("images", "runner"), image), source=SOURCE)
+        assert config.images.runner == image
+        assert runner_version(image) == version
+
+    def test_other_images_are_taken_as_pinned(self) -> None:
+        """A custom image's runner version is unknown here: any pin is accepted, none checked."""
+        image = "registry.example.com/actions/actions-runner:2.100.0"
+        config = parse_config(mutate(("images", "runner"), image), source=SOURCE)
+        assert config.images.runner == image
+        assert runner_version(image) is None
+
+    def test_below_the_floor_github_registers(self) -> None:
+        message = error_of(mutate(("images", "runner"), "ghcr.io/actions/actions-runner:2.328.0"))
+        assert message == (
+            f"{SOURCE}: images.runner: 'ghcr.io/actions/actions-runner:2.328.0': GitHub "
+            "registers no runner older than 2.329.0; pin a current release, or remove the pin "
+            "to follow the newest one"
+        )
+
+    def test_official_image_by_digest_alone(self) -> None:
+        image = "ghcr.io/actions/actions-runner@sha256:" + "a" * 64
+        message = error_of(mutate(("images", "runner"), image))
+        assert message.startswith(
+            f"{SOURCE}: images.runner: '{image}': pin the official runner by its release version"
+        )
+
+    @pytest.mark.parametrize("tag", ["2.330", "v2.330.0", "2.330.0-ubuntu", "ubuntu-22.04"])
+    def test_official_tag_that_is_not_a_release_version(self, tag: str) -> None:
+        image = f"ghcr.io/actions/actions-runner:{tag}"
+        message = error_of(mutate(("images", "runner"), image))
+        assert message == (
+            f"{SOURCE}: images.runner: '{image}': the official runner's tags are release "
+            f"versions such as '2.330.0', not '{tag}'"
+        )
+
+    def test_pool_image_is_checked_the_same_way(self) -> None:
+        message = error_of(mutate(("pools", 0, "image"), "ghcr.io/actions/actions-runner:2.300.0"))
+        assert message.startswith(
+            f"{SOURCE}: pools[0].image: 'ghcr.io/actions/actions-runner:2.300.0': GitHub "
+            "registers no runner older than 2.329.0"
+        )
+
+    def test_pool_image_wins_over_images_runner(self) -> None:
+        document = mutate(("images", "runner"), "ghcr.io/actions/actions-runner:2.331.0")
+        document["pools"][0]["image"] = "ghcr.io/actions/actions-runner:2.332.0"
+        config = parse_config(document, source=SOURCE)
+        assert config.runner_image(config.pools[0]) == "ghcr.io/actions/actions-runner:2.332.0"
+
+    def test_floating_tag_is_still_refused(self) -> None:
+        message = error_of(mutate(("images", "runner"), "ghcr.io/actions/actions-runner:latest"))
+        assert "floating tag 'latest'" in message

@@ -106,7 +106,7 @@ def test_diff_credentials_reach_only_the_diff_step() -> None:
 def test_every_action_is_pinned_by_commit() -> None:
     """A tag can be moved to other code; a full commit SHA cannot. The tag stays as a comment."""
     found = uses_lines()
-    assert len(found) >= 8  # 3 in ci.yml, 5 in cdktf-diff.yml
+    assert len(found) >= 9  # 4 in ci.yml, 5 in cdktf-diff.yml
     unpinned = [f"{name}: {uses}" for name, uses in found if not PINNED_ACTION.match(uses)]
     assert unpinned == []
 

@@ -21,7 +21,14 @@ from runner_job import (
 )
 from stacks.components.cloudflared_job import CLOUDFLARED_JOB
 from stacks.terraform_text import unescape
-from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
+from tests.stack_synth import (
+    VARIANTS,
+    masked,
+    newest_runner_image,
+    only,
+    resources,
+    synthesized,
+)
 
 
 @pytest.fixture
@@ -143,7 +150,8 @@ def test_runner_job_variable_values_parse_as_nomad_reads_them() -> None:
         {"attribute": "${node.unique.id}", "operator": "distinct_hosts", "value": ""},
     ]
     small = jobs_by_name(synth.stacks["nomad"])["github-runner-small"]["hcl2"]["vars"]
-    assert unescape(small["runner_image"]) == synth.config.images.runner
+    # No pin: the newest release's image, which Terraform resolves at plan time.
+    assert small["runner_image"] == newest_runner_image(synth.stacks["nomad"])
     assert unescape(small["driver"]) == "docker"
 
 

@@ -2,8 +2,9 @@
 
 The job is ``runner_job/runner.nomad.hcl`` with the pool's values as HCL2 variables, or, for a
 pool with ``docker = "dind"``, ``runner_job/runner-dind.nomad.hcl`` (the same job plus the
-allocation's Docker daemon, which takes half of the pool's cpu and memory); the task scripts ship
-beside the stack as a Terraform asset, which the jobspec reads with ``file()`` (hence
+allocation's Docker daemon, which takes half of the pool's cpu and memory); the runner image is
+given (a pinned reference, or the stack's expression for the newest release). The task scripts
+ship beside the stack as a Terraform asset, which the jobspec reads with ``file()`` (hence
 ``allow_fs``). The GitHub credential goes into two Nomad Variables, one per task that
 needs it (register, deregister: ``runner_job.credential_variable_paths``), and into no other
 place: the runner task, where workflow code runs, can read neither.
@@ -33,6 +34,7 @@ class RunnerPoolJob(Construct):
         *,
         pool: PoolConfig,
         nomad: NomadConfig,
+        runner_image: str,
         images: ImagesConfig,
         github_api_url: str,
         namespace: str,
@@ -76,7 +78,6 @@ class RunnerPoolJob(Construct):
                         "pool": pool.name,
                         "runner_labels": list(pool.labels),
                         "runner_group_id": pool.runner_group_id,
-                        "runner_image": pool.image or images.runner,
                         "helper_image": images.helper,
                         "driver": pool.driver,
                         "cpu": pool.cpu - docker_cpu,
@@ -97,7 +98,9 @@ class RunnerPoolJob(Construct):
                         "github_api_url": github_api_url,
                         **dind,
                     },
-                    literal_tokens={"scripts_dir": scripts_dir},
+                    # A pinned image has no "${" or "%{" (config refuses them), so it needs no
+                    # escaping; the newest release's image is a Terraform expression.
+                    literal_tokens={"scripts_dir": scripts_dir, "runner_image": runner_image},
                 ),
             ),
             # A runner must find its credential when it starts.
