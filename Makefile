@@ -1,5 +1,6 @@
 # The two commands of the README: `make synth` (the main job) and `make test` (the whole suite).
 # Each installs what it needs first, from Pipfile.lock and package-lock.json, nothing by hand.
+# `make test` also needs Terraform >= 1.5 on PATH (the stacks are handed to it).
 SHELL := /bin/bash
 .DEFAULT_GOAL := synth
 
@@ -31,7 +32,7 @@ $(VENV)/.synced: Pipfile.lock
 	@touch $@
 
 node_modules/.installed: package-lock.json
-	@echo "==> installing the local Workers runtime (wrangler) from package-lock.json"
+	@echo "==> installing the cdktf CLI and the local Workers runtime (wrangler) from package-lock.json"
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
