@@ -140,6 +140,16 @@ def only(stack: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def jobs_by_name(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stack's nomad_job resources by Nomad job id."""
+    from stacks.terraform_text import unescape
+
+    return {
+        unescape(job["hcl2"]["vars"]["job_name"]): job
+        for job in resources(stack, "nomad_job").values()
+    }
+
+
 def newest_runner_image(stack: dict[str, Any]) -> str:
     """The runner image a pool without a pin gets: the newest release's, resolved at plan."""
     (name,) = stack["data"]["github_release"]

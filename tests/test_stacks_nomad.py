@@ -23,6 +23,7 @@ from stacks.components.cloudflared_job import CLOUDFLARED_JOB
 from stacks.terraform_text import unescape
 from tests.stack_synth import (
     VARIANTS,
+    jobs_by_name,
     masked,
     newest_runner_image,
     only,
@@ -43,13 +44,6 @@ def test_snapshot(variant: str, snapshot_json: SnapshotAssertion) -> None:
 
 def nomad(variant: str = "example") -> dict[str, Any]:
     return synthesized(variant).stacks["nomad"]
-
-
-def jobs_by_name(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        unescape(job["hcl2"]["vars"]["job_name"]): job
-        for job in resources(stack, "nomad_job").values()
-    }
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

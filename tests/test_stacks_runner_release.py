@@ -35,10 +35,10 @@ from tests.stack_synth import (
     EXAMPLES,
     PINNED_POOL_RUNNER_IMAGE,
     PINNED_RUNNER_IMAGE,
+    jobs_by_name,
     newest_runner_image,
     synthesized,
 )
-from tests.test_stacks_nomad import jobs_by_name
 
 RELEASES = f"data.github_rest_api.{RELEASES_DATA}"
 
