@@ -58,10 +58,11 @@ variable "runner_group_id" {
   default     = 1
 }
 
+# No default: any version written here would be refused by GitHub within weeks (a runner must
+# install each new actions/runner release within 30 days of its publication).
 variable "runner_image" {
-  description = "Image of the runner task: the official GitHub Actions runner, pinned to a version."
+  description = "Image of the runner task: the official GitHub Actions runner at a current release, ghcr.io/actions/actions-runner:<version> (the newest is at https://github.com/actions/runner/releases/latest)."
   type        = string
-  default     = "ghcr.io/actions/actions-runner:2.329.0"
 }
 
 variable "helper_image" {
