@@ -13,7 +13,15 @@ known is kept (until the reconciler replaces a dead one with a new child). A job
 completes with ``conclusion: cancelled`` and no runner is marked ``cancelled_before_assignment``:
 its dispatched runner (if any) has no job of its own left and ends at its pool's idle timeout,
 which ``GET /status`` counts as cleaned up. A record also names the optional payload fields some
-delivery of the job lacked (``missing_fields``). Standard library only, no I/O.
+delivery of the job lacked (``missing_fields``).
+
+Every KV write costs quota (1,000 a day on the Free plan), and a signed delivery can be replayed
+at will (its signature covers no timestamp, and the delivery id header is not signed at all). So
+:func:`merge` moves every field one way only (state and last action forward, an outcome never
+replaced by a mere "recorded", missing fields a union), which makes a second merge of any
+delivery already merged a no-op; :func:`record_changed` tells the caller whether the merged
+record differs from the stored one in anything but its bookkeeping (``updated_at``,
+``deliveries``), and only then is it worth a write. Standard library only, no I/O.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ class LedgerRecord:
     run_attempt: int | None  # None: no delivery carried one
     pool: str
     state: str  # one of STATES, or an unknown action GitHub may add
-    last_action: str
+    last_action: str  # the latest action seen in the job's order (never moves back either)
     conclusion: str | None
     runner_name: str | None
     child_id: str | None  # the Nomad child dispatched for this job, once known
@@ -53,7 +61,8 @@ class LedgerRecord:
     cancelled_before_assignment: bool
     first_seen: float  # unix seconds
     updated_at: float
-    deliveries: tuple[str, ...]  # the last few X-GitHub-Delivery ids, newest last
+    # The last few X-GitHub-Delivery ids that changed the record, newest last.
+    deliveries: tuple[str, ...]
     # Added for status and recovery; records written before them read back with the defaults.
     created_at: float | None = None  # the GitHub job's created_at (unix seconds)
     dispatched_at: float | None = None  # when a NEW child was dispatched (not a replay)
@@ -124,8 +133,47 @@ class Observation:
     missing_fields: tuple[str, ...] = ()  # optional payload fields this delivery lacked
 
 
+# The outcome of a delivery that was only recorded (not a queued one): it fills an empty outcome
+# and never replaces what a dispatch attempt found (dispatched, deferred, failed, ...).
+_RECORDED_OUTCOME: Final = "not dispatched: recorded"
+# Fields that only say when and through which delivery the record last changed.
+_BOOKKEEPING_FIELDS: Final = frozenset({"updated_at", "deliveries"})
+
+
 def _rank(state: str) -> int:
     return STATES.index(state) if state in STATES else -1
+
+
+def has_started(record: LedgerRecord) -> bool:
+    """True once the job is known to be ``in_progress`` or later: a runner has taken it (or it
+    has ended), so a ``queued`` delivery for it can only be a replay."""
+    return _rank(record.state) >= _rank("in_progress")
+
+
+def record_changed(stored: LedgerRecord | None, merged: LedgerRecord) -> bool:
+    """True when ``merged`` says something ``stored`` does not: the write is worth its quota.
+
+    ``updated_at`` and ``deliveries`` are left out of the comparison: a replayed delivery, or a
+    known body under a new delivery id, moves only those, and costs no write.
+    """
+    if stored is None:
+        return True
+    return any(
+        getattr(stored, name) != getattr(merged, name)
+        for name in LedgerRecord.__dataclass_fields__
+        if name not in _BOOKKEEPING_FIELDS
+    )
+
+
+def _merged_outcome(existing: LedgerRecord, seen: Observation) -> str | None:
+    # A dispatch that started a child stays the outcome; a later note does not hide it.
+    if existing.child_id:
+        return existing.dispatch_outcome
+    if seen.dispatch_outcome is None:
+        return existing.dispatch_outcome
+    if seen.dispatch_outcome == _RECORDED_OUTCOME and existing.dispatch_outcome is not None:
+        return existing.dispatch_outcome
+    return seen.dispatch_outcome
 
 
 def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
@@ -159,23 +207,20 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
     forward = _rank(seen.action) >= _rank(existing.state)
     # Only the first dispatch that started a child counts: a later replay changes nothing.
     first_child = new_child and existing.child_id is None
+    # Forward only, like the state: two replayed bodies sent in turn must not flip a field.
+    later_action = _rank(seen.action) >= _rank(existing.last_action)
     deliveries = existing.deliveries
     if seen.delivery not in deliveries:
         deliveries = (*deliveries, seen.delivery)[-_MAX_DELIVERIES:]
     return replace(
         existing,
         state=seen.action if forward else existing.state,
-        last_action=seen.action,
+        last_action=seen.action if later_action else existing.last_action,
         conclusion=seen.conclusion if forward and seen.conclusion else existing.conclusion,
         runner_name=seen.runner_name or existing.runner_name,
         # A second new child only comes from the reconciler replacing a dead one: keep the live.
         child_id=seen.child_id if new_child else existing.child_id or seen.child_id,
-        # A dispatch that succeeded stays the outcome; a later non-dispatch note does not hide it.
-        dispatch_outcome=(
-            existing.dispatch_outcome
-            if existing.child_id
-            else (seen.dispatch_outcome or existing.dispatch_outcome)
-        ),
+        dispatch_outcome=_merged_outcome(existing, seen),
         cancelled_before_assignment=existing.cancelled_before_assignment or cancelled,
         first_seen=min(existing.first_seen, seen.at),
         updated_at=max(existing.updated_at, seen.at),

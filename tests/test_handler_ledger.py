@@ -2,7 +2,15 @@
 
 import json
 
-from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
+from handler.ledger import (
+    LEDGER_TTL_SECONDS,
+    LedgerRecord,
+    Observation,
+    has_started,
+    ledger_key,
+    merge,
+    record_changed,
+)
 
 
 def seen(action="queued", **overrides):
@@ -60,7 +68,7 @@ def test_lifecycle_in_order():
 def test_a_late_queued_delivery_does_not_move_the_state_back():
     record = merge(None, seen("completed", conclusion="success", runner_id=3, at=1100.0))
     record = merge(record, seen(child_id="c1", dispatch_outcome="dispatched", at=1000.0))
-    assert record.state == "completed" and record.last_action == "queued"
+    assert record.state == "completed" and record.last_action == "completed"
     assert record.child_id == "c1"
     assert record.first_seen == 1000.0
 
@@ -129,3 +137,56 @@ class TestRecoveryFields:
             "x": 0,
             "c": 1,
         }
+
+
+class TestWorthAWrite:
+    """record_changed: only a merge that says something new is worth a KV write."""
+
+    def test_a_first_record_is_always_new(self):
+        assert record_changed(None, merge(None, seen()))
+
+    def test_the_same_delivery_again_changes_nothing_but_bookkeeping(self):
+        record = merge(None, seen(child_id="c1", dispatch_outcome="dispatched"))
+        again = merge(record, seen(child_id="c1", dispatch_outcome="already_dispatched", at=2e3))
+        assert again.updated_at == 2e3 and not record_changed(record, again)
+
+    def test_the_same_body_under_a_new_delivery_id_changes_nothing(self):
+        record = merge(None, seen("completed", conclusion="cancelled"))
+        replay = merge(record, seen("completed", conclusion="cancelled", delivery="forged-id"))
+        assert "forged-id" in replay.deliveries and not record_changed(record, replay)
+
+    def test_a_new_state_is_a_change(self):
+        record = merge(None, seen(child_id="c1", dispatch_outcome="dispatched"))
+        assert record_changed(record, merge(record, seen("in_progress", runner_id=3)))
+
+    def test_two_known_bodies_sent_in_turn_stop_changing_the_record(self):
+        queued = seen(dispatch_outcome="deferred")
+        done = seen(
+            "completed", conclusion="cancelled", dispatch_outcome="not dispatched: recorded"
+        )
+        record = merge(merge(None, queued), done)
+        for _ in range(3):
+            for body in (queued, done):
+                merged = merge(record, body)
+                assert not record_changed(record, merged), body.action
+                record = merged
+        assert (record.state, record.last_action, record.dispatch_outcome) == (
+            "completed",
+            "completed",
+            "deferred",
+        )
+
+    def test_a_recorded_note_fills_an_empty_outcome_but_replaces_none(self):
+        recorded = "not dispatched: recorded"
+        first = merge(None, seen("in_progress", runner_id=3, dispatch_outcome=recorded))
+        assert first.dispatch_outcome == recorded
+        failed = merge(None, seen(dispatch_outcome="failed"))
+        assert merge(failed, seen("waiting", dispatch_outcome=recorded)).dispatch_outcome == (
+            "failed"
+        )
+
+    def test_started_means_in_progress_or_later(self):
+        assert not has_started(merge(None, seen()))
+        assert not has_started(merge(None, seen("waiting")))
+        assert has_started(merge(None, seen("in_progress", runner_id=3)))
+        assert has_started(merge(None, seen("completed", conclusion="cancelled")))
