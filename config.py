@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -110,6 +110,9 @@ class RepositoryConfig:
     # The operator knows the repository is public and wants it served anyway: without this the
     # github stack's plan fails for a public repository.
     allow_public: bool = False
+    # The most runners this repository may hold at once, all its pools together (its own
+    # max_runners, else github.max_runners_per_repository); None: only the pools' caps apply.
+    max_runners: int | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,11 @@ class AppConfig:
             repositories={repo.full_name.lower(): repo.pools for repo in self.github.repositories},
             fork_pull_requests={
                 repo.full_name.lower(): repo.fork_pull_requests for repo in self.github.repositories
+            },
+            repository_max_runners={
+                repo.full_name.lower(): repo.max_runners
+                for repo in self.github.repositories
+                if repo.max_runners is not None
             },
         )
 
@@ -417,6 +425,10 @@ class _Table:
             if not isinstance(item, dict):
                 raise self.error(f"{key}[{index}]", f"expected a table, got {_kind(item)}")
             yield _Table(item, self._source, self.where(f"{key}[{index}]"))
+
+    def raw_value(self, key: str) -> Any:
+        """The field's value as written (None when absent); the key counts as read."""
+        return self._get(key, None, required=False)
 
     def raw_list(self, key: str) -> list[Any]:
         value = self._get(key, [], required=False)
@@ -747,6 +759,7 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
             )
         api_url = _url(table, "api_url", "https://api.github.com")
         fork_default = table.choice("fork_pull_requests", FORK_POLICIES, FORK_POLICY_REFUSE)
+        default_cap = _optional_integer(table, "max_runners_per_repository")
         repositories: list[RepositoryConfig] = []
         seen: set[str] = set()
         raw_repositories = table.raw_list("repositories")
@@ -755,6 +768,8 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
         for index, raw in enumerate(raw_repositories):
             key = f"repositories[{index}]"
             repository = _repository(table, key, raw, owner, pool_names, fork_default)
+            if repository.max_runners is None and default_cap is not None:
+                repository = replace(repository, max_runners=default_cap)
             lowered = repository.full_name.lower()
             if lowered in seen:
                 raise table.error(key, f"duplicate repository '{repository.full_name}'")
@@ -778,7 +793,7 @@ def _repository(
     fork_default: str,
 ) -> RepositoryConfig:
     """A repository is a name (``"app"``) or a table (``{ name = "app", pools = [...],
-    fork_pull_requests = "refuse", allow_public = false }``)."""
+    fork_pull_requests = "refuse", allow_public = false, max_runners = 2 }``)."""
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -804,13 +819,22 @@ def _repository(
             raise entry.error("pools", "duplicate pool")
         forks = entry.choice("fork_pull_requests", FORK_POLICIES, fork_default)
         allow_public = entry.boolean("allow_public", False)
+        cap = _optional_integer(entry, "max_runners")
     return RepositoryConfig(
         name=name,
         full_name=f"{owner}/{name}",
         pools=chosen,
         fork_pull_requests=forks,
         allow_public=allow_public,
+        max_runners=cap,
     )
+
+
+def _optional_integer(table: _Table, key: str) -> int | None:
+    """A positive integer, or None when the field is absent."""
+    if table.raw_value(key) is None:
+        return None
+    return table.integer(key)
 
 
 def _backend(table: _Table) -> BackendConfig:

@@ -45,6 +45,7 @@ LEDGER_BINDING: Final = "LEDGER"
 GITHUB_API_URL_BINDING: Final = "GITHUB_API_URL"
 GITHUB_READ_TOKEN_BINDING: Final = "GITHUB_READ_TOKEN"
 RECONCILE_REQUEST_BUDGET_BINDING: Final = "RECONCILE_REQUEST_BUDGET"
+STATUS_TOKEN_BINDING: Final = "STATUS_TOKEN"
 
 # Outbound requests per reconciler run. The default fits the Workers Free plan (50 subrequests per
 # invocation); the maximum leaves room under the paid plans' 1,000 for KV and the rest.
@@ -105,6 +106,11 @@ WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
         "Outbound requests one reconciler run may send (a decimal integer; absent means 40, "
         "which fits the Workers Free plan's 50 subrequests per invocation).",
     ),
+    BindingSpec(
+        STATUS_TOKEN_BINDING,
+        "secret_text",
+        "Bearer token GET /status requires (Authorization: Bearer <token>); generated at deploy.",
+    ),
 )
 
 # Meta keys of every dispatch. The runner jobspec lists exactly these as ``meta_required``; a test
@@ -133,6 +139,8 @@ REPOSITORY_PATTERN: Final = re.compile(rf"\A{_NAME_PART}/{_NAME_PART}\Z")
 # Nomad job ids and pool names we generate: lower-case DNS-label-like words.
 POOL_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 ROUTING_VERSION: Final = 1
+# Optional routing key: per-repository runner caps (``{"owner/repo": n}``).
+REPOSITORY_CAPS_KEY: Final = "repository_max_runners"
 
 # What the Worker does with a job whose run's head repository is not the repository itself (a
 # pull request from a fork): refuse it (the default), or dispatch it like any other job.
@@ -181,6 +189,9 @@ class Routing:
     repositories: Mapping[str, tuple[str, ...]]
     # lower-cased "owner/repo" -> FORK_POLICY_*; a repository not listed refuses fork runs
     fork_pull_requests: Mapping[str, str] = field(default_factory=dict)
+    # lower-cased "owner/repo" -> the most runners (pending + running, all pools together) that
+    # repository may hold; a repository not named here is bounded by its pools' caps only.
+    repository_max_runners: Mapping[str, int] = field(default_factory=dict)
 
     def fork_policy(self, repository: str) -> str:
         """The fork policy of ``repository`` (any case): refuse unless the routing says allow."""
@@ -191,6 +202,10 @@ class Routing:
             if pool.name == name:
                 return pool
         raise KeyError(name)
+
+    def repository_cap(self, repository: str) -> int | None:
+        """The repository's own runner cap, or None when only its pools' caps apply."""
+        return self.repository_max_runners.get(repository.lower())
 
     def to_json(self) -> str:
         document = {
@@ -211,6 +226,8 @@ class Routing:
             # Every served repository, spelled out: the binding shows each one's policy.
             "fork_pull_requests": {repo: self.fork_policy(repo) for repo in self.repositories},
         }
+        if self.repository_max_runners:  # optional key: documents without caps are unchanged
+            document[REPOSITORY_CAPS_KEY] = dict(sorted(self.repository_max_runners.items()))
         return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -253,11 +270,13 @@ class Routing:
                 raise RoutingError(f"{where}: expected a non-empty list of known pool names")
             repositories[repo.lower()] = tuple(allowed)
         fork_pull_requests = _parse_fork_policies(document.get("fork_pull_requests"), repositories)
+        caps = _parse_repository_caps(document.get(REPOSITORY_CAPS_KEY, {}), repositories)
         return cls(
             namespace=namespace,
             pools=pools,
             repositories=repositories,
             fork_pull_requests=fork_pull_requests,
+            repository_max_runners=caps,
         )
 
 
@@ -276,6 +295,20 @@ def _parse_fork_policies(raw: Any, repositories: Mapping[str, Any]) -> dict[str,
         if repo.lower() in repositories:
             policies[repo.lower()] = policy
     return policies
+
+
+def _parse_repository_caps(raw: Any, repositories: Mapping[str, Any]) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise RoutingError(f"routing.{REPOSITORY_CAPS_KEY}: expected an object")
+    caps: dict[str, int] = {}
+    for repo, cap in raw.items():
+        where = f"routing.{REPOSITORY_CAPS_KEY}[{repo!r}]"
+        if not isinstance(repo, str) or repo.lower() not in repositories:
+            raise RoutingError(f"{where}: not a served repository")
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            raise RoutingError(f"{where}: expected a positive integer")
+        caps[repo.lower()] = cap
+    return caps
 
 
 def _parse_pool(index: int, raw: Any) -> PoolRoute:

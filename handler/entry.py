@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +28,12 @@ from workers import Request, Response, WorkerEntrypoint
 from handler.contract import LEDGER_BINDING
 from handler.forks import RunOriginCache
 from handler.nomad import HttpRequest
-from handler.reconcile import github_settings_from_bindings, reconcile
+from handler.reconcile import (
+    github_settings_from_bindings,
+    interval_from_cron,
+    reconcile,
+    run_slot,
+)
 from handler.service import (
     ConfigurationError,
     IncomingRequest,
@@ -151,6 +157,19 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def scheduled_slot(controller: Any, now: datetime) -> int:
+    """The run's number from the ScheduledController: ``scheduledTime`` (milliseconds since the
+    epoch) over the interval its ``cron`` schedule states. Without a usable time, ``now``; with
+    a schedule of another shape, one slot per minute (the rotation then still moves, though
+    not by one slice per run)."""
+    scheduled = getattr(controller, "scheduledTime", None)
+    if isinstance(scheduled, int | float) and not isinstance(scheduled, bool) and scheduled > 0:
+        when = datetime.fromtimestamp(scheduled / 1000, UTC)
+    else:
+        when = now
+    return run_slot(when, interval_from_cron(getattr(controller, "cron", None)) or 1)
+
+
 def _reply(status: int, document: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     return Response(
         json.dumps(document), status=status, headers={"content-type": _JSON, **dict(headers)}
@@ -199,7 +218,7 @@ class Default(WorkerEntrypoint):
 
         async def finish() -> None:
             outcome = await pending
-            if outcome != "written":
+            if outcome not in ("written", "unchanged"):
                 print(json.dumps({"msg": "ledger", "delivery": delivery, "ledger": outcome}))
 
         def start(resolve: Any, _reject: Any) -> None:
@@ -214,7 +233,9 @@ class Default(WorkerEntrypoint):
         """Cron Trigger: one reconciler run (:func:`handler.reconcile.reconcile`), one log line.
 
         The runtime passes ``(controller, env, ctx)``; the bindings are read from ``self.env``
-        as in :meth:`fetch`. A failure is logged by type only and raised again without its text,
+        as in :meth:`fetch`. Where the run starts among the repositories comes from the
+        controller's ``scheduledTime`` and ``cron`` (:func:`scheduled_slot`), not from KV.
+        A failure is logged by type only and raised again without its text,
         so the invocation shows as failed without quoting anything secret; a missing or bad
         binding fails it too (naming the binding), or a reconciler that never runs would look
         healthy every time.
@@ -233,8 +254,11 @@ class Default(WorkerEntrypoint):
             monotonic=time.monotonic,
             run_origins=_RUN_ORIGINS,
         )
+        now = utc_now()
         try:
-            report = await reconcile(settings, github, ports, transport, utc_now())
+            report = await reconcile(
+                settings, github, ports, transport, now, slot=scheduled_slot(controller, now)
+            )
         except Exception as error:
             print(json.dumps({"msg": "reconcile failed", "error": type(error).__name__}))
             raise RuntimeError(f"reconciler failed: {type(error).__name__}") from None

@@ -5,14 +5,17 @@ runs) answers exactly as the Worker does, because it calls the same :func:`handl
 only the transport differs: ``http.server`` in, ``urllib`` out, and an in-memory ledger instead of
 KV. Settings come from the environment under the Worker's binding names (``NOMAD_ADDR``,
 ``NOMAD_TOKEN``, ``CF_ACCESS_CLIENT_ID``, ``CF_ACCESS_CLIENT_SECRET``, ``WEBHOOK_SECRET_KEY``;
-``PORT`` optional, default 8787) and the routing from the project's config file (or from a routing
-JSON document with ``--routing``). ``--reconcile-once`` runs the reconciler once instead (with
+``PORT`` optional, default 8787; ``STATUS_TOKEN`` optional: without it ``GET /status`` answers
+401 to everyone) and the routing from the project's config file (or from a routing JSON document
+with ``--routing``). ``--reconcile-once`` runs the reconciler once instead (with
 ``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and optionally ``RECONCILE_REQUEST_BUDGET``, default 40)
 and prints its report; ``--reconcile-every N`` runs it every N seconds beside the server, as the
 Worker's Cron Trigger does. With ``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN`` set, webhooks of
 repositories that refuse fork runs are checked as in the Worker (without them, such jobs are not
-dispatched). ``GET /status`` answers per-pool counts. Never uploaded to Cloudflare
-(see ``handler.bundle``).
+dispatched). ``GET /status`` answers per-pool counts to ``Authorization: Bearer $STATUS_TOKEN``.
+It refuses (400) a repeated security header (two signatures, two event names, two
+Content-Lengths, two Authorizations...) and a Content-Length that is not ASCII digits, and drops
+a client silent for 10 s. Never uploaded to Cloudflare (see ``handler.bundle``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,37 @@ from handler.service import (
 )
 
 DEFAULT_PORT = 8787
+# A client that stops sending mid-request holds a thread no longer than this.
+SOCKET_TIMEOUT_SECONDS = 10.0
+# Headers a request must not carry twice: with two, which one counts would depend on the parser
+# (http.server keeps the last); GitHub sends each once.
+SINGLE_VALUED_HEADERS = (
+    "Content-Length",
+    "Transfer-Encoding",
+    "Authorization",
+    "X-Hub-Signature-256",
+    "X-Hub-Signature",
+    "X-GitHub-Event",
+    "X-GitHub-Delivery",
+)
+
+
+def header_problem(headers: Any) -> str | None:
+    """Why a request's headers (an ``http.client.HTTPMessage``) cannot be served, or None.
+
+    A repeated security header, or a Content-Length that is not a plain ASCII decimal number
+    (``str.isdigit`` and ``int`` take Unicode digits too), is refused with a 400 before anything
+    else is read.
+    """
+    for name in SINGLE_VALUED_HEADERS:
+        if len(headers.get_all(name) or ()) > 1:
+            return f"duplicate {name} header"
+    length = headers.get("Content-Length")
+    if length is not None:
+        text = length.strip()
+        if not (text.isascii() and text.isdigit()):
+            return "Content-Length must be a decimal number of ASCII digits"
+    return None
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -153,28 +187,49 @@ def make_server(
     log_stream = log if log is not None else sys.stdout
 
     class Handler(BaseHTTPRequestHandler):
+        # The socket timeout (StreamRequestHandler.setup applies it): a slow or silent client
+        # is dropped instead of holding its thread for ever.
+        timeout = SOCKET_TIMEOUT_SECONDS
+
         def log_message(self, format: str, *args: Any) -> None:
             return  # one structured line per delivery is logged below instead
 
         def _serve(self) -> None:
+            problem = header_problem(self.headers)
+            if problem is not None:
+                # The body's length is in doubt: answer and close, never parse what follows.
+                self.close_connection = True
+                document = {"outcome": "rejected", "reason": problem}
+                log = {"msg": "delivery", "path": self.path[:100], "status": 400, "reason": problem}
+                self._answer(400, document, log, ())
+                return
             headers = {name.lower(): value for name, value in self.headers.items()}
             body: bytes | None = None
             if declared_too_large(headers):
                 self.close_connection = True  # the unread body must not be parsed as a request
             else:
                 length = headers.get("content-length", "0").strip()
-                body = self.rfile.read(int(length)) if length.isdigit() else b""
+                body = self.rfile.read(int(length)) if length else b""
             request = IncomingRequest(
                 method=self.command, path=urlsplit(self.path).path, headers=headers, body=body
             )
             reply = asyncio.run(handle(request, settings, ports, utc_now()))
+            self._answer(reply.status, reply.document, reply.log, reply.headers)
+
+        def _answer(
+            self,
+            status: int,
+            document: Mapping[str, Any],
+            log: Mapping[str, Any],
+            extra_headers: tuple[tuple[str, str], ...],
+        ) -> None:
             # Log before answering: whoever reads the log after the answer finds the line there.
-            print(json.dumps(reply.log, sort_keys=True), file=log_stream, flush=True)
-            payload = json.dumps(reply.document).encode()
-            self.send_response(reply.status)
+            print(json.dumps(log, sort_keys=True), file=log_stream, flush=True)
+            payload = json.dumps(document).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers:
+            for name, value in extra_headers:
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
@@ -206,11 +261,14 @@ def load_settings(
     return settings_from_bindings(lookup)
 
 
-def reconcile_once(settings: Settings, github: GitHubReadSettings, ports: Ports) -> ReconcileReport:
-    """One reconciler run, as the Worker's Cron Trigger does it, through urllib."""
+def reconcile_once(
+    settings: Settings, github: GitHubReadSettings, ports: Ports, *, slot: int | None = None
+) -> ReconcileReport:
+    """One reconciler run, as the Worker's Cron Trigger does it, through urllib. ``slot`` is
+    the run's number (the rotation's place); by default the current minute's."""
     transport = ports.transport
     assert isinstance(transport, UrllibTransport)
-    return asyncio.run(reconcile(settings, github, ports, transport, utc_now()))
+    return asyncio.run(reconcile(settings, github, ports, transport, utc_now(), slot=slot))
 
 
 def _reconcile_forever(
@@ -219,7 +277,8 @@ def _reconcile_forever(
     while True:
         time.sleep(every)
         try:
-            report = reconcile_once(settings, github, ports)
+            # As a Cron Trigger's scheduled time does: consecutive runs, consecutive slots.
+            report = reconcile_once(settings, github, ports, slot=int(time.time() // every))
         except Exception as error:  # keep the loop alive; the type says enough
             print(json.dumps({"msg": "reconcile failed", "error": type(error).__name__}), file=log)
             continue

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, urlencode
 
+from handler.contract import META_REPOSITORY
+
 # Nomad truncates nothing, but a reason echoed into our logs and answers should stay short.
 _MAX_REASON: Final = 300
 
@@ -192,4 +194,54 @@ def interpret_job_status(status: int, body: bytes) -> str | None:
         return job_status
     if status == 404:
         return None
+    raise _error(status, body)
+
+
+def repository_children_request(
+    *,
+    nomad_addr: str,
+    namespace: str,
+    repository: str,
+    limit: int,
+    credentials: NomadCredentials,
+) -> HttpRequest:
+    """``GET {nomad}/v1/jobs/statuses``: up to ``limit`` live children of one repository.
+
+    The jobs list (``/v1/jobs``) needs ``list-jobs``, which the dispatch token does not have, and
+    its stubs carry no Meta. ``/v1/jobs/statuses`` (Nomad >= 1.8) needs only ``read-job``, lists
+    dispatched children with ``include_children=true``, and evaluates ``filter`` against the
+    whole job, Meta included, before paging; ``per_page`` stops it at the cap. The repository
+    is compared case-insensitively (a webhook sends GitHub's spelling, the reconciler the
+    routing's lower case); its name has no character special to the expression language but
+    '.', which the pattern writes as ``[.]``.
+    """
+    pattern = "(?i)^" + repository.replace(".", "[.]") + "$"
+    expression = (
+        f'ParentID != "" and Status != "dead" and Meta.{META_REPOSITORY} matches "{pattern}"'
+    )
+    query = urlencode(
+        {
+            "namespace": namespace,
+            "include_children": "true",
+            "per_page": str(limit),
+            "filter": expression,
+        }
+    )
+    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
+def interpret_children_response(status: int, body: bytes) -> int:
+    """How many jobs a ``/v1/jobs/statuses`` answer lists (at most the ``per_page`` sent).
+
+    Raises a :class:`NomadError` subclass for any answer but a 200 with a JSON array.
+    """
+    if status == 200:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
+        if not isinstance(document, list):
+            raise NomadBadResponse(status, "job statuses: expected a JSON array")
+        return len(document)
     raise _error(status, body)

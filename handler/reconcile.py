@@ -25,8 +25,9 @@ Limits, so one run stays cheap and bounded:
   paid plans 1,000);
 * conditional requests: each runs list is sent with the ``ETag`` of its last answer
   (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit and reuses the stored run ids;
-* round-robin: a cursor in KV names the repository the next run starts with, so a budget smaller
-  than the repository list still covers every repository in turn;
+* round-robin without state: the run's scheduled time names the slice of repositories it starts
+  with (:func:`rotation_order`), so a budget smaller than the repository list still covers every
+  repository in turn, and a KV outage (no write lands) cannot stop the rotation;
 * it stops at a rate limit (403/429 with ``x-ratelimit-remaining: 0`` or ``retry-after``), when
   ``x-ratelimit-remaining`` falls under :data:`RATE_LIMIT_FLOOR`, on a refused credential (401),
   when Nomad is unreachable, and at a wall-time deadline.
@@ -39,10 +40,10 @@ data (requests built and answers parsed here); the adapters send the requests.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -75,7 +76,6 @@ REQUEST_TIMEOUT_SECONDS: Final = 5.0
 DEADLINE_SECONDS: Final = 20.0
 RUN_STATUSES: Final[tuple[str, ...]] = ("queued", "in_progress")
 PER_PAGE: Final = 100
-CURSOR_KEY: Final = "reconcile:cursor"
 ETAG_PREFIX: Final = "reconcile:etag:"
 STATE_TTL_SECONDS: Final = 24 * 3600
 GITHUB_API_VERSION: Final = "2022-11-28"
@@ -289,13 +289,54 @@ def interpret_jobs(
     return tuple(events)
 
 
-def start_order(repositories: list[str], cursor: str | None) -> list[str]:
-    """``repositories`` (sorted) rotated to start at ``cursor``, or the next one after it."""
-    if not repositories:
+def interval_from_cron(cron: object) -> int | None:
+    """Minutes between runs of a Cron Trigger schedule as the dispatch stack writes it
+    (``*/N * * * *``, or ``0 * * * *`` for hourly); None for any other schedule."""
+    if not isinstance(cron, str):
+        return None
+    fields = cron.split()
+    if len(fields) != 5 or fields[1:] != ["*", "*", "*", "*"]:
+        return None
+    minute = fields[0]
+    if minute.isascii() and minute.isdigit() and int(minute) < 60:
+        return 60
+    step = minute.removeprefix("*/")
+    if step != minute and step.isascii() and step.isdigit() and 0 < int(step) <= 60:
+        return int(step)
+    return None
+
+
+def run_slot(scheduled: datetime, interval_minutes: int = 1) -> int:
+    """The number of the run scheduled at ``scheduled``: consecutive runs have consecutive slots.
+
+    A Cron Trigger fires at whole multiples of its interval (a divisor of 60) since the epoch;
+    rounding absorbs a scheduled time a little off the minute.
+    """
+    return round(scheduled.timestamp() / 60 / max(1, interval_minutes))
+
+
+def rotation_order(repositories: list[str], slot: int, per_run: int) -> list[str]:
+    """The order run ``slot`` visits ``repositories`` (sorted) in, derived from ``slot`` alone.
+
+    The list is cut into ``ceil(n / per_run)`` slices of nearly equal size; run ``slot`` starts
+    with slice ``slot mod slices`` and goes on through the following ones while its budget
+    lasts. So any ``slices`` consecutive runs start every slice once, and if each run can finish
+    ``per_run`` repositories (``request_budget / 2`` quiet ones), they visit every repository.
+    Within its slice, the repository a run begins with moves by one each lap, so a repository
+    with more work than a whole budget delays the others of its slice only until their turn
+    comes to go first. No cursor is stored: a run whose KV writes fail rotates as well.
+    """
+    total = len(repositories)
+    if total == 0:
         return []
-    start = bisect.bisect_left(repositories, cursor) if cursor else 0
-    start %= len(repositories)
-    return repositories[start:] + repositories[:start]
+    slices = max(1, math.ceil(total / max(1, per_run)))
+    size = math.ceil(total / slices)
+    index = slot % slices
+    lap = slot // slices
+    start, end = index * size, min(total, (index + 1) * size)
+    own = repositories[start:end]
+    shift = lap % len(own) if own else 0
+    return own[shift:] + own[:shift] + repositories[end:] + repositories[:start]
 
 
 @dataclass
@@ -317,7 +358,7 @@ class ReconcileReport:
     errors: list[str] = field(default_factory=list)
     # budget | deadline | rate_limited | quota_low | credentials | nomad_unreachable
     stopped: str | None = None
-    next_cursor: str | None = None
+    slot: int = 0  # the run's number, from its scheduled time: where the rotation starts
 
     def to_log(self) -> dict[str, Any]:
         document = {"msg": "reconcile", **self.__dict__}
@@ -348,6 +389,8 @@ class _Run:
         self.active: dict[str, int] = {}
         # (repository, run id) -> fork verdict, from this run's runs lists.
         self.origins: dict[tuple[str, int], str] = {}
+        # The same for the repositories with a cap of their own (lower-cased name -> children).
+        self.repository_active: dict[str, int] = {}
 
     def can_spend(self, requests: int = 1) -> bool:
         if self.report.stopped is not None:
@@ -521,9 +564,12 @@ class _Run:
         """One :func:`dispatch_job` within the budget, counted; None when the budget is spent."""
         pool = decision.pool.name
         known = self.active.get(pool)
-        # Two attempts at most, each a summary read (while the pool's count is unknown) and a
-        # dispatch.
-        if not self.can_spend(2 if known is not None else 4):
+        capped = self.settings.routing.repository_cap(repository) is not None
+        known_repository = self.repository_active.get(repository) if capped else None
+        # Two attempts at most, each a dispatch plus the capacity reads whose counts are unknown
+        # (the pool's summary; the repository's children when it has a cap of its own).
+        reads = (known is None) + (capped and known_repository is None)
+        if not self.can_spend(2 * (1 + reads)):
             return None
         result = await dispatch_job(
             decision,
@@ -532,11 +578,15 @@ class _Run:
             id_prefix=f"gh{event.job.id}",
             started=self.ports.monotonic(),
             active=known,
+            repository_active=known_repository,
         )
         self.spent += result.requests
         self.report.nomad_requests += result.requests
+        started_one = result.outcome == "dispatched"
         if result.active is not None:
-            self.active[pool] = result.active + (result.outcome == "dispatched")
+            self.active[pool] = result.active + started_one
+        if capped and result.repository_active is not None:
+            self.repository_active[repository] = result.repository_active + started_one
         if result.outcome == "dispatched":
             self.report.dispatched += 1
         elif result.outcome == "already_dispatched":
@@ -638,15 +688,20 @@ async def reconcile(
     ports: Ports,
     transport: HeaderTransport,
     now: datetime,
+    *,
+    slot: int | None = None,
 ) -> ReconcileReport:
-    """One reconciler run over the served repositories, starting at the stored cursor."""
+    """One reconciler run over the served repositories, in the order :func:`rotation_order`
+    gives run ``slot`` (the Cron Trigger's scheduled time, :func:`run_slot`; by default the
+    minute of ``now``)."""
     run = _Run(settings, github, ports, transport, now)
     report = run.report
+    report.slot = run_slot(now) if slot is None else slot
     repositories = sorted(settings.routing.repositories)
-    cursor_document = await _load_json(ports.ledger, CURSOR_KEY)
-    cursor = cursor_document.get("next")
-    order = start_order(repositories, cursor if isinstance(cursor, str) else None)
-    for index, repository in enumerate(order):
+    # Each repository costs at least its two runs lists.
+    per_run = max(1, github.request_budget // len(RUN_STATUSES))
+    order = rotation_order(repositories, report.slot, per_run)
+    for repository in order:
         if not run.can_spend():
             break
         report.repositories.append(repository)
@@ -663,13 +718,4 @@ async def reconcile(
         except (TimeoutError, TransportError, OSError) as error:
             kind = "timed out" if isinstance(error, TimeoutError) else "connection failed"
             report.errors.append(f"{repository}: GitHub unreachable: {kind}")
-        # The next run starts with the first repository this one did not finish, except that
-        # the first repository of a run is always passed: one with more queued runs than a
-        # whole budget must not starve the ones after it.
-        finished = report.stopped is None
-        report.next_cursor = (
-            order[(index + 1) % len(order)] if finished or index == 0 else repository
-        )
-    if report.next_cursor is not None and report.next_cursor != cursor:
-        await _store_json(ports.ledger, CURSOR_KEY, {"next": report.next_cursor})
     return report

@@ -8,24 +8,26 @@ translate their request and response types and supply the ports. The outbound di
 per-attempt timeout well inside GitHub's 10 s, and one retry on a connection error, a timeout or
 a 5xx; Nomad's idempotency token makes the retry safe.
 
-``GET /status`` answers per-pool counts from the ledger (:mod:`handler.status`).
+``GET /status`` answers per-pool counts from the ledger (:mod:`handler.status`) to a caller
+presenting ``Authorization: Bearer <STATUS_TOKEN>``, and 401 to anyone else.
 
 Before a job of a repository whose fork policy is ``refuse`` is dispatched, its run is looked up
 (:mod:`handler.forks`, ``GITHUB_READ_TOKEN``): a run from a fork, or one whose head repository
 cannot be told, is ignored with its reason code; a failed lookup dispatches nothing now (the
 reconciler tries again later). Never dispatched blind.
 
-Statuses: 202 dispatched (or already dispatched, or deferred at the pool's cap or for a failed
-run lookup: the reconciler dispatches it later), 200 ignored (with a reason) or ping/health/status,
-400 malformed, 401 bad signature, 404 unknown path, 405 wrong method, 413 body over 1 MiB,
-502 Nomad (or Access) refused the dispatch, 503 Nomad unreachable. No secret is ever put in a
-reply or a log record.
+Statuses: 202 dispatched (or already dispatched, or deferred at the pool's or the repository's
+cap or for a failed run lookup: the reconciler dispatches it later), 200 ignored (with a reason)
+or ping/health/status, 400 malformed, 401 bad signature (or no status token), 404 unknown path,
+405 wrong method, 413 body over 1 MiB, 502 Nomad (or Access) refused the dispatch, 503 Nomad
+unreachable. No secret is ever put in a reply or a log record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,8 +50,10 @@ from handler.ledger import (
     LEDGER_TTL_SECONDS,
     LedgerRecord,
     Observation,
+    has_started,
     ledger_key,
     merge,
+    record_changed,
 )
 from handler.nomad import (
     DispatchAccepted,
@@ -57,8 +61,10 @@ from handler.nomad import (
     NomadCredentials,
     NomadError,
     dispatch_request,
+    interpret_children_response,
     interpret_dispatch_response,
     interpret_summary_response,
+    repository_children_request,
     summary_request,
 )
 from handler.signature import SIGNATURE_HEADER, SignatureError, verify_signature
@@ -74,6 +80,8 @@ STATUS_MAX_PAGES: Final = 20
 ATTEMPT_TIMEOUT_SECONDS: Final = 4.0
 RETRY_WITHIN_SECONDS: Final = 4.5
 _MAX_LOGGED_TEXT: Final = 100
+# Ignore code of a queued delivery for a job the ledger has at in_progress or later.
+ALREADY_STARTED: Final = "already_started"
 
 
 class ConfigurationError(ValueError):
@@ -120,9 +128,10 @@ class LedgerPage:
 class StatusCache:
     """The last ``/status`` document, reused for ``seconds``.
 
-    ``/status`` is unauthenticated and each answer costs KV list operations (a daily quota on
-    the Free plan): an adapter that keeps one of these for the life of its process (the Worker:
-    per isolate) bounds what anyone polling it can spend to one computation per window.
+    Each fresh answer costs KV list operations (a daily quota on the Free plan). An adapter
+    keeps one of these for the life of its process: the Worker keeps one per isolate, so N
+    isolates answering /status may each list KV once per window; the bearer token is what
+    keeps strangers from polling it at all.
     """
 
     seconds: float = 30.0
@@ -145,7 +154,8 @@ class Ports:
     monotonic: Callable[[], float]
     # Where work may continue after the answer (the Worker's ctx.waitUntil). When given, a
     # delivery's ledger write goes there, off GitHub's wait: it receives the delivery id and
-    # the write, whose outcome ("written" or "failed: ...") the adapter logs unless written.
+    # the write, whose outcome ("written", "unchanged" or "failed: ...") the adapter logs when
+    # it failed.
     defer: Callable[[str | None, Coroutine[Any, Any, str]], None] | None = None
     # Where /status answers are reused from; None computes every answer afresh.
     status_cache: StatusCache | None = None
@@ -163,6 +173,8 @@ class Settings:
     webhook_secret_key: str = field(repr=False)
     # GITHUB_API_URL + GITHUB_READ_TOKEN, for the fork check; None when not bound.
     github_read: forks.GitHubRead | None = None
+    # What GET /status requires as "Authorization: Bearer ..."; None: /status answers 401 to all.
+    status_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -214,13 +226,32 @@ def settings_from_bindings(lookup: Callable[[str], str | None]) -> Settings:
         ),
         webhook_secret_key=required(contract.WEBHOOK_SECRET_KEY_BINDING),
         github_read=forks.github_read_from_bindings(lookup),
+        status_token=_optional(lookup(contract.STATUS_TOKEN_BINDING)),
     )
+
+
+def _optional(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def status_authorized(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """True when ``headers`` carry ``Authorization: Bearer <STATUS_TOKEN>`` (constant time).
+
+    No configured token authorizes nobody: a deployment without the binding keeps /status
+    closed rather than open.
+    """
+    expected = settings.status_token
+    scheme, _, presented = headers.get("authorization", "").strip().partition(" ")
+    if expected is None or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), expected.encode())
 
 
 def declared_too_large(headers: Mapping[str, str]) -> bool:
     """True when Content-Length announces more than the limit: adapters then skip the read."""
-    raw = headers.get("content-length", "")
-    return raw.strip().isdigit() and int(raw.strip()) > MAX_BODY_BYTES
+    raw = headers.get("content-length", "").strip()
+    # ASCII digits only: str.isdigit() and int() also take other scripts' digits.
+    return raw.isascii() and raw.isdigit() and int(raw) > MAX_BODY_BYTES
 
 
 def _loggable(value: str | None) -> str | None:
@@ -286,6 +317,11 @@ async def handle(
     if request.path == STATUS_PATH:
         if method != "GET":
             return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET"),))
+        # Checked before the cache: a cached answer is as private as a fresh one.
+        if not status_authorized(settings, request.headers):
+            reason = "GET /status needs Authorization: Bearer <STATUS_TOKEN>"
+            challenge = (("WWW-Authenticate", 'Bearer realm="status"'),)
+            return delivery.reply(401, "rejected", reason, headers=challenge)
         cache = ports.status_cache
         document = cache.fresh(ports.monotonic()) if cache is not None else None
         if document is None:
@@ -348,6 +384,17 @@ async def _handle_workflow_job(
             400, "rejected", "repository.full_name does not match the webhook path"
         )
     decision = decide(event, settings.routing, now)
+    # Before the fork check: a replay then costs one KV read, not a GitHub request.
+    if isinstance(decision, Dispatch) and await _ledger_says_started(
+        ports.ledger, repository, job.id
+    ):
+        # A replay of a job a runner already took (or that ended): once Nomad has collected the
+        # old child, its token would start a new runner. Nothing new is learned: no write.
+        delivery.log.update(pool=decision.pool.name, code=ALREADY_STARTED)
+        reason = "the ledger has this job in progress or completed; a queued delivery is a replay"
+        return delivery.reply(
+            200, "ignored", reason, extra={"code": ALREADY_STARTED, "pool": decision.pool.name}
+        )
     if (
         isinstance(decision, Dispatch)
         and settings.routing.fork_policy(repository) == FORK_POLICY_REFUSE
@@ -443,6 +490,20 @@ async def lookup_run_origin(
     return forks.interpret_run(status, body, repository)
 
 
+async def _ledger_says_started(ledger: LedgerStore, repository: str, job_id: int) -> bool:
+    """True when the job's ledger record is at ``in_progress`` or later (one KV read).
+
+    An unreadable ledger says nothing: the dispatch goes ahead, guarded by the idempotency token
+    as before.
+    """
+    try:
+        stored = await ledger.get(ledger_key(repository, job_id))
+    except LedgerUnavailable:
+        return False
+    record = LedgerRecord.from_json(stored) if stored else None
+    return record is not None and has_started(record)
+
+
 async def _dispatch(
     decision: Dispatch,
     event: WorkflowJobEvent,
@@ -483,6 +544,8 @@ class DispatchResult:
     active: int | None = None  # the pool's pending + running children, when read
     nomad_status: int | None = None
     requests: int = 0  # requests sent to Nomad (summary reads and dispatches)
+    # The repository's live children (all pools), when its own cap made them worth reading.
+    repository_active: int | None = None
 
 
 async def dispatch_job(
@@ -493,13 +556,19 @@ async def dispatch_job(
     id_prefix: str,
     started: float,
     active: int | None = None,
+    repository_active: int | None = None,
 ) -> DispatchResult:
-    """Dispatch ``decision`` once, unless its pool is at its cap; the one path to Nomad.
+    """Dispatch ``decision`` once, unless its pool or its repository is at its cap; the one path
+    to Nomad.
 
     Each attempt first reads the pool's job summary (unless the caller passes ``active``, the
-    count it already knows) and then dispatches with the job id as idempotency token. At the cap
-    nothing is dispatched: the outcome is ``deferred`` and the reconciler dispatches the job once
-    a runner finishes. A failed capacity read fails the attempt like a failed dispatch would:
+    count it already knows), then, when the routing gives the job's repository a cap of its own,
+    that repository's live children (:func:`handler.nomad.repository_children_request`, unless
+    the caller passes ``repository_active``), and then dispatches with the job id as idempotency
+    token. At either cap nothing is dispatched: the outcome is ``deferred`` and the reconciler
+    dispatches the job once a runner finishes. The repository's cap is what keeps one
+    repository that queues (and cancels) jobs in a loop from holding the whole pool. A failed
+    capacity read (either one) fails the attempt like a failed dispatch would:
     dispatching blind could exceed the cap (a one-GPU pool started twice), while refusing only
     delays the job until the next attempt or reconciler run. An attempt that fails with a
     connection error, a timeout or a 5xx is retried once if there is time (``started`` is the
@@ -522,11 +591,21 @@ async def dispatch_job(
         nomad_job=pool.nomad_job,
         credentials=settings.credentials,
     )
+    repository = decision.meta[contract.META_REPOSITORY]
+    repository_cap = settings.routing.repository_cap(repository)
+    repository_children = repository_children_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        repository=repository,
+        limit=repository_cap or 1,
+        credentials=settings.credentials,
+    )
     statuses: list[int] = []
     sent = 0
+    repository_count: int | None = repository_active
 
     async def attempt() -> tuple[int, DispatchAccepted | None]:
-        nonlocal sent
+        nonlocal sent, repository_count
         count = known_active
         if count is None:
             sent += 1
@@ -535,6 +614,14 @@ async def dispatch_job(
             count = interpret_summary_response(status, answer)
         if count >= pool.max_runners:
             return count, None
+        if repository_cap is not None:
+            if repository_count is None:
+                sent += 1
+                status, answer = await ports.transport.send(repository_children)
+                statuses.append(status)
+                repository_count = interpret_children_response(status, answer)
+            if repository_count >= repository_cap:
+                return count, None
         sent += 1
         status, answer = await ports.transport.send(outbound)
         statuses.append(status)
@@ -566,15 +653,22 @@ async def dispatch_job(
             "failed", status, reason, attempts=attempts, nomad_status=nomad_status, requests=sent
         )
     if accepted is None:
+        if count >= pool.max_runners:
+            full = f"pool '{pool.name}' is at its cap ({count} of {pool.max_runners} runners)"
+        else:
+            full = (
+                f"repository '{repository}' is at its cap "
+                f"({repository_count} of {repository_cap} runners)"
+            )
         return DispatchResult(
             "deferred",
             202,
-            f"pool '{pool.name}' is at its cap ({count} of {pool.max_runners} runners); "
-            "the job stays queued and the reconciler dispatches it when one finishes",
+            f"{full}; the job stays queued and the reconciler dispatches it when one finishes",
             attempts=attempts,
             active=count,
             nomad_status=nomad_status,
             requests=sent,
+            repository_active=repository_count,
         )
     outcome = "already_dispatched" if accepted.replay else "dispatched"
     reason = (
@@ -589,6 +683,7 @@ async def dispatch_job(
         active=count,
         nomad_status=nomad_status,
         requests=sent,
+        repository_active=repository_count,
     )
 
 
@@ -604,7 +699,8 @@ async def _record(seen: Observation, ports: Ports, delivery: _Delivery) -> None:
 async def record_observation(
     seen: Observation, ledger: LedgerStore, *, unless_child_recorded: bool = False
 ) -> str:
-    """Merge ``seen`` into the job's ledger record; "written", or "failed: why" (never raises).
+    """Merge ``seen`` into the job's ledger record; "written", "unchanged" (the merged record
+    says nothing new, so nothing is written) or "failed: why" (never raises).
 
     With ``unless_child_recorded``, a record that already names ``seen.child_id`` is left as it
     is ("unchanged"): a replay then costs a KV read, not a write.
@@ -616,6 +712,10 @@ async def record_observation(
         if unless_child_recorded and existing is not None and existing.child_id == seen.child_id:
             return "unchanged"
         record = merge(existing, seen)
+        # Read, merge, compare: a replay, or a known body under a new delivery id, changes
+        # nothing but bookkeeping and costs no write (KV writes are the scarce quota).
+        if not record_changed(existing, record):
+            return "unchanged"
         await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
     except LedgerUnavailable as error:
         return f"failed: {_loggable(str(error))}"

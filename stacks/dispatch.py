@@ -3,13 +3,15 @@
 Takes the Nomad API URL and the Access service token from the edge stack and the dispatch-only
 Nomad token from the nomad stack (all as cdktf references), generates the webhook secret key
 (``random_password``, never in any file), and exposes ``webhook_hostname`` and
-``webhook_secret_key`` to the github stack. The GitHub read token (reconciler and fork check) is
-the sensitive Terraform variable ``github_read_token`` (``TF_VAR_github_read_token``).
+``webhook_secret_key`` to the github stack. It also generates the bearer token ``GET /status``
+requires, handed to the Worker as ``STATUS_TOKEN`` and to the operator as the sensitive output
+``status_token``. The GitHub read token (reconciler and fork check) is the sensitive Terraform
+variable ``github_read_token`` (``TF_VAR_github_read_token``).
 """
 
 from __future__ import annotations
 
-from cdktf import Fn, TerraformStack, TerraformVariable
+from cdktf import Fn, TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_cloudflare.provider import CloudflareProvider
 from cdktf_cdktf_provider_random.password import Password
 from cdktf_cdktf_provider_random.provider import RandomProvider
@@ -25,6 +27,7 @@ from handler.contract import (
     NOMAD_TOKEN_BINDING,
     RECONCILE_REQUEST_BUDGET_BINDING,
     ROUTING_BINDING,
+    STATUS_TOKEN_BINDING,
     WEBHOOK_SECRET_KEY_BINDING,
 )
 from stacks.backend import declare_backend
@@ -53,6 +56,16 @@ class DispatchStack(TerraformStack):
         # One key for all repositories: each hook's secret is sha256("{key}:{owner/repo}"), so
         # adding a repository adds no binding and one leaked hook secret forges nothing else.
         webhook_key = Password(self, "webhook_secret_key", length=64, special=False)
+        # GET /status answers only "Authorization: Bearer <this>": the operator reads it with
+        # `terraform output -raw status_token` in this stack's directory (sensitive).
+        status_token = Password(self, "status_token", length=48, special=False)
+        TerraformOutput(
+            self,
+            "status_token",
+            value=status_token.result,
+            sensitive=True,
+            description="Bearer token for GET /status on the webhook hostname.",
+        )
         github_read_token = TerraformVariable(
             self,
             GITHUB_READ_TOKEN_VARIABLE,
@@ -86,6 +99,7 @@ class DispatchStack(TerraformStack):
                 GITHUB_API_URL_BINDING: escape(config.github.api_url),
                 GITHUB_READ_TOKEN_BINDING: github_read_token.string_value,
                 RECONCILE_REQUEST_BUDGET_BINDING: str(config.reconcile.request_budget),
+                STATUS_TOKEN_BINDING: status_token.result,
             },
             # How often the reconciler looks for queued jobs a webhook did not serve.
             cron_schedules=[config.reconcile.cron],

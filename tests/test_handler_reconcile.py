@@ -15,7 +15,6 @@ from handler.contract import WORKER_NOMAD_CAPABILITIES, PoolRoute, Routing
 from handler.ledger import LedgerRecord, ledger_key
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.reconcile import (
-    CURSOR_KEY,
     DEFAULT_REQUEST_BUDGET,
     GitHubCredentialRefused,
     GitHubError,
@@ -26,9 +25,11 @@ from handler.reconcile import (
     interpret_runs,
     jobs_request,
     raise_for_github_error,
+    interval_from_cron,
     reconcile,
+    rotation_order,
+    run_slot,
     runs_request,
-    start_order,
 )
 from handler.service import ConfigurationError, LedgerUnavailable, Ports, settings_from_bindings
 from tests.standins.github import ACTIONS_READ_TOKEN, GitHubStandIn
@@ -69,6 +70,7 @@ class World:
             api_url=github.url, token=ACTIONS_READ_TOKEN, request_budget=budget
         )
         self.transport = UrllibTransport()
+        self.slot = 0  # each run is the next Cron Trigger run, as consecutive scheduled times
 
     def run(self, ledger=None, budget=None):
         ports = Ports(
@@ -79,8 +81,11 @@ class World:
             read = GitHubReadSettings(read.api_url, read.token, request_budget=budget)
         started = time.monotonic()
         report = asyncio.run(
-            reconcile(self.settings, read, ports, self.transport, datetime.now(UTC))
+            reconcile(
+                self.settings, read, ports, self.transport, datetime.now(UTC), slot=self.slot
+            )
         )
+        self.slot += 1
         assert time.monotonic() - started < 10
         return report
 
@@ -275,7 +280,7 @@ class TestLimits:
                 str(2000 + n) for n in range(6)
             }
             assert set(seen) == set(repos)
-            assert world.ledger.snapshot()[CURSOR_KEY]
+            assert not any(key.startswith("reconcile:cursor") for key in world.ledger.snapshot())
 
     def test_a_larger_budget_visits_more_repositories_in_one_run(self):
         repos = [f"octo-org/repo-{n:02d}" for n in range(30)]
@@ -409,12 +414,26 @@ class TestPureParts:
         assert [event.job.id for event in events] == [3001]
         assert events[0].action == "queued" and events[0].repository == REPO
 
-    def test_start_order_rotates_from_the_cursor(self):
-        repos = ["a/a", "b/b", "c/c"]
-        assert start_order(repos, None) == repos
-        assert start_order(repos, "b/b") == ["b/b", "c/c", "a/a"]
-        assert start_order(repos, "bb/removed") == ["c/c", "a/a", "b/b"]
-        assert start_order(repos, "z/z") == repos
+    def test_rotation_starts_each_slice_in_turn_and_moves_within_it_each_lap(self):
+        repos = [f"o/r{n}" for n in range(5)]  # 3 per run: slices r0-r2 and r3-r4
+        assert rotation_order(repos, 0, 3) == ["o/r0", "o/r1", "o/r2", "o/r3", "o/r4"]
+        assert rotation_order(repos, 1, 3) == ["o/r3", "o/r4", "o/r0", "o/r1", "o/r2"]
+        assert rotation_order(repos, 2, 3) == ["o/r1", "o/r2", "o/r0", "o/r3", "o/r4"]
+        assert rotation_order(repos, 3, 3) == ["o/r4", "o/r3", "o/r0", "o/r1", "o/r2"]
+        assert rotation_order(repos, 7, 10) == ["o/r2", "o/r3", "o/r4", "o/r0", "o/r1"]
+        assert rotation_order([], 4, 3) == []
+        for slot in range(20):
+            assert sorted(rotation_order(repos, slot, 2)) == repos
+
+    def test_the_slot_comes_from_the_scheduled_time_and_the_cron_interval(self):
+        at = datetime(2026, 12, 1, 9, 35, tzinfo=UTC)
+        assert run_slot(at, 5) + 1 == run_slot(at + timedelta(minutes=5), 5)
+        assert run_slot(at, 5) == run_slot(at + timedelta(seconds=20), 5)
+        assert run_slot(at) == int(at.timestamp() // 60)
+        assert interval_from_cron("*/5 * * * *") == 5
+        assert interval_from_cron("0 * * * *") == 60
+        assert interval_from_cron("*/5 9-17 * * *") is None
+        assert interval_from_cron(None) is None
 
     def test_settings_name_the_missing_binding(self):
         with pytest.raises(ConfigurationError, match="GITHUB_READ_TOKEN"):

@@ -18,7 +18,15 @@ from handler.service import (
 )
 from handler.status import percentile, summarize
 from tests.standins.nomad import NomadStandIn
-from tests.standins.webhooks import ROUTING, bindings, delivery, register_pools, workflow_job
+from tests.standins.webhooks import (
+    ROUTING,
+    STATUS_TOKEN,
+    bindings,
+    delivery,
+    register_pools,
+    status_headers,
+    workflow_job,
+)
 
 GPU = ("self-hosted", "linux", "x64", "gpu")
 SECRETS = ("nomad-token-for-tests", "access-client-secret-for-tests", "webhook-key-for-tests")
@@ -73,11 +81,13 @@ def nomad():
         yield stand_in
 
 
-def call(nomad, ledger, sent=None, *, path=None, method="POST", now=None):
+def call(nomad, ledger, sent=None, *, path=None, method="POST", now=None, headers=None):
     settings = settings_from_bindings(bindings(nomad.url).get)
     ports = Ports(UrllibTransport(), ledger, time.monotonic)
     if sent is None:
-        request = IncomingRequest(method, path, {}, b"")
+        request = IncomingRequest(
+            method, path, status_headers() if headers is None else headers, b""
+        )
     else:
         request = IncomingRequest(method, sent.path, sent.headers, sent.body)
     return asyncio.run(handle(request, settings, ports, now or datetime.now(UTC)))
@@ -137,7 +147,7 @@ def test_status_answers_are_reused_within_the_cache_window(nomad):
     ports = Ports(UrllibTransport(), ledger, lambda: clock[0], status_cache=cache)
 
     def status():
-        request = IncomingRequest("GET", "/status", {}, b"")
+        request = IncomingRequest("GET", "/status", status_headers(), b"")
         return asyncio.run(handle(request, settings, ports, datetime.now(UTC))).document
 
     assert call(nomad, ledger, delivery(workflow_job(job_id=51))).status == 202
@@ -159,3 +169,59 @@ def test_status_wants_get_and_a_working_ledger(nomad):
 
     reply = call(nomad, BrokenKv(), path="/status", method="GET")
     assert reply.status == 503 and "ledger unavailable" in reply.document["reason"]
+
+
+class TestBearerToken:
+    """GET /status answers only the operator's STATUS_TOKEN: it reveals private activity."""
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {},
+            {"authorization": "Bearer wrong-token"},
+            {"authorization": f"Basic {STATUS_TOKEN}"},
+            {"authorization": STATUS_TOKEN},
+            {"authorization": f"Bearer {STATUS_TOKEN}x"},
+            {"authorization": "Bearer "},
+        ],
+    )
+    def test_anything_but_the_token_is_401_and_lists_nothing(self, nomad, headers):
+        class CountingLedger(MemoryLedger):
+            lists = 0
+
+            async def list(self, prefix, cursor):
+                CountingLedger.lists += 1
+                return await super().list(prefix, cursor)
+
+        ledger = CountingLedger()
+        reply = call(nomad, ledger, path="/status", method="GET", headers=headers)
+        assert reply.status == 401 and reply.document["outcome"] == "rejected"
+        assert ("WWW-Authenticate", 'Bearer realm="status"') in reply.headers
+        assert "pools" not in reply.document and CountingLedger.lists == 0
+        assert STATUS_TOKEN not in json.dumps(reply.document) + json.dumps(reply.log)
+
+    def test_the_scheme_is_case_insensitive(self, nomad):
+        headers = {"authorization": f"bearer {STATUS_TOKEN}"}
+        assert (
+            call(nomad, MemoryLedger(), path="/status", method="GET", headers=headers).status == 200
+        )
+
+    def test_a_cached_answer_is_not_served_without_the_token(self, nomad):
+        settings = settings_from_bindings(bindings(nomad.url).get)
+        ports = Ports(UrllibTransport(), MemoryLedger(), time.monotonic, status_cache=StatusCache())
+
+        def status(headers):
+            request = IncomingRequest("GET", "/status", headers, b"")
+            return asyncio.run(handle(request, settings, ports, datetime.now(UTC))).status
+
+        assert status(status_headers()) == 200
+        assert status({}) == 401
+
+    def test_without_a_configured_token_status_is_closed(self, nomad):
+        values = bindings(nomad.url)
+        del values["STATUS_TOKEN"]
+        settings = settings_from_bindings(values.get)
+        ports = Ports(UrllibTransport(), MemoryLedger(), time.monotonic)
+        for headers in ({}, {"authorization": "Bearer "}, {"authorization": "Bearer None"}):
+            request = IncomingRequest("GET", "/status", headers, b"")
+            assert asyncio.run(handle(request, settings, ports, datetime.now(UTC))).status == 401

@@ -18,7 +18,14 @@ Worker relies on (see ``shared/reference/FACTS.md``):
   ``idempotency_token`` or body ``IdempotencyToken``) returns the existing child with
   ``EvalID: ""`` and ``EvalCreateIndex: 0`` for as long as that child is in state (not purged);
 * ``GET /v1/jobs?prefix=``, ``GET /v1/job/{id}`` (404 when unknown), ``GET /v1/job/{id}/summary``
-  (``Children`` counts), ``DELETE /v1/job/{id}[?purge=true]`` (unknown id: 200, empty fields).
+  (``Children`` counts), ``DELETE /v1/job/{id}[?purge=true]`` (unknown id: 200, empty fields);
+* ``GET /v1/jobs/statuses?include_children=true&filter=..&per_page=N`` (Nomad >= 1.8, read-job
+  only): jobs of the namespace, children included only when asked, newest change first, the
+  ``filter`` evaluated against the whole job (Meta included) before ``per_page`` cuts the list.
+  Of Nomad's filter language (go-bexpr) it knows what the Worker sends: clauses joined by
+  ``and``, each ``Selector == "v"``, ``!= "v"`` or ``matches "regexp"`` over ``ID``,
+  ``ParentID``, ``Status`` and ``Meta.{key}`` (a missing Meta key matches nothing, as bexpr's
+  not-present rule says); anything else is the 500 Nomad gives for a bad expression.
 
 Every request is recorded; fault switches (down, slow, 500, 403), persistent or one-shot, let
 tests inject failures.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 import sys
 import threading
@@ -217,6 +225,8 @@ class NomadStandIn:
             return 403, "text/plain", b"Permission denied"
         if request.method == "GET" and path == "/v1/jobs":
             return self._list(namespace, request.query.get("prefix", ""))
+        if request.method == "GET" and path == "/v1/jobs/statuses":
+            return self._statuses(namespace, request.query)
         if not path.startswith("/v1/job/"):
             return 404, "text/plain", b"Invalid URL"
         rest = path[len("/v1/job/") :]
@@ -249,6 +259,45 @@ class NomadStandIn:
                 if ns == namespace and job_id.startswith(prefix)
             ]
         return _json(200, stubs)
+
+    def _statuses(self, namespace: str, query: dict[str, str]) -> tuple[int, str, bytes]:
+        try:
+            clauses = _parse_filter(query.get("filter", ""))
+        except ValueError as error:
+            reason = f"failed to create result paginator: failed to read filter expression: {error}"
+            return 500, "text/plain", reason.encode()
+        children = query.get("include_children") == "true"
+        per_page = int(query.get("per_page") or 0)
+        with self._lock:
+            jobs = sorted(
+                (job for (ns, _), job in self.jobs.items() if ns == namespace),
+                key=lambda job: job.create_index,
+                reverse=True,
+            )
+            listed = [
+                job
+                for job in jobs
+                if (children or not job.parent_id) and all(c(job) for c in clauses)
+            ]
+        if per_page:
+            listed = listed[:per_page]
+        return _json(
+            200,
+            [
+                {
+                    "ID": job.id,
+                    "Namespace": job.namespace,
+                    "Name": job.id,
+                    "Type": "batch",
+                    "ParentID": job.parent_id,
+                    "Status": job.status,
+                    "Stop": job.stopped,
+                    "Allocs": [],
+                    "ChildStatuses": None,
+                }
+                for job in listed
+            ],
+        )
 
     def _summary(self, namespace: str, job_id: str) -> tuple[int, str, bytes]:
         if (namespace, job_id) not in self.jobs:
@@ -361,6 +410,53 @@ class NomadStandIn:
                 "DispatchedJobID": child_id,
             },
         )
+
+
+_CLAUSE = re.compile(
+    r"^\s*([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_/]*)?)\s+"
+    r'(==|!=|matches)\s+"([^"]*)"\s*$'
+)
+
+
+def _parse_filter(expression: str) -> list[Any]:
+    """The go-bexpr subset described in the module docstring, as predicates over a Job."""
+    if not expression.strip():
+        return []
+    clauses = []
+    for text in expression.split(" and "):
+        found = _CLAUSE.match(text)
+        if found is None:
+            raise ValueError(f"unsupported clause {text.strip()!r}")
+        selector, operator, value = found.groups()
+        clauses.append(_clause(selector, operator, value))
+    return clauses
+
+
+def _clause(selector: str, operator: str, value: str) -> Any:
+    fields = {"ID": "id", "ParentID": "parent_id", "Status": "status"}
+    if selector.startswith("Meta."):
+        key = selector[len("Meta.") :]
+
+        def read(job: Job) -> str | None:
+            return job.meta.get(key)
+    elif selector in fields:
+        attribute = fields[selector]
+
+        def read(job: Job) -> str | None:
+            return str(getattr(job, attribute))
+    else:
+        raise ValueError(f"unknown selector {selector!r}")
+    pattern = re.compile(value) if operator == "matches" else None
+
+    def holds(job: Job) -> bool:
+        actual = read(job)
+        if actual is None:  # bexpr: a missing map key is equal to nothing, matches nothing
+            return operator == "!="
+        if pattern is not None:
+            return pattern.search(actual) is not None
+        return (actual == value) == (operator == "==")
+
+    return holds
 
 
 def _json(status: int, document: Any) -> tuple[int, str, bytes]:

@@ -24,6 +24,7 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures" / "github-webhooks" / "payload-examp
 SCHEMAS = REPO_ROOT / "tests" / "fixtures" / "github-webhooks" / "payload-schemas"
 
 WEBHOOK_KEY = "webhook-key-for-tests"
+STATUS_TOKEN = "status-token-for-tests"
 REPOSITORY = "Codertocat/Hello-World"  # the fixtures' repository
 OTHER_REPOSITORY = "octo-org/octo-repo"
 LINUX_LABELS = ("self-hosted", "linux", "x64")
@@ -173,7 +174,13 @@ def bindings(nomad_url: str) -> dict[str, str]:
         "CF_ACCESS_CLIENT_ID": nomad.ACCESS_CLIENT_ID,
         "CF_ACCESS_CLIENT_SECRET": nomad.ACCESS_CLIENT_SECRET,
         "WEBHOOK_SECRET_KEY": WEBHOOK_KEY,
+        "STATUS_TOKEN": STATUS_TOKEN,
     }
+
+
+def status_headers(token: str = STATUS_TOKEN) -> dict[str, str]:
+    """What the operator sends to read ``GET /status``."""
+    return {"authorization": f"Bearer {token}"}
 
 
 def register_pools(stand_in: Any, routing: Routing = ROUTING) -> None:
