@@ -59,13 +59,14 @@ class DispatchStack(TerraformStack):
         # GET /status answers only "Authorization: Bearer <this>": the operator reads it with
         # `terraform output -raw status_token` in this stack's directory (sensitive).
         status_token = Password(self, "status_token", length=48, special=False)
-        TerraformOutput(
+        status_output = TerraformOutput(
             self,
-            "status_token",
+            "status_token_output",  # construct ids are unique per stack; the output's own name:
             value=status_token.result,
             sensitive=True,
             description="Bearer token for GET /status on the webhook hostname.",
         )
+        status_output.override_logical_id("status_token")
         github_read_token = TerraformVariable(
             self,
             GITHUB_READ_TOKEN_VARIABLE,

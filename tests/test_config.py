@@ -69,6 +69,11 @@ class TestExamples:
         assert config.pool("small").image is None
         assert config.runner_image(config.pool("gpu")) == config.pool("gpu").image
         assert config.runner_image(config.pool("small")) is None
+        assert config.routing().repository_max_runners == {
+            "example-org/monorepo": 8,
+            "example-org/ml-models": 2,
+            "example-org/docs": 8,
+        }
 
 
 def mutate(path: tuple[Any, ...], value: Any, *, delete: bool = False) -> dict[str, Any]:
@@ -583,3 +588,32 @@ class TestRunnerImage:
     def test_floating_tag_is_still_refused(self) -> None:
         message = error_of(mutate(("images", "runner"), "ghcr.io/actions/actions-runner:latest"))
         assert "floating tag 'latest'" in message
+
+
+class TestRepositoryCaps:
+    """max_runners per repository (and its default): what keeps one repository from a whole pool."""
+
+    def test_no_cap_by_default(self) -> None:
+        config = parse_config(example(), source=SOURCE)
+        assert all(repo.max_runners is None for repo in config.github.repositories)
+        assert config.routing().repository_max_runners == {}
+        assert "repository_max_runners" not in config.routing().to_json()
+
+    def test_the_default_applies_where_a_repository_sets_none(self) -> None:
+        document = example()
+        document["github"]["max_runners_per_repository"] = 3
+        first = document["github"]["repositories"][0]
+        document["github"]["repositories"][0] = {"name": first, "max_runners": 1}
+        routing = parse_config(document, source=SOURCE).routing()
+        caps = dict(routing.repository_max_runners)
+        assert caps == {f"example-org/{first}".lower(): 1, "example-org/api": 3}
+        assert Routing.from_json(routing.to_json()).repository_cap(f"Example-Org/{first}") == 1
+
+    @pytest.mark.parametrize("value", [0, -1, True, "2", 1.5])
+    def test_a_cap_is_a_positive_integer(self, value: Any) -> None:
+        document = example()
+        document["github"]["repositories"][0] = {"name": "website", "max_runners": value}
+        assert "github.repositories[0].max_runners" in error_of(document)
+        document = example()
+        document["github"]["max_runners_per_repository"] = value
+        assert "github.max_runners_per_repository" in error_of(document)

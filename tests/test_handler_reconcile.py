@@ -23,9 +23,9 @@ from handler.reconcile import (
     github_settings_from_bindings,
     interpret_jobs,
     interpret_runs,
+    interval_from_cron,
     jobs_request,
     raise_for_github_error,
-    interval_from_cron,
     reconcile,
     rotation_order,
     run_slot,
@@ -81,9 +81,7 @@ class World:
             read = GitHubReadSettings(read.api_url, read.token, request_budget=budget)
         started = time.monotonic()
         report = asyncio.run(
-            reconcile(
-                self.settings, read, ports, self.transport, datetime.now(UTC), slot=self.slot
-            )
+            reconcile(self.settings, read, ports, self.transport, datetime.now(UTC), slot=self.slot)
         )
         self.slot += 1
         assert time.monotonic() - started < 10

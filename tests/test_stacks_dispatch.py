@@ -95,8 +95,24 @@ def test_binding_values(variant: str) -> None:
 
 
 def test_webhook_key_is_generated_and_strong() -> None:
-    password = only(dispatch(), "random_password")
+    password = dispatch()["resource"]["random_password"]["webhook_secret_key"]
     assert password["length"] >= 32
+
+
+def test_status_token_is_generated_bound_and_an_operator_only_output() -> None:
+    stack = dispatch()
+    password = stack["resource"]["random_password"]["status_token"]
+    assert password["length"] >= 32
+    bindings = {binding["name"]: binding for binding in version()["bindings"]}
+    assert bindings["STATUS_TOKEN"] == {
+        "name": "STATUS_TOKEN",
+        "type": "secret_text",
+        "text": "${random_password.status_token.result}",
+    }
+    # `terraform output -raw status_token` in the stack's directory, as the README says.
+    output = stack["output"]["status_token"]
+    assert output["sensitive"] is True
+    assert output["value"] == "${random_password.status_token.result}"
 
 
 def test_deployment_and_custom_domain() -> None:
