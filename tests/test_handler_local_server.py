@@ -3,16 +3,31 @@
 import http.client
 import io
 import json
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from handler.local_server import MemoryLedger, UrllibTransport, load_settings, main, make_server
+from handler.local_server import (
+    SOCKET_TIMEOUT_SECONDS,
+    MemoryLedger,
+    UrllibTransport,
+    load_settings,
+    main,
+    make_server,
+)
 from handler.service import Ports, settings_from_bindings
 from tests.standins.nomad import NomadStandIn
-from tests.standins.webhooks import REPO_ROOT, bindings, delivery, register_pools, workflow_job
+from tests.standins.webhooks import (
+    REPO_ROOT,
+    bindings,
+    delivery,
+    register_pools,
+    status_headers,
+    workflow_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +123,79 @@ def test_missing_environment_is_a_clear_error(monkeypatch, capsys, tmp_path):
     routing_file.write_text(bindings("http://x")["ROUTING"])
     assert main(["--routing", str(routing_file)]) == 2
     assert "NOMAD_ADDR" in capsys.readouterr().err
+
+
+def raw_exchange(port, head: bytes, body: bytes = b"", *, timeout=15.0):
+    """Send bytes as they are (http.client would refuse or fix them) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(head + body)
+        chunks = []
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def signed_head(sent, *, extra: list[tuple[str, str]], length: str | None = None) -> bytes:
+    lines = [f"POST {sent.path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in sent.headers.items()]
+    lines.append(f"Content-Length: {len(sent.body) if length is None else length}")
+    lines += [f"{name}: {value}" for name, value in extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class TestHostileHeaders:
+    """What http.server would let the last header win on, or misread, is refused with a 400."""
+
+    @pytest.mark.parametrize(
+        "name", ["X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery", "Authorization"]
+    )
+    def test_a_repeated_security_header_is_refused(self, served, name):
+        port, nomad, _ = served
+        job_id = 434343 + len(name)
+        sent = delivery(workflow_job(job_id=job_id))
+        # The delivery carries one of each GitHub header; Authorization is sent twice here.
+        extra = [(name, sent.headers[name.lower()])] if name.lower() in sent.headers else []
+        extra += [] if extra else [(name, "Bearer one"), (name, "Bearer two")]
+        before = len(nomad.dispatch_requests())
+        status, body = raw_exchange(port, signed_head(sent, extra=extra), sent.body)
+        assert status == 400 and json.loads(body)["reason"] == f"duplicate {name} header"
+        assert len(nomad.dispatch_requests()) == before
+
+    def test_two_content_lengths_are_refused(self, served):
+        port, _, _ = served
+        sent = delivery(workflow_job(job_id=454545))
+        head = signed_head(sent, extra=[("Content-Length", "2")])
+        status, body = raw_exchange(port, head, sent.body)
+        assert status == 400 and "Content-Length" in json.loads(body)["reason"]
+
+    @pytest.mark.parametrize("length", ["\u0661\u0662", "+12", "1_0", "12 3", "-1"])
+    def test_a_content_length_of_anything_but_ascii_digits_is_refused(self, served, length):
+        port, _, _ = served
+        sent = delivery(workflow_job(job_id=464646))
+        head = signed_head(sent, extra=[], length=length)
+        status, body = raw_exchange(port, head, sent.body)
+        assert status == 400 and "ASCII digits" in json.loads(body)["reason"]
+
+    def test_a_client_that_goes_silent_is_dropped(self, served, monkeypatch):
+        port, _, _ = served
+        sent = delivery(workflow_job(job_id=474747))
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            # Announce a body, then send none of it: the server's read would wait for ever.
+            connection.sendall(signed_head(sent, extra=[]))
+            assert connection.recv(65536) == b""  # closed by the server, no answer
+        waited = time.monotonic() - started
+        assert SOCKET_TIMEOUT_SECONDS - 1 < waited < SOCKET_TIMEOUT_SECONDS + 5
+
+
+def test_status_needs_the_bearer_token_over_http(served):
+    port, _, _ = served
+    assert send(port, "GET", "/status", {})[0] == 401
+    assert send(port, "GET", "/status", {"Authorization": "Bearer nope"})[0] == 401
+    status, document = send(port, "GET", "/status", status_headers())
+    assert status == 200 and "linux-x64" in document["pools"]
