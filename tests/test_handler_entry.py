@@ -18,7 +18,14 @@ import pytest
 from handler.ledger import LedgerRecord, ledger_key
 from tests.standins.hostile import corpus
 from tests.standins.nomad import NomadStandIn
-from tests.standins.webhooks import REPOSITORY, bindings, delivery, register_pools, workflow_job
+from tests.standins.webhooks import (
+    REPOSITORY,
+    bindings,
+    delivery,
+    register_pools,
+    status_headers,
+    workflow_job,
+)
 from tests.worker_runtime.harness import WRANGLER, LocalWorker
 
 SECRET_VALUES = ("nomad-token-for-tests", "access-client-secret-for-tests", "webhook-key-for-tests")
@@ -146,7 +153,7 @@ def test_status_counts_the_ledger_through_the_entry(runtime):
     worker, _ = runtime
     assert send(worker, delivery(workflow_job(job_id=7011)))[0] == 202
     kv(worker, ledger_key(REPOSITORY, 7011))  # the write after the answer has landed
-    status, document = post(worker, "GET", "/status", {})
+    status, document = post(worker, "GET", "/status", status_headers())
     assert status == 200 and document["outcome"] == "status", document
     assert document["complete"] is True
     pool = document["pools"]["linux-x64"]
@@ -154,6 +161,49 @@ def test_status_counts_the_ledger_through_the_entry(runtime):
     text = json.dumps(document)
     for secret in SECRET_VALUES:
         assert secret not in text
+
+
+def test_status_without_the_bearer_token_is_401(runtime):
+    worker, _ = runtime
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        status, document = post(worker, "GET", "/status", headers)
+        assert status == 401 and document["outcome"] == "rejected"
+        assert "pools" not in document
+
+
+def test_50_replays_of_one_delivery_write_kv_once(runtime):
+    """The README's replay figure, in the real runtime: the persisted KV entry of the job keeps
+    the blob and the expiration of its first write through 49 replays (every put would move
+    both), and moves on the first delivery that changes the record."""
+    worker, nomad = runtime
+    sent = delivery(workflow_job(job_id=7020))
+    key = ledger_key(REPOSITORY, 7020)
+    assert send(worker, sent)[1]["outcome"] == "dispatched"
+    kv(worker, key)  # the write after the answer has landed
+    first = worker.kv_entry(key)
+    assert first is not None
+    for _ in range(49):
+        assert send(worker, sent)[1]["outcome"] == "already_dispatched"
+    # The control: a delivery that changes the record is written, and seen to be.
+    status, _ = send(worker, delivery(workflow_job("in_progress", job_id=7021, runner_id=3)))
+    assert status == 200
+    kv(worker, ledger_key(REPOSITORY, 7021))  # deferred work of earlier deliveries is done too
+    assert worker.kv_entry(key) == first and len(children(nomad, 7020)) == 1
+    assert send(worker, delivery(workflow_job("in_progress", job_id=7020, runner_id=3)))[0] == 200
+    kv(worker, key, settled=lambda text: "in_progress" in text)
+    assert worker.kv_entry(key) != first
+
+
+def test_a_replayed_queued_delivery_of_a_started_job_is_ignored(runtime):
+    worker, nomad = runtime
+    queued = delivery(workflow_job(job_id=7030))
+    assert send(worker, queued)[0] == 202
+    assert send(worker, delivery(workflow_job("in_progress", job_id=7030, runner_id=3)))[0] == 200
+    kv(worker, ledger_key(REPOSITORY, 7030), settled=lambda text: "in_progress" in text)
+    before = len(nomad.requests)
+    status, document = send(worker, queued)
+    assert status == 200 and document["code"] == "already_started"
+    assert len(nomad.requests) == before
 
 
 def test_one_structured_log_line_per_delivery_without_secrets(runtime):

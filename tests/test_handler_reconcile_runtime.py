@@ -14,7 +14,13 @@ import pytest
 from handler.ledger import LedgerRecord, ledger_key
 from tests.standins.github import ACTIONS_READ_TOKEN, GitHubStandIn
 from tests.standins.nomad import NomadStandIn
-from tests.standins.webhooks import REPOSITORY, bindings, register_pools, workflow_job
+from tests.standins.webhooks import (
+    REPOSITORY,
+    bindings,
+    register_pools,
+    status_headers,
+    workflow_job,
+)
 from tests.worker_runtime.harness import WRANGLER, LocalWorker
 
 
@@ -24,8 +30,9 @@ def _wrangler_installed():
         pytest.fail("wrangler is not installed: run `make install` (make test does)")
 
 
-def get(worker, path):
-    with urllib.request.urlopen(worker.url + path, timeout=60) as response:
+def get(worker, path, headers=None):
+    request = urllib.request.Request(worker.url + path, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, response.read().decode()
 
 
@@ -53,8 +60,12 @@ def test_scheduled_run_dispatches_a_lost_job_once_and_records_it(tmp_path):
             "GITHUB_READ_TOKEN": ACTIONS_READ_TOKEN,
         }
         with LocalWorker(values, tmp_path) as worker:
-            for _ in range(2):
-                assert get(worker, "/__test/scheduled")[0] == 200
+            # Two consecutive Cron Trigger runs, as workerd's ScheduledController gives them.
+            scheduled = 1_796_000_100_000  # a whole multiple of 5 minutes, in ms
+            for run in range(2):
+                at = scheduled + run * 300_000
+                path = f"/__test/scheduled?time={at}&cron=%2A%2F5+%2A+%2A+%2A+%2A"
+                assert get(worker, path)[0] == 200
             children = nomad.children("github-runner-linux-x64")
             assert [child.idempotency_token for child in children] == ["9101"]
             _, text = get(worker, "/__test/kv/" + ledger_key(REPOSITORY, 9101))
@@ -62,10 +73,14 @@ def test_scheduled_run_dispatches_a_lost_job_once_and_records_it(tmp_path):
             assert record is not None and record.reconciled and record.child_id == children[0].id
             reports = reconcile_reports(worker, expected=2)
             assert [r["dispatched"] for r in reports] == [1, 0]
+            # The rotation's place comes from the scheduled time, one slot per run.
+            first_slot = scheduled // 300_000
+            assert [r["slot"] for r in reports] == [first_slot, first_slot + 1]
+            assert get(worker, "/__test/kv/reconcile%3Acursor")[1] == ""  # no cursor in KV
             # The second run's runs lists were conditional (ETag kept in KV) and unchanged.
             assert reports[1]["not_modified"] == 2 and reports[1]["already_dispatched"] == 1
             assert any("if-none-match" in call.headers for call in github.calls())
-            status, body = get(worker, "/status")
+            status, body = get(worker, "/status", status_headers())
             pools = json.loads(body)["pools"]
             assert status == 200 and pools["linux-x64"]["reconciled"] == 1
             output = worker.output()

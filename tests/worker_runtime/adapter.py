@@ -12,18 +12,19 @@ Each request builds ``Default(ctx, env)`` with the runtime's ``env`` and forward
 ``fetch``, then hands the runtime the JS Response inside the SDK's Response. For tests it also
 answers ``GET /__test/kv/{key}`` with the raw KV value and ``GET /__test/ledger-list/{prefix}``
 with one page of the entry's own ``KvLedger.list``, and runs ``Default.scheduled`` (the Cron
-Trigger's handler) on ``GET /__test/scheduled``: the local runtime's own ``--test-scheduled``
-route does not reach Python Workers. For the benchmark, ``GET /__test/nomad-reads/{n}`` sends
-``n`` capacity reads (the first pool's job summary) through the entry's own ``FetchTransport``,
-one after the other, and answers their statuses: ``n = 0`` against ``n = 1`` is the cost of one
-outbound request from inside the Worker. ``KvLedger`` and ``FetchTransport`` are taken from the
-module that defines the loaded class. Never uploaded: production calls ``Default.fetch`` and
-``Default.scheduled`` itself.
+Trigger's handler) on ``GET /__test/scheduled[?time=MS&cron=...]``: the local runtime's own
+``--test-scheduled`` route does not reach Python Workers. For the benchmark,
+``GET /__test/nomad-reads/{n}`` sends ``n`` capacity reads (the first pool's job summary)
+through the entry's own ``FetchTransport``, one after the other, and answers their statuses:
+``n = 0`` against ``n = 1`` is the cost of one outbound request from inside the Worker.
+``KvLedger`` and ``FetchTransport`` are taken from the module that defines the loaded class.
+Never uploaded: production calls ``Default.fetch`` and ``Default.scheduled`` itself.
 """
 
 import json
 import sys
-from urllib.parse import unquote, urlsplit
+import time
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from _harness_main_module import MAIN_MODULE
 from js import Response as JsResponse
@@ -41,10 +42,17 @@ _READS_PREFIX = "/__test/nomad-reads/"
 
 
 class _Controller:
-    # What the runtime hands a scheduled handler; the reconciler reads none of it.
-    cron = "*/5 * * * *"
+    """What the runtime hands a scheduled handler (workerd's ScheduledController): the
+    scheduled time in milliseconds since the epoch (a JS number, a float in Python) and the
+    trigger's cron. ``/__test/scheduled?time=MS&cron=...`` sets them; by default now, every 5
+    minutes."""
+
     type = "scheduled"
-    scheduledTime = 0
+
+    def __init__(self, query):
+        values = parse_qs(query)
+        self.scheduledTime = float(values.get("time", [str(time.time() * 1000)])[0])
+        self.cron = values.get("cron", ["*/5 * * * *"])[0]
 
 
 async def _nomad_reads(env, count):
@@ -77,7 +85,8 @@ async def on_fetch(request, env, ctx=None):
         statuses = await _nomad_reads(env, int(path[len(_READS_PREFIX) :]))
         return JsResponse.new(json.dumps(statuses), status=200)
     if path == _SCHEDULED_PATH:
-        await _ENTRY_CLASS(ctx, env).scheduled(_Controller(), env, ctx)
+        controller = _Controller(urlsplit(request.url).query)
+        await _ENTRY_CLASS(ctx, env).scheduled(controller, env, ctx)
         return JsResponse.new("ran", status=200)
     response = await _ENTRY_CLASS(ctx, env).fetch(request)
     return response.js_object

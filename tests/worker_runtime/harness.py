@@ -15,12 +15,14 @@ not at "Ready").
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -164,6 +166,22 @@ class LocalWorker:
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the Worker never answered /healthz:\n{self.output()[-3000:]}")
+
+    def kv_entry(self, key: str) -> tuple[str, int] | None:
+        """(blob id, expiration in ms) of ``key`` in the persisted local KV, or None.
+
+        Every put stores a new blob under a new id and moves the expiration (put time + TTL),
+        so an unchanged pair means no write reached the key: how tests count KV writes without
+        touching the code that makes them.
+        """
+        for database in (self.workdir / "state" / "v3" / "kv").glob("*/*.sqlite"):
+            with contextlib.closing(sqlite3.connect(database)) as connection:
+                row = connection.execute(
+                    "SELECT blob_id, expiration FROM _mf_entries WHERE key = ?", (key,)
+                ).fetchone()
+            if row is not None:
+                return str(row[0]), int(row[1])
+        return None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
