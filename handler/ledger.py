@@ -145,9 +145,26 @@ def _rank(state: str) -> int:
 
 
 def has_started(record: LedgerRecord) -> bool:
-    """True once the job is known to be ``in_progress`` or later: a runner has taken it (or it
-    has ended), so a ``queued`` delivery for it can only be a replay."""
+    """True once the job is known to be ``in_progress`` or later: a runner has taken it, or it
+    has ended."""
     return _rank(record.state) >= _rank("in_progress")
+
+
+def replays_a_started_job(record: LedgerRecord) -> bool:
+    """True when a ``queued`` delivery for this job can only be a replay that must not dispatch:
+    the job has started (:func:`has_started`) and a queued delivery was handled before (a child
+    was dispatched, or a dispatch was decided against: deferred, failed, stale...).
+
+    A queued delivery arriving for the first time after its job's ``completed`` (GitHub does not
+    order deliveries) still dispatches: the runner that ran this job was started for another
+    one, which now needs this delivery's runner (one runner per queued job is the only balance
+    that holds).
+    """
+    decided = record.child_id is not None or record.dispatch_outcome not in (
+        None,
+        _RECORDED_OUTCOME,
+    )
+    return has_started(record) and decided
 
 
 def record_changed(stored: LedgerRecord | None, merged: LedgerRecord) -> bool:

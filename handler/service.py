@@ -50,10 +50,10 @@ from handler.ledger import (
     LEDGER_TTL_SECONDS,
     LedgerRecord,
     Observation,
-    has_started,
     ledger_key,
     merge,
     record_changed,
+    replays_a_started_job,
 )
 from handler.nomad import (
     DispatchAccepted,
@@ -491,7 +491,8 @@ async def lookup_run_origin(
 
 
 async def _ledger_says_started(ledger: LedgerStore, repository: str, job_id: int) -> bool:
-    """True when the job's ledger record is at ``in_progress`` or later (one KV read).
+    """True when the job's ledger record is at ``in_progress`` or later and a queued delivery
+    of it was handled before (:func:`handler.ledger.replays_a_started_job`; one KV read).
 
     An unreadable ledger says nothing: the dispatch goes ahead, guarded by the idempotency token
     as before.
@@ -501,7 +502,7 @@ async def _ledger_says_started(ledger: LedgerStore, repository: str, job_id: int
     except LedgerUnavailable:
         return False
     record = LedgerRecord.from_json(stored) if stored else None
-    return record is not None and has_started(record)
+    return record is not None and replays_a_started_job(record)
 
 
 async def _dispatch(

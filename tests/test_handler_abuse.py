@@ -172,6 +172,18 @@ class TestReplayOfAStartedJob:
         assert reply.status == 200 and reply.document["code"] == "already_started"
         assert children(nomad, 61200) == [] and ledger.writes == before
 
+    def test_a_first_queued_delivery_arriving_after_completed_still_dispatches(self, nomad):
+        """Out of order, not a replay: the runner that ran this job was started for another,
+        which needs this delivery's runner."""
+        ledger = CountingLedger()
+        hooks = Webhooks(nomad, ledger)
+        done = workflow_job("completed", job_id=61202, runner_id=7, conclusion="success")
+        hooks.send(delivery(done))
+        queued = delivery(workflow_job(job_id=61202))
+        assert hooks.send(queued).document["outcome"] == "dispatched"
+        assert hooks.send(queued).document["code"] == "already_started"  # now it is a replay
+        assert len(children(nomad, 61202)) == 1
+
     def test_without_the_ledger_it_would_have_started_a_runner(self, nomad):
         """The control: the same replay with the record gone dispatches again."""
         hooks, queued = self.prepare(nomad, CountingLedger(), 61201)

@@ -42,10 +42,15 @@ def test_a_thousand_jobs_fifty_repositories_redeliveries_and_disorder_give_a_tho
     assert len(replies) == 2200
     outcomes = [reply.document["outcome"] for reply in replies]
     assert outcomes.count("dispatched") == 1000
-    assert outcomes.count("already_dispatched") == 200
-    assert outcomes.count("ignored") == 1000  # every completed event, recorded only
+    # A redelivered queued event finds its job's child at Nomad, or, once the ledger has the
+    # job started after a queued delivery was handled, is not even sent (already_started).
+    codes = [reply.document.get("code") for reply in replies]
+    replays = outcomes.count("already_dispatched")
+    assert replays + codes.count("already_started") == 200
+    assert outcomes.count("ignored") == 1000 + codes.count("already_started")
+    assert codes.count("recorded") == 1000  # every completed event, recorded only
     tokens = children_by_token(nomad)
     assert len(tokens) == 1000 and set(tokens.values()) == {1}
     assert sorted(int(token) for token in tokens) == events.job_ids
     dispatches = [r for r in nomad.requests if r.path.endswith("/dispatch")]
-    assert len(dispatches) == 1200  # every queued delivery asked; Nomad started 1,000
+    assert len(dispatches) == 1000 + replays  # Nomad started 1,000

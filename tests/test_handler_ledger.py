@@ -10,6 +10,7 @@ from handler.ledger import (
     ledger_key,
     merge,
     record_changed,
+    replays_a_started_job,
 )
 
 
@@ -190,3 +191,16 @@ class TestWorthAWrite:
         assert not has_started(merge(None, seen("waiting")))
         assert has_started(merge(None, seen("in_progress", runner_id=3)))
         assert has_started(merge(None, seen("completed", conclusion="cancelled")))
+
+    def test_a_queued_delivery_replays_a_started_job_only_if_one_was_handled_before(self):
+        recorded = "not dispatched: recorded"
+        dispatched = merge(None, seen(child_id="c1", dispatch_outcome="dispatched"))
+        ran = merge(dispatched, seen("in_progress", runner_id=3, dispatch_outcome=recorded))
+        assert replays_a_started_job(ran)
+        deferred = merge(None, seen(dispatch_outcome="deferred"))
+        cancelled = merge(deferred, seen("completed", conclusion="cancelled"))
+        assert replays_a_started_job(cancelled)
+        # GitHub does not order deliveries: a first queued after completed still dispatches.
+        late = merge(None, seen("completed", conclusion="success", dispatch_outcome=recorded))
+        assert not replays_a_started_job(late)
+        assert not replays_a_started_job(dispatched)

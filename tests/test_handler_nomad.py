@@ -1,7 +1,7 @@
 """handler.nomad: the dispatch request we build, and how Nomad's answers are read."""
 
 import json
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
@@ -12,9 +12,11 @@ from handler.nomad import (
     NomadDispatchRejected,
     NomadPermissionDenied,
     dispatch_request,
+    interpret_children_response,
     interpret_dispatch_response,
     interpret_job_status,
     job_request,
+    repository_children_request,
 )
 
 CREDENTIALS = NomadCredentials("nomad-secret", "access-id", "access-secret")
@@ -157,3 +159,53 @@ class TestChildStatus:
     def test_errors(self, status, body, kind):
         with pytest.raises(kind):
             interpret_job_status(status, body)
+
+
+class TestRepositoryChildren:
+    """The per-repository count: GET /v1/jobs/statuses (read-job), filtered on the dispatch meta."""
+
+    def request(self, repository="Acme/App.js", limit=3):
+        return repository_children_request(
+            nomad_addr="https://nomad.example.com/",
+            namespace="github-runners",
+            repository=repository,
+            limit=limit,
+            credentials=CREDENTIALS_FOR_CHILDREN,
+        )
+
+    def test_url_query_and_credentials(self):
+        request = self.request()
+        parts = urlsplit(request.url)
+        assert (request.method, parts.path) == ("GET", "/v1/jobs/statuses")
+        query = dict(parse_qsl(parts.query))
+        assert query["namespace"] == "github-runners" and query["include_children"] == "true"
+        assert query["per_page"] == "3"
+        assert query["filter"] == (
+            'ParentID != "" and Status != "dead" and '
+            'Meta.github_repository matches "(?i)^Acme/App[.]js$"'
+        )
+        headers = dict(request.headers)
+        assert headers["X-Nomad-Token"] == "t" and headers["CF-Access-Client-Secret"] == "s"
+        assert request.body == b""
+
+    def test_count_is_the_length_of_the_list(self):
+        assert interpret_children_response(200, b'[{"ID": "a"}, {"ID": "b"}]') == 2
+        assert interpret_children_response(200, b"[]") == 0
+
+    @pytest.mark.parametrize(
+        ("status", "body", "kind"),
+        [
+            (200, b"{}", NomadBadResponse),
+            (200, b"<html>", NomadBadResponse),
+            (403, b"Permission denied", NomadPermissionDenied),
+            (500, b"failed to create result paginator", NomadDispatchRejected),
+        ],
+    )
+    def test_errors(self, status, body, kind):
+        with pytest.raises(kind):
+            interpret_children_response(status, body)
+
+
+CREDENTIALS_FOR_CHILDREN = NomadCredentials(
+    nomad_token="t", access_client_id="i", access_client_secret="s"
+)

@@ -168,7 +168,54 @@ def test_each_endpoint_needs_the_capability_nomad_checks_for_it():
         assert call(nomad, "GET", "/v1/job/runner/summary?namespace=github-runners")[0] == 200
         listing = call(nomad, "GET", "/v1/jobs?prefix=runner&namespace=github-runners")
         assert listing == (403, b"Permission denied")
+        # The per-repository count's list needs read-job only.
+        statuses = "/v1/jobs/statuses?namespace=github-runners&include_children=true"
+        assert call(nomad, "GET", statuses)[0] == 200
         assert call(nomad, "DELETE", f"/v1/job/{child}?namespace=github-runners")[0] == 403
     with NomadStandIn(capabilities=("read-job",)) as nomad:
         nomad.register_job("runner", meta_required=("a", "b"))
         assert call(nomad, "POST", DISPATCH, {"Meta": META}) == (403, b"Permission denied")
+
+
+class TestJobStatuses:
+    """GET /v1/jobs/statuses: children with include_children, the filter over Meta, per_page."""
+
+    def dispatch(self, nomad, repository, token):
+        meta = {"a": "1", "b": repository}
+        path = DISPATCH + f"&idempotency_token={token}"
+        return json.loads(call(nomad, "POST", path, {"Meta": meta})[1])["DispatchedJobID"]
+
+    def statuses(self, nomad, **query):
+        from urllib.parse import urlencode
+
+        status, body = call(nomad, "GET", "/v1/jobs/statuses?" + urlencode(query))
+        return status, json.loads(body) if status == 200 else body.decode()
+
+    def test_children_only_when_asked_and_the_filter_sees_meta(self, nomad):
+        mine = self.dispatch(nomad, "Acme/App.js", "st-1")
+        self.dispatch(nomad, "acme/other", "st-2")
+        status, listed = self.statuses(nomad, namespace="github-runners")
+        assert status == 200 and all(job["ParentID"] == "" for job in listed)
+        status, listed = self.statuses(
+            nomad,
+            namespace="github-runners",
+            include_children="true",
+            filter='ParentID != "" and Meta.b matches "(?i)^acme/app[.]js$"',
+        )
+        assert [job["ID"] for job in listed] == [mine]
+
+    def test_dead_children_can_be_left_out_and_per_page_cuts_the_list(self, nomad):
+        first = self.dispatch(nomad, "acme/many", "st-3")
+        self.dispatch(nomad, "acme/many", "st-4")
+        self.dispatch(nomad, "acme/many", "st-5")
+        nomad.set_status(first, "dead")
+        where = 'Status != "dead" and Meta.b == "acme/many"'
+        query = {"namespace": "github-runners", "include_children": "true", "filter": where}
+        assert len(self.statuses(nomad, **query)[1]) == 2
+        assert len(self.statuses(nomad, **query, per_page="1")[1]) == 1
+
+    def test_a_missing_meta_key_matches_nothing_and_a_bad_filter_is_a_500(self, nomad):
+        query = {"namespace": "github-runners", "include_children": "true"}
+        assert self.statuses(nomad, **query, filter='Meta.zzz == "x"')[1] == []
+        status, reason = self.statuses(nomad, **query, filter="Meta.b ~~ 1")
+        assert status == 500 and "failed to read filter expression" in reason

@@ -9,8 +9,9 @@ Worker relies on (see ``shared/reference/FACTS.md``):
   ``Permission denied``, and so does a request the token's namespace capabilities do not cover
   (when the test gives the token a capability list; by default it holds all of them), with the
   capability Nomad checks for each endpoint (nomad/job_endpoint.go): ``list-jobs`` for
-  ``GET /v1/jobs``, ``read-job`` for ``GET /v1/job/{id}`` and ``.../summary``, ``dispatch-job``
-  for ``.../dispatch``, ``submit-job`` for ``DELETE /v1/job/{id}``;
+  ``GET /v1/jobs``, ``read-job`` for ``GET /v1/job/{id}``, ``.../summary`` and
+  ``GET /v1/jobs/statuses`` (nomad/job_endpoint_statuses.go), ``dispatch-job`` for
+  ``.../dispatch``, ``submit-job`` for ``DELETE /v1/job/{id}``;
 * ``POST /v1/job/{id}/dispatch``: parameterized parents registered by the test; children named
   ``{parent}/dispatch-[{prefix}-]{unix}-{8 hex}``; every dispatch error is a 500 with a plain-text
   reason (unknown job, not parameterized, stopped parent, payload forbidden/required/over 16384
