@@ -23,9 +23,8 @@ Limits, so one run stays cheap and bounded:
   ``RECONCILE_REQUEST_BUDGET`` binding (``[reconcile] request_budget``), by default
   :data:`DEFAULT_REQUEST_BUDGET` (the Workers Free plan allows 50 subrequests per invocation;
   paid plans 1,000);
-* conditional requests: each runs list is sent with the ``ETag`` of its last empty answer
-  (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit. Only empty lists are kept:
-  a busy list changes between runs, and storing it would spend a KV write per run;
+* conditional requests: each runs list is sent with the ``ETag`` of its last answer
+  (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit and reuses the stored run ids;
 * round-robin without state: the run's scheduled time names the slice of repositories it starts
   with (:func:`rotation_order`), so a budget smaller than the repository list still covers every
   repository in turn, and a KV outage (no write lands) cannot stop the rotation;
@@ -443,11 +442,7 @@ class _Run:
             return tuple(i for i in stored if type(i) is int) if isinstance(stored, list) else ()
         for run_id, origin in page.origins.items():
             self.origins[(repository, run_id)] = origin
-        # Only an empty list's ETag is kept: a quiet repository's list stays the same for days
-        # (one write, then 304s), while a busy one changes between runs, so its ETag would cost
-        # a KV write per run (the scarce quota: 1,000 a day on the Free plan) to save a GitHub
-        # request (5,000 an hour), and its run ids and verdicts come with every 200 anyway.
-        if page.etag and page.etag != etag and not page.run_ids:
+        if page.etag and page.etag != etag:
             document = {
                 "etag": page.etag,
                 "runs": list(page.run_ids),
