@@ -43,6 +43,7 @@ from handler.reconcile import (
     ReconcileReport,
     github_settings_from_bindings,
     reconcile,
+    run_slot,
 )
 from handler.service import (
     ATTEMPT_TIMEOUT_SECONDS,
@@ -268,7 +269,9 @@ def reconcile_once(
     the run's number (the rotation's place); by default the current minute's."""
     transport = ports.transport
     assert isinstance(transport, UrllibTransport)
-    return asyncio.run(reconcile(settings, github, ports, transport, utc_now(), slot=slot))
+    now = utc_now()
+    slot = run_slot(now) if slot is None else slot
+    return asyncio.run(reconcile(settings, github, ports, transport, now, slot=slot))
 
 
 def _reconcile_forever(

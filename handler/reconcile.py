@@ -689,14 +689,14 @@ async def reconcile(
     transport: HeaderTransport,
     now: datetime,
     *,
-    slot: int | None = None,
+    slot: int = 0,
 ) -> ReconcileReport:
     """One reconciler run over the served repositories, in the order :func:`rotation_order`
-    gives run ``slot`` (the Cron Trigger's scheduled time, :func:`run_slot`; by default the
-    minute of ``now``)."""
+    gives run ``slot`` (from the Cron Trigger's scheduled time, :func:`run_slot`; the default,
+    0, starts at the first repository)."""
     run = _Run(settings, github, ports, transport, now)
     report = run.report
-    report.slot = run_slot(now) if slot is None else slot
+    report.slot = slot
     repositories = sorted(settings.routing.repositories)
     # Each repository costs at least its two runs lists.
     per_run = max(1, github.request_budget // len(RUN_STATUSES))
