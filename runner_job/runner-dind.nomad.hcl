@@ -381,6 +381,9 @@ job "github-runner" {
         RUNNER_IDLE_TIMEOUT_SECONDS = var.idle_timeout_seconds
         RUNNER_MAX_JOB_SECONDS      = var.max_job_seconds
         RUNNER_STOP_GRACE_SECONDS   = 25
+        # A runner whose version GitHub refuses exits 7 instead of 0 (actions/runner run.sh and
+        # Runner.Listener), so the allocation fails visibly instead of looking like a clean end.
+        ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE = "1"
         # The allocation's daemon, and nothing else: the docker CLI in workflow steps uses it.
         DOCKER_HOST                = "tcp://127.0.0.1:2375"
         RUNNER_DOCKER_WAIT_SECONDS = var.docker_wait_seconds

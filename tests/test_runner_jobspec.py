@@ -165,6 +165,11 @@ class TestTasks:
         assert timeout <= NOMAD_MAX_KILL_TIMEOUT_SECONDS
         assert int(runner["env"]["RUNNER_STOP_GRACE_SECONDS"]) < timeout
 
+    def test_a_refused_runner_version_exits_non_zero(self, tasks):
+        """run.sh exits 0 on GitHub's version refusal unless this is 1 (then 7): supervise.sh."""
+        env = tasks[RUNNER_TASK]["env"]
+        assert env["ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE"] == "1"
+
 
 class TestCredential:
     @pytest.mark.parametrize(

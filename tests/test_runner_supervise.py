@@ -98,6 +98,27 @@ class TestSupervisor:
         result = supervise(config_file, record, FAKE_RUNNER_SCENARIO="job", FAKE_EXIT_CODE="3")
         assert result.returncode == 3
 
+    def test_a_refused_runner_version_fails_the_task_and_says_why(self, config_file, record):
+        """With the jobspec's ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1, run.sh exits 7
+        on GitHub's version refusal; the supervisor passes it on and names the fix."""
+        result = supervise(
+            config_file,
+            record,
+            FAKE_RUNNER_SCENARIO="refused",
+            ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE="1",
+        )
+        assert result.returncode == 7
+        assert "GitHub refused this runner version" in result.stderr
+        assert "images.runner" in result.stderr
+
+    def test_without_the_setting_a_refused_runner_would_look_like_a_clean_end(
+        self, config_file, record
+    ):
+        """Why the jobspec sets it: run.sh turns the listener's refusal into status 0 otherwise."""
+        result = supervise(config_file, record, FAKE_RUNNER_SCENARIO="refused")
+        assert result.returncode == 0
+        assert "GitHub refused" not in result.stderr
+
     def test_ends_a_runner_that_gets_no_job_within_the_idle_timeout(self, config_file, record):
         began = time.monotonic()
         result = supervise(

@@ -15,9 +15,11 @@
 #    (run.sh starts it under `set -m`): what survives ends with the container when this script,
 #    its PID 1, exits.
 #
-# Exit status: the runner's own status when it ends by itself or Nomad stops it; 0 after an idle
-# timeout (nothing went wrong: there was no work); 124 after the maximum job duration; 2 for a
-# bad setting; 3 when there is no usable JIT config (see the register task's log).
+# Exit status: the runner's own status when it ends by itself or Nomad stops it (7: GitHub
+# refused the runner's version, with ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 set by
+# the jobspec); 0 after an idle timeout (nothing went wrong: there was no work); 124 after the
+# maximum job duration; 2 for a bad setting; 3 when there is no usable JIT config (see the
+# register task's log).
 #
 # Settings (environment; the jobspec sets them, tests point them at a fake run.sh):
 #   RUNNER_RUN_SH                path of run.sh                 (/home/runner/run.sh)
@@ -174,7 +176,13 @@ case "$outcome" in
     exit 124
     ;;
   *)
-    log "runner exited with status $status"
+    if ((status == 7)); then
+      # Runner.Listener's "version deprecated" code: GitHub will give this runner no job.
+      log "GitHub refused this runner version (status 7): deploy the nomad stack so the pool" \
+        "runs the newest actions/runner release, or raise the pinned images.runner"
+    else
+      log "runner exited with status $status"
+    fi
     exit "$status"
     ;;
 esac

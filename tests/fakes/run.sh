@@ -5,6 +5,9 @@
 #                       idle : listens for jobs until signalled
 #                       long : a job is assigned and runs until signalled
 #                       split: like job, but the "Running job" line arrives in two writes 1.5s apart
+#                       refused: GitHub refuses the runner's version at its first poll; run.sh
+#                              then exits 7 when ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE
+#                              is 1, else 0 (actions/runner run.sh and run-helper.sh.template)
 # FAKE_JOB_DELAY        seconds between "Listening for Jobs" and "Running job" (0.2)
 # FAKE_JOB_SECONDS      how long the job runs in the "job" scenario (0.3)
 # FAKE_EXIT_CODE        status when the runner ends by itself (0)
@@ -69,6 +72,13 @@ case "$scenario" in
     ;;
   idle)
     while true; do pause 1; done
+    ;;
+  refused)
+    echo "$(stamp): An error occurred: the runner version is deprecated (stand-in wording)"
+    if [[ ${ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE:-} == 1 ]]; then
+      exit 7
+    fi
+    exit 0
     ;;
   long)
     pause "${FAKE_JOB_DELAY:-0.2}"
