@@ -26,6 +26,8 @@ DEREGISTER_TASK: Final = "deregister"
 DOCKER_TASK: Final = "docker"  # the Docker daemon sidecar of a dind pool
 GITHUB_TOKEN_ITEM: Final = "github_token"
 
+# The cloudflared job's id (the stack deploys it under this name; doctor looks it up by it).
+CLOUDFLARED_JOB: Final = "cloudflared"
 CLOUDFLARED_GROUP: Final = "cloudflared"
 CLOUDFLARED_TASK: Final = "cloudflared"
 TUNNEL_TOKEN_ITEM: Final = "tunnel_token"

@@ -12,10 +12,13 @@ from cdktf_cdktf_provider_nomad.variable import Variable
 from constructs import Construct
 
 from config import ImagesConfig, NomadConfig
-from runner_job import CLOUDFLARED_JOBSPEC, TUNNEL_TOKEN_ITEM, tunnel_token_variable_path
+from runner_job import (
+    CLOUDFLARED_JOB,
+    CLOUDFLARED_JOBSPEC,
+    TUNNEL_TOKEN_ITEM,
+    tunnel_token_variable_path,
+)
 from stacks.components.nomad_jobspec import hcl2_vars, jobspec_text
-
-CLOUDFLARED_JOB = "cloudflared"
 
 
 class CloudflaredJob(Construct):

@@ -36,6 +36,17 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   head repository with ``event`` and ``head_repository``) and move them on with
   ``set_job_status``; ``rate_limit_remaining`` overrides the ``x-ratelimit-remaining`` header.
 
+For doctor, read-only endpoints:
+
+* ``GET /repos/{owner}/{repo}/hooks`` and ``GET /repos/{owner}/{repo}/hooks/{id}/deliveries``
+  with a token granted ``hooks`` ("Webhooks: read"): hooks as GitHub lists them (``config``
+  with ``url``, ``content_type``, ``insecure_ssl`` and the secret masked as ``********``), and
+  deliveries newest first (``id``, ``guid``, ``delivered_at``, ``redelivery``, ``duration``,
+  ``status``, ``status_code``, ``event``, ``action``, ``installation_id``, ``repository_id``);
+  tests add them with ``add_hook`` and ``add_delivery``;
+* ``GET /repos/actions/runner/releases``: public (no token needed; an unknown token is still a
+  401), newest first, as ``add_release`` put them.
+
 Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests
 instead of handling them; ``lose_next_answer`` handles the next request and then loses GitHub's
 answer (a 502 from a proxy, or no answer before the client's timeout), as a flaky network does.
@@ -67,6 +78,8 @@ RATE_LIMIT = 5000
 
 _RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
 _RUNNER_LIST_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners$")
+_HOOKS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/hooks(?:/(\d+)/deliveries)?$")
+_RELEASES_PATH = "/repos/actions/runner/releases"
 _RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)(/jobs)?)?$")
 # Not shaped like a real fine-grained token, so secret scanners do not flag the fixture.
 ACTIONS_READ_TOKEN = "standin-actions-read-token-for-tests-3"
@@ -143,6 +156,10 @@ class GitHubStandIn:
         self.runs: dict[int, dict[str, Any]] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
         self.busy_deletes_left: dict[int, int] = {}
+        # "owner/repo" (lower-case) -> hooks; hook id -> deliveries (newest last); releases
+        self.hooks: dict[str, list[dict[str, Any]]] = {}
+        self.deliveries: dict[int, list[dict[str, Any]]] = {}
+        self.releases: list[dict[str, Any]] = []
         self._injected: list[Injected] = []
         self._ids = itertools.count(23)
         self._lock = threading.Lock()
@@ -272,6 +289,94 @@ class GitHubStandIn:
         else:
             run["status"] = "in_progress"
 
+    def add_hook(
+        self,
+        repository: str,
+        url: str,
+        *,
+        events: tuple[str, ...] = ("workflow_job",),
+        active: bool = True,
+        content_type: str = "json",
+        insecure_ssl: str = "0",
+    ) -> int:
+        """A repository webhook as GitHub stores it; returns its id."""
+        with self._lock:
+            hook_id = next(self._ids)
+            owner, _, name = repository.partition("/")
+            api = f"https://api.github.com/repos/{owner}/{name}/hooks/{hook_id}"
+            self.hooks.setdefault(repository.lower(), []).append(
+                {
+                    "type": "Repository",
+                    "id": hook_id,
+                    "name": "web",
+                    "active": active,
+                    "events": list(events),
+                    "config": {
+                        "content_type": content_type,
+                        "insecure_ssl": insecure_ssl,
+                        "url": url,
+                        "secret": "********",
+                    },
+                    "updated_at": "2026-11-01T10:00:00Z",
+                    "created_at": "2026-11-01T10:00:00Z",
+                    "url": api,
+                    "test_url": f"{api}/test",
+                    "ping_url": f"{api}/pings",
+                    "deliveries_url": f"{api}/deliveries",
+                    "last_response": {"code": None, "status": "unused", "message": None},
+                }
+            )
+            self.deliveries[hook_id] = []
+            return hook_id
+
+    def add_delivery(
+        self,
+        hook_id: int,
+        status_code: int,
+        *,
+        delivered_at: str,
+        event: str = "workflow_job",
+        action: str | None = "queued",
+        status: str | None = None,
+    ) -> None:
+        """One delivery attempt of a hook (``status_code`` 0: GitHub could not connect)."""
+        with self._lock:
+            self.deliveries[hook_id].append(
+                {
+                    "id": next(self._ids),
+                    "guid": secrets.token_hex(16),
+                    "delivered_at": delivered_at,
+                    "redelivery": False,
+                    "duration": 0.12,
+                    "status": status
+                    or (
+                        "OK"
+                        if 200 <= status_code < 300
+                        else "Invalid HTTP Response: " + str(status_code)
+                    ),
+                    "status_code": status_code,
+                    "event": event,
+                    "action": action,
+                    "installation_id": None,
+                    "repository_id": 1296269,
+                }
+            )
+
+    def add_release(self, tag: str, published_at: str, *, prerelease: bool = False) -> None:
+        """An actions/runner release; keep them newest first by adding them oldest first."""
+        with self._lock:
+            self.releases.insert(
+                0,
+                {
+                    "id": next(self._ids),
+                    "tag_name": tag,
+                    "name": tag,
+                    "draft": False,
+                    "prerelease": prerelease,
+                    "published_at": published_at,
+                },
+            )
+
     def calls(self, method: str | None = None) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if method is None or r.method == method]
@@ -304,6 +409,11 @@ class GitHubStandIn:
         self, method: str, path: str, headers: dict[str, str], body: Any
     ) -> tuple[int, Any, dict[str, str]]:
         route, _, query = path.partition("?")
+        if route == _RELEASES_PATH and method == "GET":
+            return self._releases(headers)
+        hooks = _HOOKS_PATH.match(route)
+        if hooks and method == "GET":
+            return self._hooks(hooks, parse_qs(query), headers)
         runs = _RUNS_PATH.match(route)
         if runs and method == "GET":
             return self._runs(runs, parse_qs(query), headers)
@@ -364,6 +474,29 @@ class GitHubStandIn:
         if permission != needed:
             return _error(403, "Resource not accessible by personal access token")
         return None
+
+    def _releases(self, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        token = headers.get("authorization", "").partition(" ")[2]
+        if token and self.tokens.get(token) is None:
+            return _error(401, "Bad credentials")  # even on a public endpoint
+        return 200, list(self.releases), {}
+
+    def _hooks(
+        self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        repository = f"{match.group(1)}/{match.group(2)}".lower()
+        refused = self._authorize(headers, repository, "hooks")
+        if refused is not None:
+            return refused
+        per_page = min(int(query.get("per_page", ["30"])[-1]), 100)
+        hooks = self.hooks.get(repository, [])
+        if match.group(3) is None:
+            return 200, hooks[:per_page], {}
+        hook_id = int(match.group(3))
+        if not any(hook["id"] == hook_id for hook in hooks):
+            return _error(404, "Not Found")
+        newest_first = list(reversed(self.deliveries.get(hook_id, [])))
+        return 200, newest_first[:per_page], {}
 
     def _runs(
         self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]

@@ -27,6 +27,20 @@ Worker relies on (see ``shared/reference/FACTS.md``):
   ``and``, each ``Selector == "v"``, ``!= "v"`` or ``matches "regexp"`` over ``ID``,
   ``ParentID``, ``Status`` and ``Meta.{key}`` (a missing Meta key matches nothing, as bexpr's
   not-present rule says); anything else is the 500 Nomad gives for a bad expression.
+* for doctor, read-only endpoints with Nomad's ACL rules (read from its source, 2.0.x):
+  ``GET /v1/job/{id}/allocations`` (``read-job``); ``GET /v1/status/leader`` (no ACL at all);
+  ``GET /v1/agent/members`` and ``GET /v1/nodes`` (``node:read``); ``GET /v1/vars?prefix=``
+  (metadata only, silently filtered to the paths the token may ``list``); ``GET /v1/var/{path}``
+  (403 ``Permission denied`` unless the token may ``read`` the path, checked before the lookup;
+  then 404 ``variable not found``); ``GET /v1/acl/token/self``; ``GET /v1/acl/policies`` and
+  ``GET /v1/acl/policy/{name}`` (a client token sees only its own policies; ``RulesJSON`` has
+  the capabilities). ``token`` is a management token unless ``capabilities`` limits it;
+  ``add_acl_token`` adds client tokens whose policies (``AclPolicy``) are enforced on every
+  endpoint above and on dispatch/read/list/stop.
+
+Two listeners share one state: ``url`` is the Nomad API hostname (Access in front), and
+``origin_url`` is the address behind it (what cloudflared forwards to, and where Terraform and
+doctor's management reads go), which has no Access gate.
 
 Every request is recorded; fault switches (down, slow, 500, 403), persistent or one-shot, let
 tests inject failures.
@@ -36,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import json
 import re
 import secrets
@@ -75,6 +90,8 @@ class Job:
     meta_required: tuple[str, ...] = ()
     meta_optional: tuple[str, ...] = ()
     stopped: bool = False
+    type: str = "batch"
+    task_groups: list[dict[str, Any]] = field(default_factory=list)
     parent_id: str = ""
     status: str = "running"
     meta: dict[str, str] = field(default_factory=dict)
@@ -92,6 +109,74 @@ def _capability(method: str, path: str) -> str:
     if method == "DELETE":
         return "submit-job"
     return "read-job"
+
+
+@dataclass
+class AclPolicy:
+    """One ACL policy: namespace pattern -> capabilities (already expanded, as ``RulesJSON``
+    shows them), namespace -> {variable path pattern -> capabilities}, and node read."""
+
+    name: str
+    namespaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    variables: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    node_read: bool = False
+
+    def rules_hcl(self) -> str:
+        blocks = []
+        for namespace, capabilities in self.namespaces.items():
+            listed = ", ".join(f'"{capability}"' for capability in capabilities)
+            inner = f"  capabilities = [{listed}]\n"
+            for path, caps in self.variables.get(namespace, {}).items():
+                var_caps = ", ".join(f'"{capability}"' for capability in caps)
+                inner += (
+                    f'  variables {{\n    path "{path}" {{ capabilities = [{var_caps}] }}\n  }}\n'
+                )
+            blocks.append(f'namespace "{namespace}" {{\n{inner}}}\n')
+        if self.node_read:
+            blocks.append('node { policy = "read" }\n')
+        return "".join(blocks)
+
+    def rules_json(self) -> dict[str, Any]:
+        return {
+            "Namespaces": [
+                {
+                    "Name": namespace,
+                    "Policy": "",
+                    "Capabilities": list(capabilities),
+                    "Variables": (
+                        {
+                            "Paths": [
+                                {"PathSpec": path, "Capabilities": list(caps)}
+                                for path, caps in self.variables[namespace].items()
+                            ]
+                        }
+                        if namespace in self.variables
+                        else None
+                    ),
+                }
+                for namespace, capabilities in self.namespaces.items()
+            ],
+            "Node": {"Policy": "read"} if self.node_read else None,
+            "Agent": None,
+            "Operator": None,
+        }
+
+
+@dataclass
+class AclToken:
+    secret_id: str
+    accessor_id: str
+    name: str
+    type: str  # "client" | "management"
+    policies: tuple[str, ...] = ()
+
+
+def _most_specific(patterns: dict[str, Any], name: str) -> Any:
+    """Nomad's rule lookup: an exact name wins, else the longest matching glob."""
+    if name in patterns:
+        return patterns[name]
+    matches = [pattern for pattern in patterns if fnmatch.fnmatchcase(name, pattern)]
+    return patterns[max(matches, key=len)] if matches else None
 
 
 class NomadStandIn:
@@ -116,10 +201,18 @@ class NomadStandIn:
         self.jobs: dict[tuple[str, str], Job] = {}
         self.fault: str | None = None
         self.one_shot_faults: list[str] = []
+        self.acl_tokens: dict[str, AclToken] = {}
+        self.acl_policies: dict[str, AclPolicy] = {}
+        self.variables: dict[tuple[str, str], dict[str, str]] = {}
+        self.allocations: list[dict[str, Any]] = []
+        self.servers: list[tuple[str, str]] = []  # (member name, build version)
+        self.nodes: list[dict[str, Any]] = []  # NodeListStub-like: Name, Version, Status, ...
+        self.leader = "10.0.0.1:4647"
         self._index = 100
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._origin: ThreadingHTTPServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> NomadStandIn:
@@ -135,20 +228,34 @@ class NomadStandIn:
         class Handler(_Handler):
             nomad = stand_in
 
+        class OriginHandler(_Handler):
+            nomad = stand_in
+            gated = False
+
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+        self._origin = _Server(("127.0.0.1", 0), OriginHandler)
+        threading.Thread(target=self._origin.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        for server in (self._server, self._origin):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._origin = None
 
     @property
     def url(self) -> str:
         assert self._server is not None, "stand-in not started"
         host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def origin_url(self) -> str:
+        """The address behind Access and the tunnel (no Access gate)."""
+        assert self._origin is not None, "stand-in not started"
+        host, port = self._origin.server_address[:2]
         return f"http://{host}:{port}"
 
     # -- test controls ---------------------------------------------------------------------
@@ -161,6 +268,8 @@ class NomadStandIn:
         meta_optional: tuple[str, ...] = (),
         payload: str = "forbidden",
         parameterized: bool = True,
+        job_type: str = "batch",
+        task_groups: list[dict[str, Any]] | None = None,
     ) -> Job:
         job = Job(
             id=job_id,
@@ -169,11 +278,45 @@ class NomadStandIn:
             payload=payload,
             meta_required=meta_required,
             meta_optional=meta_optional,
+            type=job_type,
+            task_groups=list(task_groups or []),
             create_index=self._next_index(),
         )
         with self._lock:
             self.jobs[(namespace, job_id)] = job
         return job
+
+    def add_policy(self, policy: AclPolicy) -> None:
+        with self._lock:
+            self.acl_policies[policy.name] = policy
+
+    def add_acl_token(self, secret_id: str, *, policies: tuple[str, ...], name: str = "") -> None:
+        """A client token holding ``policies`` (each added with ``add_policy``)."""
+        with self._lock:
+            self.acl_tokens[secret_id] = AclToken(
+                secret_id, secrets.token_hex(16), name or "client", "client", policies
+            )
+
+    def put_variable(
+        self, path: str, items: dict[str, str], namespace: str = "github-runners"
+    ) -> None:
+        with self._lock:
+            self.variables[(namespace, path)] = dict(items)
+
+    def add_allocation(
+        self, job_id: str, client_status: str, namespace: str = "github-runners"
+    ) -> None:
+        with self._lock:
+            self.allocations.append(
+                {
+                    "ID": secrets.token_hex(16),
+                    "JobID": job_id,
+                    "Namespace": namespace,
+                    "TaskGroup": job_id,
+                    "ClientStatus": client_status,
+                    "DesiredStatus": "run" if client_status in ("pending", "running") else "stop",
+                }
+            )
 
     def children(self, parent_id: str, namespace: str = "github-runners") -> list[Job]:
         with self._lock:
@@ -213,16 +356,30 @@ class NomadStandIn:
         ):
             # Cloudflare answers for Access: the request never reaches the origin.
             return 403, "text/html", b"<html><body>Forbidden: Cloudflare Access</body></html>"
+        return self.answer_origin(request)
+
+    def answer_origin(self, request: RecordedRequest) -> tuple[int, str, bytes]:
+        """What Nomad itself answers (behind Access and the tunnel)."""
+        path = request.path
+        if request.method == "GET" and path == "/v1/status/leader":
+            return _json(200, self.leader)  # Status.Leader checks no ACL
         presented = request.headers.get("x-nomad-token")
         bearer = request.headers.get("authorization", "")
         if presented is None and bearer.lower().startswith("bearer "):
             presented = bearer[7:].strip()
-        if presented != self.token:
+        if presented == self.token:
+            # A management token, unless the test gave it a capability list.
+            kind = "management" if self.capabilities is None else "client"
+            token = AclToken(presented, "primary-accessor", "primary", kind)
+        elif presented in self.acl_tokens:
+            token = self.acl_tokens[presented]
+        else:
             return 403, "text/plain", b"Permission denied"
         namespace = request.query.get("namespace", "default")
         path = request.path
-        needed = _capability(request.method, path)
-        if self.capabilities is not None and needed not in self.capabilities:
+        if request.method == "GET" and not path.startswith("/v1/job"):
+            return self._read_other(token, namespace, request)
+        if not self._allows(token, namespace, _capability(request.method, path)):
             return 403, "text/plain", b"Permission denied"
         if request.method == "GET" and path == "/v1/jobs":
             return self._list(namespace, request.query.get("prefix", ""))
@@ -235,6 +392,8 @@ class NomadStandIn:
             return self._dispatch(namespace, rest[: -len("/dispatch")], request)
         if request.method == "GET" and rest.endswith("/summary"):
             return self._summary(namespace, rest[: -len("/summary")])
+        if request.method == "GET" and rest.endswith("/allocations"):
+            return self._allocations(namespace, rest[: -len("/allocations")])
         if request.method == "GET":
             job = self.jobs.get((namespace, rest))
             if job is None:
@@ -243,6 +402,118 @@ class NomadStandIn:
         if request.method == "DELETE":
             return self._delete(namespace, rest, request.query.get("purge") == "true")
         return 405, "text/plain", b"Invalid method"
+
+    # -- ACL -----------------------------------------------------------------------------------
+    def _policies(self, token: AclToken) -> list[AclPolicy]:
+        return [self.acl_policies[name] for name in token.policies if name in self.acl_policies]
+
+    def _allows(self, token: AclToken, namespace: str, capability: str) -> bool:
+        if token.secret_id == self.token and self.capabilities is not None:
+            return capability in self.capabilities  # the test's list, in every namespace
+        if token.type == "management":
+            return True
+        for policy in self._policies(token):
+            capabilities = _most_specific(policy.namespaces, namespace)
+            if capabilities and capability in capabilities and "deny" not in capabilities:
+                return True
+        return False
+
+    def _allows_variable(self, token: AclToken, namespace: str, path: str, op: str) -> bool:
+        if token.type == "management":
+            return True
+        for policy in self._policies(token):
+            paths = _most_specific(policy.variables, namespace) or {}
+            capabilities = _most_specific(paths, path)
+            if capabilities and op in capabilities and "deny" not in capabilities:
+                return True
+        return False
+
+    def _read_other(
+        self, token: AclToken, namespace: str, request: RecordedRequest
+    ) -> tuple[int, str, bytes]:
+        path = request.path
+        denied = (403, "text/plain", b"Permission denied")
+        node_read = token.type == "management" or any(
+            policy.node_read for policy in self._policies(token)
+        )
+        if path == "/v1/acl/token/self":
+            return _json(
+                200,
+                {
+                    "AccessorID": token.accessor_id,
+                    "SecretID": token.secret_id,
+                    "Name": token.name,
+                    "Type": token.type,
+                    "Policies": list(token.policies),
+                    "Roles": [],
+                    "Global": False,
+                },
+            )
+        if path == "/v1/acl/policies":
+            names = (
+                sorted(self.acl_policies)
+                if token.type == "management"
+                else sorted(name for name in token.policies if name in self.acl_policies)
+            )
+            return _json(200, [{"Name": name, "Description": ""} for name in names])
+        if path.startswith("/v1/acl/policy/"):
+            name = path[len("/v1/acl/policy/") :]
+            if token.type != "management" and name not in token.policies:
+                return denied
+            policy = self.acl_policies.get(name)
+            if policy is None:
+                return 404, "text/plain", b"ACL policy not found"
+            return _json(
+                200,
+                {"Name": name, "Rules": policy.rules_hcl(), "RulesJSON": policy.rules_json()},
+            )
+        if path == "/v1/vars":
+            prefix = request.query.get("prefix", "")
+            listed = [
+                {
+                    "Namespace": ns,
+                    "Path": var_path,
+                    "CreateIndex": 10,
+                    "ModifyIndex": 10,
+                    "CreateTime": 1_700_000_000_000_000_000,
+                    "ModifyTime": 1_700_000_000_000_000_000,
+                }
+                for (ns, var_path) in sorted(self.variables)
+                if ns == namespace
+                and var_path.startswith(prefix)
+                and self._allows_variable(token, ns, var_path, "list")
+            ]
+            return _json(200, listed)
+        if path.startswith("/v1/var/"):
+            var_path = path[len("/v1/var/") :]
+            if not self._allows_variable(token, namespace, var_path, "read"):
+                return denied
+            items = self.variables.get((namespace, var_path))
+            if items is None:
+                return 404, "text/plain", b"variable not found"
+            return _json(200, {"Namespace": namespace, "Path": var_path, "Items": items})
+        if path == "/v1/agent/members":
+            if not node_read:
+                return denied
+            members = [
+                {"Name": name, "Status": "alive", "Tags": {"role": "nomad", "build": build}}
+                for name, build in self.servers
+            ]
+            return _json(200, {"ServerName": "nomad-1", "Members": members})
+        if path == "/v1/nodes":
+            if not node_read:
+                return denied
+            return _json(200, self.nodes)
+        return 404, "text/plain", b"Invalid URL"
+
+    def _allocations(self, namespace: str, job_id: str) -> tuple[int, str, bytes]:
+        with self._lock:
+            stubs = [
+                dict(stub)
+                for stub in self.allocations
+                if stub["Namespace"] == namespace and stub["JobID"] == job_id
+            ]
+        return _json(200, stubs)
 
     def _list(self, namespace: str, prefix: str) -> tuple[int, str, bytes]:
         with self._lock:
@@ -477,7 +748,8 @@ def _job_document(job: Job) -> dict[str, Any]:
     return {
         "ID": job.id,
         "Namespace": job.namespace,
-        "Type": "batch",
+        "Type": job.type,
+        "TaskGroups": job.task_groups or None,
         "ParentID": job.parent_id,
         "Status": job.status,
         "Stop": job.stopped,
@@ -503,6 +775,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     nomad: NomadStandIn
+    gated = True  # behind Access (the Nomad API hostname); False for the origin address
     # HTTP/1.1 with keep-alive, as Nomad's own API server (Go net/http) answers. The default
     # HTTP/1.0 closed every connection after one answer, so workerd's pooled connections died
     # under it ("Network connection lost") and each Worker request paid a new connection.
@@ -543,7 +816,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "403":
             status, content_type, answer = 403, "text/plain", b"Permission denied"
         else:
-            status, content_type, answer = nomad.answer(request)
+            answer_of = nomad.answer if self.gated else nomad.answer_origin
+            status, content_type, answer = answer_of(request)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(answer)))  # keeps the connection usable

@@ -1,0 +1,917 @@
+"""Every check doctor runs, in the order a request travels, and what each failure means.
+
+A check is a function ``(Context) -> Iterable[Outcome]`` listed in :data:`CHECKS`; each outcome
+is one part (one token on one repository, one hook, one pool job...) that passed or failed, and a
+failed one names the one thing to change. To add a check, write such a function and put it in
+:data:`CHECKS`: a check that does not apply to a configuration (e.g. a per-pool feature no pool
+uses) yields nothing. Checks only read: every request goes through ``Context.http.get``.
+
+What each check relies on, from the services' source and docs:
+
+* GitHub (fine-grained token permissions): ``GET /repos/{o}/{r}/actions/runners`` needs
+  "Administration: read", ``GET .../actions/runs`` "Actions: read", ``GET .../hooks`` and
+  ``.../hooks/{id}/deliveries`` "Webhooks: read". A repository outside the token's selection is a
+  404, a missing permission a 403. Write access cannot be proven without writing, so the runner
+  token's "write" and the hooks token's "write" are not checked.
+* Nomad: ``/v1/status/leader`` answers without any ACL token, so whatever refuses it on the
+  Nomad API hostname is Access; ``GET /v1/var/{path}`` checks the read capability before it
+  looks the variable up (403 ``Permission denied``); ``GET /v1/vars?prefix=`` lists metadata
+  only; ``GET /v1/acl/token/self`` and ``/v1/acl/policy/{name}`` (a token may read its own
+  policies; ``RulesJSON`` has the expanded capabilities) show what a token may do.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from config import AppConfig, PoolConfig
+from doctor import versions
+from doctor.state import (
+    ACCESS_CLIENT_ID_OUTPUT,
+    ACCESS_CLIENT_SECRET_OUTPUT,
+    DISPATCH_TOKEN_OUTPUT,
+    EDGE_STACK,
+    NOMAD_STACK,
+    StateError,
+    StateOutputs,
+)
+from doctor.web import Answer, Http, Unreachable
+from handler.contract import DISPATCH_META_KEYS, webhook_path
+from runner_job import (
+    CLOUDFLARED_JOB,
+    RUNNER_TASK,
+    credential_variable_paths,
+    tunnel_token_variable_path,
+)
+
+RUNNER_TOKEN_ENV: Final = "TF_VAR_github_runner_token"
+READ_TOKEN_ENV: Final = "TF_VAR_github_read_token"
+HOOKS_TOKEN_ENV: Final = "GITHUB_TOKEN"
+NOMAD_TOKEN_ENV: Final = "NOMAD_TOKEN"
+RUNNER_RELEASES_URL: Final = "https://api.github.com/repos/actions/runner/releases?per_page=30"
+GITHUB_API_VERSION: Final = "2022-11-28"
+DELIVERIES_PER_HOOK: Final = 30
+HOOK_EVENTS: Final = ("workflow_job",)
+# What a Worker answer in a failed delivery means (handler/service.py lists the statuses).
+_DELIVERY_FIXES: Final[dict[int, str]] = {
+    0: "GitHub could not connect to the webhook hostname: see the /healthz check",
+    400: "the Worker refused the payload as malformed: read the Worker's log line for the field",
+    401: "the hook's secret does not match the Worker's key: deploy dispatch, then github "
+    "(cdktf deploy --ignore-missing-stack-dependencies --parallelism 1 dispatch github)",
+    404: "the Worker does not serve this repository or path: deploy dispatch (its routing) "
+    "after adding the repository to github.repositories",
+    413: "the delivery was over 1 MiB: nothing to change unless it recurs",
+    502: "Nomad or Access refused the Worker's dispatch: see the Access and dispatch token checks",
+    503: "the Worker could not reach Nomad: see the Access gate and cloudflared checks",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One part of the installation: passed or not, what was seen, and on failure the fix."""
+
+    part: str
+    passed: bool
+    detail: str
+    fix: str = ""
+
+
+def passed(part: str, detail: str) -> Outcome:
+    return Outcome(part, True, detail)
+
+
+def failed(part: str, detail: str, fix: str) -> Outcome:
+    return Outcome(part, False, detail, fix)
+
+
+@dataclass
+class Context:
+    """What the checks read from: configuration, credentials, state, the network, the clock."""
+
+    config: AppConfig
+    http: Http
+    state: StateOutputs
+    env: Mapping[str, str]
+    now: datetime
+    github_api_url: str
+    webhook_url: str  # https://{webhook_hostname}
+    nomad_api_url: str  # https://{nomad_api_hostname}: Access, the tunnel, then Nomad
+    nomad_address: str  # where Terraform reaches Nomad (nomad.address), with NOMAD_TOKEN
+    releases_url: str = RUNNER_RELEASES_URL
+    # Every credential read so far, for the redactor; and answers shared between checks.
+    secrets: set[str] = field(default_factory=set)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_config(
+        cls,
+        config: AppConfig,
+        *,
+        http: Http,
+        state: StateOutputs,
+        env: Mapping[str, str],
+        now: datetime,
+    ) -> Context:
+        return cls(
+            config=config,
+            http=http,
+            state=state,
+            env=env,
+            now=now,
+            github_api_url=config.github.api_url,
+            webhook_url=f"https://{config.cloudflare.webhook_hostname}",
+            nomad_api_url=f"https://{config.cloudflare.nomad_api_hostname}",
+            nomad_address=config.nomad.address,
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.config.nomad.namespace
+
+    def credential(self, name: str) -> str | None:
+        """An environment credential (remembered for redaction), or None when unset."""
+        value = self.env.get(name, "").strip()
+        if not value:
+            return None
+        self.secrets.add(value)
+        return value
+
+    def state_value(self, stack: str, name: str) -> str:
+        value = self.state.value(stack, name)
+        self.secrets.add(value)
+        return value
+
+    def cached(self, key: str, load: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+
+Check = Callable[[Context], Iterable[Outcome]]
+
+
+# -- GitHub ------------------------------------------------------------------------------------
+
+
+def _github_headers(token: str) -> dict[str, str]:
+    return {
+        "Accept": "application/vnd.github+json",
+        "Authorization": f"Bearer {token}",
+        "X-GitHub-Api-Version": GITHUB_API_VERSION,
+    }
+
+
+def _repo_path(full_name: str) -> str:
+    owner, _, name = full_name.partition("/")
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+def _github_message(answer: Answer) -> str:
+    try:
+        message = answer.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message)[:120] if message else answer.text()
+
+
+def _rate_limited(answer: Answer) -> bool:
+    return answer.status in (403, 429) and (
+        answer.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in answer.headers
+    )
+
+
+def _github_refusal(
+    answer: Answer, *, env_name: str, permission: str, repo: str
+) -> tuple[str, str]:
+    """(what GitHub said, the one fix) for an answer that is not a 200."""
+    status = answer.status
+    said = f"GitHub answered {status} {_github_message(answer)!r}"
+    if status == 401:
+        return said, f"set {env_name} to a valid token (this one is expired, revoked or mistyped)"
+    if _rate_limited(answer):
+        return said, "the token's rate limit is used up: run doctor again after it resets (1 h)"
+    if status == 403:
+        return (
+            said,
+            f"give the token in {env_name} the repository permission {permission} on {repo}",
+        )
+    if status == 404:
+        return said, (
+            f"add {repo} to the repositories the token in {env_name} may access (or fix "
+            "github.owner/repositories if the name is wrong)"
+        )
+    return said, "GitHub failed to answer: run doctor again; if it persists see githubstatus.com"
+
+
+def _github_get(ctx: Context, token: str, path: str) -> Answer:
+    return ctx.http.get(f"{ctx.github_api_url}{path}", _github_headers(token))
+
+
+def _token_reaches(
+    ctx: Context, *, env_name: str, role: str, permission: str, suffix: str, proof: str
+) -> Iterator[Outcome]:
+    token = ctx.credential(env_name)
+    for repo in ctx.config.github.repositories:
+        part = f"{role} reaches {repo.full_name}"
+        if token is None:
+            yield failed(part, f"{env_name} is not set", f"export {env_name} (the deploy's token)")
+            continue
+        try:
+            answer = _github_get(ctx, token, f"{_repo_path(repo.full_name)}{suffix}")
+        except Unreachable as error:
+            yield failed(part, str(error), "check the network path to github.api_url")
+            continue
+        if answer.status == 200:
+            yield passed(part, proof)
+        else:
+            said, fix = _github_refusal(
+                answer, env_name=env_name, permission=permission, repo=repo.full_name
+            )
+            yield failed(part, said, fix)
+
+
+def check_runner_token(ctx: Context) -> Iterator[Outcome]:
+    """The runner token lists the repository's runners: "Administration: read" at least.
+
+    Minting a runner config needs "Administration: read and write", and no read-only request
+    proves write; a token with read only fails later, in the register task (403).
+    """
+    yield from _token_reaches(
+        ctx,
+        env_name=RUNNER_TOKEN_ENV,
+        role="runner token",
+        permission='"Administration: read and write"',
+        suffix="/actions/runners?per_page=1",
+        proof="listed the runners (Administration: read; write is not provable without writing)",
+    )
+
+
+def check_read_token(ctx: Context) -> Iterator[Outcome]:
+    """The reconciler's token lists workflow runs: "Actions: read", all the reconciler needs."""
+    yield from _token_reaches(
+        ctx,
+        env_name=READ_TOKEN_ENV,
+        role="read token",
+        permission='"Actions: read"',
+        suffix="/actions/runs?per_page=1",
+        proof="listed the workflow runs (Actions: read)",
+    )
+
+
+def _expected_hook_url(ctx: Context, full_name: str) -> str:
+    return f"https://{ctx.config.cloudflare.webhook_hostname}{webhook_path(full_name)}"
+
+
+def check_hooks(ctx: Context) -> Iterator[Outcome]:
+    """Per repository: the hooks token lists hooks, our hook is as the github stack declares it,
+    and its recent deliveries succeeded."""
+    token = ctx.credential(HOOKS_TOKEN_ENV)
+    for repo in ctx.config.github.repositories:
+        name = repo.full_name
+        token_part, hook_part = f"hooks token reaches {name}", f"hook of {name}"
+        if token is None:
+            yield failed(token_part, f"{HOOKS_TOKEN_ENV} is not set", f"export {HOOKS_TOKEN_ENV}")
+            continue
+        try:
+            answer = _github_get(ctx, token, f"{_repo_path(name)}/hooks?per_page=100")
+        except Unreachable as error:
+            yield failed(token_part, str(error), "check the network path to github.api_url")
+            continue
+        if answer.status != 200:
+            said, fix = _github_refusal(
+                answer, env_name=HOOKS_TOKEN_ENV, permission='"Webhooks: read and write"', repo=name
+            )
+            yield failed(token_part, said, fix)
+            continue
+        yield passed(token_part, "listed the repository's hooks (Webhooks: read)")
+        hooks = answer.json()
+        expected = _expected_hook_url(ctx, name)
+        ours = [
+            hook
+            for hook in hooks
+            if isinstance(hook, dict) and (hook.get("config") or {}).get("url") == expected
+        ]
+        if not ours:
+            yield failed(
+                hook_part,
+                f"no hook posts to {expected}",
+                "deploy the github stack (cdktf deploy --ignore-missing-stack-dependencies "
+                "--parallelism 1 github)",
+            )
+            continue
+        if len(ours) > 1:
+            ids = ", ".join(str(hook.get("id")) for hook in ours)
+            yield failed(
+                hook_part,
+                f"{len(ours)} hooks post to {expected} (ids {ids}): every job arrives twice",
+                "delete the hooks the github stack did not create (its state names one id)",
+            )
+            continue
+        hook = ours[0]
+        problems = _hook_problems(hook)
+        if problems:
+            yield failed(
+                hook_part,
+                "; ".join(problems),
+                "deploy the github stack again: it restores the hook as declared",
+            )
+        else:
+            yield passed(hook_part, f"hook {hook.get('id')} is active, workflow_job only, JSON")
+        yield _deliveries(ctx, token, name, hook)
+
+
+def _hook_problems(hook: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if hook.get("active") is not True:
+        problems.append("the hook is inactive")
+    events = hook.get("events")
+    if not isinstance(events, list) or sorted(events) != list(HOOK_EVENTS):
+        problems.append(f"its events are {events}, not exactly {list(HOOK_EVENTS)}")
+    config = hook.get("config") or {}
+    if config.get("content_type") != "json":
+        problems.append(f"content type {config.get('content_type')!r}, not 'json'")
+    if str(config.get("insecure_ssl", "0")) != "0":
+        problems.append("TLS verification is off (insecure_ssl)")
+    return problems
+
+
+def _deliveries(ctx: Context, token: str, name: str, hook: Mapping[str, Any]) -> Outcome:
+    part = f"recent deliveries of {name}"
+    path = f"{_repo_path(name)}/hooks/{hook.get('id')}/deliveries?per_page={DELIVERIES_PER_HOOK}"
+    try:
+        answer = _github_get(ctx, token, path)
+    except Unreachable as error:
+        return failed(part, str(error), "check the network path to github.api_url")
+    if answer.status != 200:
+        said, fix = _github_refusal(
+            answer, env_name=HOOKS_TOKEN_ENV, permission='"Webhooks: read"', repo=name
+        )
+        return failed(part, said, fix)
+    items = [item for item in answer.json() if isinstance(item, dict)]
+    items.sort(key=lambda item: str(item.get("delivered_at", "")), reverse=True)
+    if not items:
+        return passed(part, "no deliveries yet")
+    # Failures since the newest success are current; older ones were followed by a success.
+    current: list[Mapping[str, Any]] = []
+    for item in items:
+        if _delivery_ok(item):
+            break
+        current.append(item)
+    earlier = [item for item in items[len(current) :] if not _delivery_ok(item)]
+    if current:
+        listed = "; ".join(_delivery_line(item) for item in current[:5])
+        more = f" and {len(current) - 5} more" if len(current) > 5 else ""
+        code = _status_code(current[0])
+        fix = _DELIVERY_FIXES.get(
+            code, f"the Worker answered {code}: read its log line for this delivery"
+        )
+        return failed(
+            part,
+            f"the last {len(current)} of {len(items)} deliveries failed: {listed}{more}",
+            f"{fix}; then redeliver them (the reconciler also picks up jobs still queued)",
+        )
+    note = f"; {len(earlier)} earlier failure(s), since followed by a success" if earlier else ""
+    return passed(part, f"the newest of {len(items)} deliveries succeeded{note}")
+
+
+def _status_code(item: Mapping[str, Any]) -> int:
+    code = item.get("status_code")
+    return code if isinstance(code, int) else 0
+
+
+def _delivery_ok(item: Mapping[str, Any]) -> bool:
+    return 200 <= _status_code(item) < 300
+
+
+def _delivery_line(item: Mapping[str, Any]) -> str:
+    event = str(item.get("event", "?"))
+    if item.get("action"):
+        event = f"{event}.{item['action']}"
+    status = str(item.get("status") or "")[:40]
+    return f"{item.get('delivered_at', '?')} {event} {_status_code(item)} {status}".strip()
+
+
+# -- The Worker and the Access gate -----------------------------------------------------------
+
+
+def check_webhook_health(ctx: Context) -> Iterator[Outcome]:
+    part = f"webhook hostname {ctx.config.cloudflare.webhook_hostname} answers /healthz"
+    try:
+        answer = ctx.http.get(f"{ctx.webhook_url}/healthz", {})
+    except Unreachable as error:
+        yield failed(
+            part,
+            str(error),
+            "deploy the dispatch stack (its custom domain is the webhook hostname) and check "
+            "the DNS of cloudflare.webhook_hostname",
+        )
+        return
+    outcome = None
+    if answer.status == 200:
+        try:
+            outcome = answer.json().get("outcome")
+        except (ValueError, AttributeError):
+            outcome = None
+    if outcome == "healthy":
+        yield passed(part, "200 healthy")
+    else:
+        yield failed(
+            part,
+            f"answered {answer.status} {answer.text(80)!r}, not the Worker's 200 healthy",
+            "deploy the dispatch stack: the hostname must route to the dispatch Worker",
+        )
+
+
+def _access_headers(ctx: Context) -> dict[str, str]:
+    return {
+        "CF-Access-Client-Id": ctx.state_value(EDGE_STACK, ACCESS_CLIENT_ID_OUTPUT),
+        "CF-Access-Client-Secret": ctx.state_value(EDGE_STACK, ACCESS_CLIENT_SECRET_OUTPUT),
+    }
+
+
+def _is_access_refusal(answer: Answer) -> bool:
+    if answer.status in (401, 403):
+        return True
+    location = answer.headers.get("location", "")
+    return 300 <= answer.status < 400 and "cloudflareaccess.com" in location
+
+
+def check_access_gate(ctx: Context) -> Iterator[Outcome]:
+    """The Nomad API hostname refuses a request without the service token, admits one with it.
+
+    The probe is ``/v1/status/leader``, which Nomad answers without any ACL token: a refusal of
+    it can only come from Access, and an answer from Nomad proves the whole way in.
+    """
+    host = ctx.config.cloudflare.nomad_api_hostname
+    url = f"{ctx.nomad_api_url}/v1/status/leader"
+    part = f"{host} refuses requests without the service token"
+    try:
+        answer = ctx.http.get(url, {})
+    except Unreachable as error:
+        yield failed(part, str(error), f"deploy the edge stack (the DNS record of {host})")
+    else:
+        if _is_access_refusal(answer):
+            yield passed(part, f"refused with {answer.status} before reaching Nomad")
+        else:
+            yield failed(
+                part,
+                f"answered {answer.status} {answer.text(60)!r} without a service token",
+                "deploy the edge stack: its Access application must cover this hostname",
+            )
+    part = f"{host} admits the service token"
+    try:
+        headers = _access_headers(ctx)
+        answer = ctx.http.get(url, headers)
+    except StateError as error:
+        yield failed(part, "cannot read the service token from state", str(error))
+        return
+    except Unreachable as error:
+        yield failed(part, str(error), f"deploy the edge stack (the DNS record of {host})")
+        return
+    if answer.status == 200:
+        yield passed(part, "Nomad answered through Access and the tunnel")
+    elif _is_access_refusal(answer):
+        yield failed(
+            part,
+            f"Access refused the service token ({answer.status})",
+            "the service token expired or was replaced: deploy edge, then dispatch "
+            "(see README, Limits, on replacing it)",
+        )
+    else:
+        yield failed(
+            part,
+            f"answered {answer.status} {answer.text(60)!r}",
+            "the tunnel has no healthy connector: see the cloudflared check "
+            "(Cloudflare answers 502/530 when cloudflared is down)",
+        )
+
+
+# -- The Worker's Nomad token ------------------------------------------------------------------
+
+
+def _dispatch_headers(ctx: Context) -> dict[str, str]:
+    return {
+        **_access_headers(ctx),
+        "X-Nomad-Token": ctx.state_value(NOMAD_STACK, DISPATCH_TOKEN_OUTPUT),
+    }
+
+
+def _nomad_said(answer: Answer) -> str:
+    return f"Nomad answered {answer.status} {answer.text(80)!r}"
+
+
+def check_dispatch_token(ctx: Context) -> Iterator[Outcome]:
+    """Through Access, as the Worker: it reads each pool's summary, cannot read a credential
+    Variable, and holds no ``submit-job`` (it could then change or replace any runner job)."""
+    namespace = ctx.namespace
+    base = ctx.nomad_api_url
+    try:
+        headers = _dispatch_headers(ctx)
+    except StateError as error:
+        yield failed(
+            "dispatch token", "cannot read the Worker's credentials from state", str(error)
+        )
+        return
+    query = urlencode({"namespace": namespace})
+    for pool in ctx.config.pools:
+        part = f"dispatch token reads {pool.nomad_job}'s summary"
+        try:
+            answer = ctx.http.get(
+                f"{base}/v1/job/{quote(pool.nomad_job, safe='')}/summary?{query}", headers
+            )
+        except Unreachable as error:
+            yield failed(part, str(error), "see the Access gate check")
+            continue
+        children = _children(answer)
+        if children is not None:
+            yield passed(part, f"children pending {children[0]}, running {children[1]}")
+        elif answer.status == 403:
+            yield failed(
+                part,
+                _nomad_said(answer),
+                f"deploy the nomad stack: the dispatch policy needs read-job in {namespace}",
+            )
+        elif answer.status == 404:
+            yield failed(part, _nomad_said(answer), "deploy the nomad stack (the pool's job)")
+        else:
+            yield failed(part, _nomad_said(answer), "see the Access gate check")
+    for path in _credential_paths(ctx.config):
+        part = f"dispatch token cannot read Variable {path}"
+        url = f"{base}/v1/var/{quote(path)}?{query}"
+        try:
+            # Nomad checks the read capability before the lookup: a 403 carries no value. A 200
+            # does, and is dropped unread: the token that got it could read it anyway.
+            answer = ctx.http.get(url, headers)
+        except Unreachable as error:
+            yield failed(part, str(error), "see the Access gate check")
+            continue
+        if answer.status == 403:
+            yield passed(part, "403 Permission denied")
+        elif answer.status in (200, 404):
+            yield failed(
+                part,
+                f"Nomad answered {answer.status}: the Worker's token may read Variables there",
+                "remove every variables rule from the dispatch token's policy and deploy nomad",
+            )
+        else:
+            yield failed(part, _nomad_said(answer), "see the Access gate check")
+    yield _dispatch_cannot_submit(ctx, headers)
+
+
+def _children(answer: Answer) -> tuple[int, int] | None:
+    if answer.status != 200:
+        return None
+    try:
+        children = answer.json().get("Children")
+        return int(children["Pending"]), int(children["Running"])
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def _credential_paths(config: AppConfig) -> list[str]:
+    paths = [path for pool in config.pools for path in credential_variable_paths(pool.nomad_job)]
+    paths.append(tunnel_token_variable_path(CLOUDFLARED_JOB))
+    return paths
+
+
+def _dispatch_cannot_submit(ctx: Context, headers: Mapping[str, str]) -> Outcome:
+    part = "dispatch token cannot submit jobs"
+    base = ctx.nomad_api_url
+    try:
+        token = ctx.http.get(f"{base}/v1/acl/token/self", headers)
+        if token.status != 200:
+            return failed(part, _nomad_said(token), "see the Access gate check")
+        document = token.json()
+        if document.get("Type") == "management":
+            return failed(
+                part,
+                "the Worker holds a management token",
+                "deploy the nomad stack: the Worker's token must be its client token",
+            )
+        listing = ctx.http.get(f"{base}/v1/acl/policies", headers)
+        if listing.status != 200:
+            return failed(part, _nomad_said(listing), "see the Access gate check")
+        names = sorted({str(stub.get("Name")) for stub in listing.json() if isinstance(stub, dict)})
+        granted: set[str] = set()
+        for name in names:
+            answer = ctx.http.get(f"{base}/v1/acl/policy/{quote(name, safe='')}", headers)
+            if answer.status != 200:
+                return failed(part, _nomad_said(answer), "see the Access gate check")
+            granted |= _namespace_capabilities(answer.json(), ctx.namespace)
+    except Unreachable as error:
+        return failed(part, str(error), "see the Access gate check")
+    except (ValueError, AttributeError) as error:
+        return failed(part, f"unexpected answer from Nomad ({error})", "see the Access gate check")
+    if "submit-job" in granted:
+        return failed(
+            part,
+            f"its policies grant submit-job in {ctx.namespace} ({', '.join(names)})",
+            "deploy the nomad stack: the dispatch policy grants dispatch-job and read-job only",
+        )
+    shown = ", ".join(sorted(granted)) or "nothing"
+    return passed(part, f"its capabilities in {ctx.namespace}: {shown}")
+
+
+def _namespace_capabilities(policy: Any, namespace: str) -> set[str]:
+    """Capabilities a policy's ``RulesJSON`` grants in ``namespace`` (Nomad expands ``policy =
+    "write"`` and friends into ``Capabilities`` when it parses the rules)."""
+    rules = policy.get("RulesJSON") or {}
+    granted: set[str] = set()
+    for entry in rules.get("Namespaces") or []:
+        pattern = str(entry.get("Name", ""))
+        if pattern == namespace or fnmatch.fnmatchcase(namespace, pattern):
+            granted |= {str(capability) for capability in entry.get("Capabilities") or []}
+    return granted
+
+
+# -- Nomad, with the management token ----------------------------------------------------------
+
+
+class _NoToken(Exception):
+    pass
+
+
+def _nomad_get(ctx: Context, path: str, **query: str) -> Answer:
+    token = ctx.credential(NOMAD_TOKEN_ENV)
+    if token is None:
+        raise _NoToken
+    suffix = f"?{urlencode(query)}" if query else ""
+    return ctx.http.get(f"{ctx.nomad_address}{path}{suffix}", {"X-Nomad-Token": token})
+
+
+_NO_TOKEN_FIX: Final = f"export {NOMAD_TOKEN_ENV} (the token the nomad stack deploys with)"
+
+
+def _management_failure(ctx: Context, part: str, error: Exception) -> Outcome:
+    if isinstance(error, _NoToken):
+        return failed(part, f"{NOMAD_TOKEN_ENV} is not set", _NO_TOKEN_FIX)
+    return failed(part, str(error), f"check that nomad.address ({ctx.nomad_address}) is reachable")
+
+
+def _job_document(ctx: Context, job_id: str) -> Answer:
+    return ctx.cached(  # type: ignore[no-any-return]
+        f"job:{job_id}",
+        lambda: _nomad_get(ctx, f"/v1/job/{quote(job_id, safe='')}", namespace=ctx.namespace),
+    )
+
+
+def check_pool_jobs(ctx: Context) -> Iterator[Outcome]:
+    """Each pool's job exists, is running as a parameterized batch job, and takes the meta the
+    Worker sends (``handler.contract.DISPATCH_META_KEYS``) and no payload."""
+    sent = set(DISPATCH_META_KEYS)
+    for pool in ctx.config.pools:
+        part = f"pool job {pool.nomad_job} is parameterized for the Worker"
+        try:
+            answer = _job_document(ctx, pool.nomad_job)
+        except (_NoToken, Unreachable) as error:
+            yield _management_failure(ctx, part, error)
+            continue
+        if answer.status != 200:
+            yield failed(part, _nomad_said(answer), "deploy the nomad stack (cdktf deploy nomad)")
+            continue
+        job = answer.json()
+        parameters = job.get("ParameterizedJob")
+        problems = []
+        if job.get("Stop"):
+            problems.append("the job is stopped (Nomad refuses dispatches)")
+        if not isinstance(parameters, dict):
+            problems.append("the job is not parameterized")
+        else:
+            required = set(parameters.get("MetaRequired") or [])
+            allowed = required | set(parameters.get("MetaOptional") or [])
+            if required - sent:
+                problems.append(
+                    f"it requires meta the Worker never sends: {sorted(required - sent)}"
+                )
+            if sent - allowed:
+                problems.append(f"it does not accept the meta {sorted(sent - allowed)}")
+            if parameters.get("Payload") == "required":
+                problems.append("it requires a payload (the Worker sends none)")
+        if problems:
+            yield failed(part, "; ".join(problems), "deploy the nomad stack (cdktf deploy nomad)")
+        else:
+            yield passed(part, f"meta {', '.join(DISPATCH_META_KEYS)}")
+
+
+def check_credential_variables(ctx: Context) -> Iterator[Outcome]:
+    """The Variables the tasks read their credentials from exist (listed as metadata only)."""
+    by_prefix: dict[str, list[str]] = {}
+    for path in _credential_paths(ctx.config):
+        prefix = "/".join(path.split("/")[:3]) + "/"  # nomad/jobs/{job}/
+        by_prefix.setdefault(prefix, []).append(path)
+    for prefix, paths in by_prefix.items():
+        try:
+            answer = _nomad_get(ctx, "/v1/vars", namespace=ctx.namespace, prefix=prefix)
+        except (_NoToken, Unreachable) as error:
+            for path in paths:
+                yield _management_failure(ctx, f"Variable {path} exists", error)
+            continue
+        listed: set[str] = set()
+        if answer.status == 200:
+            listed = {str(item.get("Path")) for item in answer.json() if isinstance(item, dict)}
+        for path in paths:
+            part = f"Variable {path} exists"
+            if answer.status != 200:
+                yield failed(
+                    part, _nomad_said(answer), "check NOMAD_TOKEN: it needs to list Variables"
+                )
+            elif path in listed:
+                yield passed(part, "present (its value is not read)")
+            else:
+                yield failed(
+                    part,
+                    f"no such Variable in namespace {ctx.namespace}: the task that reads it "
+                    "waits forever",
+                    "deploy the nomad stack (it writes the Variable from the deploy's credentials)",
+                )
+
+
+def check_cloudflared(ctx: Context) -> Iterator[Outcome]:
+    part = f"cloudflared job {CLOUDFLARED_JOB} has running connectors"
+    try:
+        job = _job_document(ctx, CLOUDFLARED_JOB)
+        if job.status != 200:
+            yield failed(part, _nomad_said(job), "deploy the nomad stack (cdktf deploy nomad)")
+            return
+        allocations = _nomad_get(
+            ctx, f"/v1/job/{quote(CLOUDFLARED_JOB, safe='')}/allocations", namespace=ctx.namespace
+        )
+    except (_NoToken, Unreachable) as error:
+        yield _management_failure(ctx, part, error)
+        return
+    if allocations.status != 200:
+        yield failed(part, _nomad_said(allocations), "check NOMAD_TOKEN (it needs read-job)")
+        return
+    wanted = sum(int(group.get("Count") or 0) for group in job.json().get("TaskGroups") or [])
+    stubs = [stub for stub in allocations.json() if isinstance(stub, dict)]
+    running = [stub for stub in stubs if stub.get("ClientStatus") == "running"]
+    if not running:
+        states = sorted({str(stub.get("ClientStatus")) for stub in stubs}) or ["none"]
+        yield failed(
+            part,
+            f"0 of {wanted} connectors running (allocations: {', '.join(states)})",
+            f"read the cloudflared allocations' events: nomad job status -namespace "
+            f"{ctx.namespace} {CLOUDFLARED_JOB} (a missing tunnel token Variable, or an image "
+            "the nodes cannot pull)",
+        )
+    else:
+        yield passed(part, f"{len(running)} of {wanted} connectors running")
+
+
+def check_nomad_version(ctx: Context) -> Iterator[Outcome]:
+    """Every server and client is at least CE 2.0.1 (the client runs the tasks the CVE is in)."""
+    floor = versions.format_version(versions.NOMAD_FLOOR)
+    part = f"Nomad servers and clients are {floor} or later"
+    try:
+        members = _nomad_get(ctx, "/v1/agent/members")
+        nodes = _nomad_get(ctx, "/v1/nodes")
+    except (_NoToken, Unreachable) as error:
+        yield _management_failure(ctx, part, error)
+        return
+    for answer in (members, nodes):
+        if answer.status != 200:
+            yield failed(part, _nomad_said(answer), "check NOMAD_TOKEN: it needs node:read")
+            return
+    agents: list[tuple[str, str]] = []
+    for member in members.json().get("Members") or []:
+        tags = member.get("Tags") or {}
+        if tags.get("role") == "nomad" or "build" in tags:
+            agents.append((f"server {member.get('Name')}", str(tags.get("build", "unknown"))))
+    for node in nodes.json():
+        if isinstance(node, dict) and node.get("Status") != "down":
+            agents.append((f"client {node.get('Name')}", str(node.get("Version") or "unknown")))
+    old = versions.below_floor(agents)
+    if old:
+        listed = ", ".join(f"{agent} {version}" for agent, version in old[:8])
+        yield failed(
+            part,
+            f"below {floor} (CVE-2026-6959, task escape through the log FIFOs): {listed}",
+            f"upgrade these agents to Nomad {floor} or later (clients first: they run the tasks)",
+        )
+    else:
+        shown = ", ".join(sorted({version for _, version in agents})) or "none found"
+        yield passed(part, f"{len(agents)} agents, versions {shown}")
+
+
+# -- The runner image --------------------------------------------------------------------------
+
+
+def _live_runner_image(ctx: Context, pool: PoolConfig) -> tuple[str, str]:
+    """(image, where it came from): the deployed job's runner task, else the configuration."""
+    try:
+        answer = _job_document(ctx, pool.nomad_job)
+    except (_NoToken, Unreachable):
+        answer = None
+    if answer is not None and answer.status == 200:
+        for group in answer.json().get("TaskGroups") or []:
+            for task in group.get("Tasks") or []:
+                image = (task.get("Config") or {}).get("image")
+                if task.get("Name") == RUNNER_TASK and isinstance(image, str):
+                    return image, "the deployed job"
+    return pool.image or ctx.config.images.runner, "the configuration (job not readable)"
+
+
+def runner_image_verdict(
+    image: str, releases: list[versions.Release], now: datetime, *, pinned_in_config: bool
+) -> tuple[bool, str, str]:
+    """(passed, detail, fix) for one runner image string.
+
+    ``pinned_in_config`` says whether the operator pinned the version (then the fix is a new
+    pin) or the configuration follows the newest release (then a deploy picks it up).
+    """
+    version = versions.image_version(image)
+    if version is None:
+        return (
+            False,
+            f"cannot tell the runner version of {image} (no version in its tag)",
+            "use an image tagged with its runner version, e.g. "
+            "ghcr.io/actions/actions-runner:<version>",
+        )
+    window = versions.runner_window(version, releases, now)
+    if window.ok:
+        return True, window.detail, ""
+    newest = versions.format_version(window.newest) if window.newest else "the newest release"
+    if pinned_in_config:
+        fix = (
+            f"pin images.runner (or the pool's image) to {newest}, e.g. "
+            f"ghcr.io/actions/actions-runner:{newest}, then deploy nomad"
+        )
+    else:
+        fix = "deploy the nomad stack again: it resolves the newest runner release at plan time"
+    return False, window.detail, fix
+
+
+def config_pins_runner(ctx: Context, pool: PoolConfig) -> bool:
+    """Whether the configuration names a runner version (else it follows the newest release)."""
+    return versions.image_version(pool.image or ctx.config.images.runner) is not None
+
+
+def check_runner_version(ctx: Context) -> Iterator[Outcome]:
+    part_releases = "runner releases readable"
+    token = (
+        ctx.credential(READ_TOKEN_ENV) if ctx.github_api_url == "https://api.github.com" else None
+    )
+    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": GITHUB_API_VERSION}
+    if token:
+        # Same host as the token's own API: only the rate limit changes (60/h without one).
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        answer = ctx.http.get(ctx.releases_url, headers)
+        releases = versions.releases_from_github(answer.json()) if answer.status == 200 else None
+    except Unreachable as error:
+        yield failed(part_releases, str(error), "check the network path to api.github.com")
+        return
+    except ValueError as error:
+        yield failed(part_releases, f"unexpected answer ({error})", "run doctor again later")
+        return
+    if not releases:
+        said = f"GitHub answered {answer.status} {_github_message(answer)!r}"
+        yield failed(part_releases, said, "run doctor again later (unauthenticated limit: 60/h)")
+        return
+    for pool in ctx.config.pools:
+        image, source = _live_runner_image(ctx, pool)
+        ok, detail, fix = runner_image_verdict(
+            image, releases, ctx.now, pinned_in_config=config_pins_runner(ctx, pool)
+        )
+        part = f"runner image of pool {pool.name} is within GitHub's version window"
+        detail = f"{detail} ({image}, from {source})"
+        yield passed(part, detail) if ok else failed(part, detail, fix)
+
+
+CHECKS: Final[tuple[tuple[str, Check], ...]] = (
+    ("GitHub: runner token", check_runner_token),
+    ("GitHub: read token", check_read_token),
+    ("GitHub: hooks and deliveries", check_hooks),
+    ("Worker: webhook hostname", check_webhook_health),
+    ("Cloudflare: Access gate", check_access_gate),
+    ("Nomad: the Worker's token", check_dispatch_token),
+    ("Nomad: pool jobs", check_pool_jobs),
+    ("Nomad: credential Variables", check_credential_variables),
+    ("Nomad: cloudflared", check_cloudflared),
+    ("Nomad: version", check_nomad_version),
+    ("Runner: version window", check_runner_version),
+)
+
+
+def run_checks(
+    ctx: Context, checks: Iterable[tuple[str, Check]] = CHECKS
+) -> Iterator[tuple[str, Outcome]]:
+    """Every outcome with its check's title; a check that crashes fails as one outcome."""
+    for title, check in checks:
+        try:
+            outcomes = list(check(ctx))
+        except Exception as error:  # one broken check must not hide the others
+            outcomes = [
+                failed(
+                    title,
+                    f"doctor could not finish this check ({type(error).__name__}: {error})",
+                    "report this as a bug in doctor, with the line above",
+                )
+            ]
+        for outcome in outcomes:
+            yield title, outcome
