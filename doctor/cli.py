@@ -61,6 +61,12 @@ def report(
     return outcomes
 
 
+def run(ctx: Context, out: TextIO, checks: Iterable[tuple[str, Check]] = CHECKS) -> int:
+    """Report every check; the exit status: 0 only when every part passed."""
+    outcomes = report(ctx, out, checks)
+    return 0 if outcomes and all(outcome.passed for outcome in outcomes) else 1
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m doctor",
@@ -105,5 +111,4 @@ def main(
         f"doctor: {config.source}, {len(config.pools)} pool(s), "
         f"{len(config.github.repositories)} repositories of {config.github.owner}\n"
     )
-    outcomes = report(ctx, out)
-    return 0 if all(outcome.passed for outcome in outcomes) else 1
+    return run(ctx, out)

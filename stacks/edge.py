@@ -1,17 +1,20 @@
 """Cloudflare edge in front of Nomad: the tunnel to the Nomad API and its Access gate.
 
 Exposes ``tunnel_token`` (to the nomad stack) and ``access_client_id`` /
-``access_client_secret`` (to the dispatch stack) as cdktf references. The Cloudflare provider
-reads its credential from ``CLOUDFLARE_API_TOKEN``.
+``access_client_secret`` (to the dispatch stack) as cdktf references, and records the Access
+service token as two sensitive outputs with stable names (``doctor.state``) for ``doctor`` to
+read with ``terraform output``. The Cloudflare provider reads its credential from
+``CLOUDFLARE_API_TOKEN``.
 """
 
 from __future__ import annotations
 
-from cdktf import TerraformStack
+from cdktf import TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_cloudflare.provider import CloudflareProvider
 from constructs import Construct
 
 from config import AppConfig
+from doctor.state import ACCESS_CLIENT_ID_OUTPUT, ACCESS_CLIENT_SECRET_OUTPUT
 from stacks.backend import declare_backend
 from stacks.components.access_gate import ServiceTokenGate
 from stacks.components.nomad_api_tunnel import NomadApiTunnel
@@ -43,3 +46,14 @@ class EdgeStack(TerraformStack):
         self.nomad_api_url = f"https://{cloudflare.nomad_api_hostname}"
         self.access_client_id = gate.client_id
         self.access_client_secret = gate.client_secret
+        for name, value in (
+            (ACCESS_CLIENT_ID_OUTPUT, gate.client_id),
+            (ACCESS_CLIENT_SECRET_OUTPUT, gate.client_secret),
+        ):
+            TerraformOutput(
+                self,
+                name,
+                value=value,
+                sensitive=True,
+                description="Read by doctor (python -m doctor) to probe the Nomad API hostname.",
+            )

@@ -2,7 +2,8 @@
 
 Takes the tunnel token from the edge stack (a cdktf reference) and the GitHub credential from
 the sensitive Terraform variable ``github_runner_token`` (``TF_VAR_github_runner_token``), and
-exposes ``dispatch_token_secret`` to the dispatch stack. The Nomad provider reads its own token
+exposes ``dispatch_token_secret`` to the dispatch stack (and, as a sensitive output with a stable
+name, to ``doctor``). The Nomad provider reads its own token
 from ``NOMAD_TOKEN``.
 
 The runner image of a pool without a pin is the newest actions/runner release, read from
@@ -18,12 +19,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cdktf import AssetType, Fn, TerraformAsset, TerraformStack, TerraformVariable
+from cdktf import (
+    AssetType,
+    Fn,
+    TerraformAsset,
+    TerraformOutput,
+    TerraformStack,
+    TerraformVariable,
+)
 from cdktf_cdktf_provider_github.provider import GithubProvider
 from cdktf_cdktf_provider_nomad.provider import NomadProvider
 from constructs import Construct
 
 from config import AppConfig, runner_version
+from doctor.state import DISPATCH_TOKEN_OUTPUT
 from runner_job import SCRIPTS_DIR
 from stacks.backend import declare_backend
 from stacks.components.cloudflared_job import CloudflaredJob
@@ -103,6 +112,13 @@ class NomadStack(TerraformStack):
             tunnel_token=Fn.sensitive(tunnel_token),
         )
         self.dispatch_token_secret = namespace.dispatch_token_secret
+        TerraformOutput(
+            self,
+            DISPATCH_TOKEN_OUTPUT,
+            value=namespace.dispatch_token_secret,
+            sensitive=True,
+            description="Read by doctor (python -m doctor) to check what the Worker's token may do.",
+        )
 
     def _runner_images(self, config: AppConfig) -> dict[str, str]:
         """Each pool's runner image: its pin, or the newest release's image (an expression).

@@ -211,7 +211,6 @@ class NomadStandIn:
         self._index = 100
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._origin: ThreadingHTTPServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -233,10 +232,12 @@ class NomadStandIn:
             gated = False
 
         self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
         self._origin = _Server(("127.0.0.1", 0), OriginHandler)
-        threading.Thread(target=self._origin.serve_forever, daemon=True).start()
+        # A short poll interval keeps shutdown (once per test) quick.
+        for server in (self._server, self._origin):
+            threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            ).start()
 
     def stop(self) -> None:
         for server in (self._server, self._origin):
