@@ -19,7 +19,7 @@ export WRANGLER_SEND_METRICS := false
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: synth test install lint format serve-handler bench clean tools
+.PHONY: synth test install lint format serve-handler doctor bench clean tools
 
 $(VENV)/.synced: Pipfile.lock
 	@echo "==> installing Python dependencies from Pipfile.lock into $(VENV)/"
@@ -69,6 +69,11 @@ test: install lint tools
 
 serve-handler: $(VENV)/.synced
 	$(PY) -m handler.local_server --config $(CONFIG)
+
+# Read-only checks of a deployed installation (README, Troubleshooting), with the deploy's
+# credentials from the environment and the stacks' state read where `cdktf deploy` ran.
+doctor: $(VENV)/.synced
+	$(PY) -m doctor --config $(CONFIG) --out $(OUT)
 
 bench: install
 	$(PY) bench/handler_core.py

@@ -315,6 +315,11 @@ class TestWholeRun:
         assert main(["--config", str(bad)], env={}, out=io.StringIO()) == 2
         assert "bad.toml" in capsys.readouterr().err
 
+    def test_doctor_is_not_uploaded_with_the_worker(self):
+        from handler.bundle import worker_modules
+
+        assert not [name for name, _ in worker_modules() if "doctor" in name]
+
     def test_doctor_starts_without_cdktf(self):
         """Kept out of the cdktf imports: the command loads no provider binding."""
         code = (
