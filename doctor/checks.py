@@ -801,19 +801,26 @@ def check_nomad_version(ctx: Context) -> Iterator[Outcome]:
 # -- The runner image --------------------------------------------------------------------------
 
 
-def _live_runner_image(ctx: Context, pool: PoolConfig) -> tuple[str, str]:
-    """(image, where it came from): the deployed job's runner task, else the configuration."""
+def _configured_runner_image(ctx: Context, pool: PoolConfig) -> str | None:
+    """The pool's runner image as configured; None when it follows the newest release."""
+    configured: str | None = pool.image or ctx.config.images.runner
+    return configured
+
+
+def _deployed_runner_image(ctx: Context, pool: PoolConfig) -> str | None:
+    """The image of the runner task in the deployed pool job, when Nomad can be read."""
     try:
         answer = _job_document(ctx, pool.nomad_job)
     except (_NoToken, Unreachable):
-        answer = None
-    if answer is not None and answer.status == 200:
-        for group in answer.json().get("TaskGroups") or []:
-            for task in group.get("Tasks") or []:
-                image = (task.get("Config") or {}).get("image")
-                if task.get("Name") == RUNNER_TASK and isinstance(image, str):
-                    return image, "the deployed job"
-    return pool.image or ctx.config.images.runner, "the configuration (job not readable)"
+        return None
+    if answer.status != 200:
+        return None
+    for group in answer.json().get("TaskGroups") or []:
+        for task in group.get("Tasks") or []:
+            image = (task.get("Config") or {}).get("image")
+            if task.get("Name") == RUNNER_TASK and isinstance(image, str):
+                return image
+    return None
 
 
 def runner_image_verdict(
@@ -821,41 +828,45 @@ def runner_image_verdict(
 ) -> tuple[bool, str, str]:
     """(passed, detail, fix) for one runner image string.
 
-    ``pinned_in_config`` says whether the operator pinned the version (then the fix is a new
+    The version comes from the tag: the official image's tags are release versions; another
+    image counts only with a tag that starts with a 2.x.y runner version (``:2.330.0-cuda12``).
+    ``pinned_in_config`` says whether the operator pinned the image (then the fix is a newer
     pin) or the configuration follows the newest release (then a deploy picks it up).
     """
     version = versions.image_version(image)
-    if version is None:
+    official = versions.is_official_runner_image(image)
+    if version is None or (not official and version[0] != versions.RUNNER_FLOOR[0]):
         return (
             False,
-            f"cannot tell the runner version of {image} (no version in its tag)",
-            "use an image tagged with its runner version, e.g. "
-            "ghcr.io/actions/actions-runner:<version>",
+            f"cannot tell the runner version of {image} (no 2.x.y version in its tag)",
+            "tag the image with the runner version it contains, e.g. :2.330.0-yourbuild, or use "
+            f"{versions.OFFICIAL_RUNNER_IMAGE}",
         )
     window = versions.runner_window(version, releases, now)
     if window.ok:
         return True, window.detail, ""
     newest = versions.format_version(window.newest) if window.newest else "the newest release"
-    if pinned_in_config:
+    if not pinned_in_config:
+        fix = "deploy the nomad stack again: it resolves the newest runner release at plan time"
+    elif official:
         fix = (
-            f"pin images.runner (or the pool's image) to {newest}, e.g. "
-            f"ghcr.io/actions/actions-runner:{newest}, then deploy nomad"
+            f"pin images.runner (or the pool's image) to {versions.OFFICIAL_RUNNER_IMAGE}:"
+            f"{newest}, or leave it out to follow the newest release; then deploy nomad"
         )
     else:
-        fix = "deploy the nomad stack again: it resolves the newest runner release at plan time"
+        fix = f"rebuild the image on runner {newest}, pin it, then deploy nomad"
     return False, window.detail, fix
 
 
-def config_pins_runner(ctx: Context, pool: PoolConfig) -> bool:
-    """Whether the configuration names a runner version (else it follows the newest release)."""
-    return versions.image_version(pool.image or ctx.config.images.runner) is not None
-
-
 def check_runner_version(ctx: Context) -> Iterator[Outcome]:
+    """Each pool's runner, as deployed, is inside GitHub's version window (see doctor.versions).
+
+    The deployed job's image is what runs, whichever way the configuration chose it (a pin, or
+    the newest release resolved at plan time, which goes stale when nobody deploys).
+    """
     part_releases = "runner releases readable"
-    token = (
-        ctx.credential(READ_TOKEN_ENV) if ctx.github_api_url == "https://api.github.com" else None
-    )
+    public = ctx.github_api_url == "https://api.github.com"
+    token = ctx.credential(READ_TOKEN_ENV) if public else None
     headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": GITHUB_API_VERSION}
     if token:
         # Same host as the token's own API: only the rate limit changes (60/h without one).
@@ -874,11 +885,23 @@ def check_runner_version(ctx: Context) -> Iterator[Outcome]:
         yield failed(part_releases, said, "run doctor again later (unauthenticated limit: 60/h)")
         return
     for pool in ctx.config.pools:
-        image, source = _live_runner_image(ctx, pool)
-        ok, detail, fix = runner_image_verdict(
-            image, releases, ctx.now, pinned_in_config=config_pins_runner(ctx, pool)
-        )
         part = f"runner image of pool {pool.name} is within GitHub's version window"
+        configured = _configured_runner_image(ctx, pool)
+        image = _deployed_runner_image(ctx, pool)
+        source = "the deployed job"
+        if image is None and configured is None:
+            yield failed(
+                part,
+                "the pool follows the newest release and its deployed job is not readable",
+                "fix the pool job check first: doctor reads the deployed image from Nomad",
+            )
+            continue
+        if image is None:
+            image, source = configured, "the configuration (the deployed job is not readable)"
+        assert image is not None
+        ok, detail, fix = runner_image_verdict(
+            image, releases, ctx.now, pinned_in_config=configured is not None
+        )
         detail = f"{detail} ({image}, from {source})"
         yield passed(part, detail) if ok else failed(part, detail, fix)
 

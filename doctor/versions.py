@@ -22,6 +22,8 @@ from typing import Any, Final
 
 Version = tuple[int, int, int]
 
+# The official runner image: its tags are the release versions ("2.330.0" for "v2.330.0").
+OFFICIAL_RUNNER_IMAGE: Final = "ghcr.io/actions/actions-runner"
 RUNNER_FLOOR: Final[Version] = (2, 329, 0)
 RUNNER_WINDOW: Final = timedelta(days=30)
 NOMAD_FLOOR: Final[Version] = (2, 0, 1)
@@ -72,6 +74,12 @@ def image_version(image: str) -> Version | None:
         return None
     match = _TAG_VERSION.match(name.rsplit(":", 1)[1])
     return _triple(match) if match else None
+
+
+def is_official_runner_image(image: str) -> bool:
+    reference = image.split("@", 1)[0]
+    repository = reference.rsplit(":", 1)[0] if ":" in PurePosixPath(reference).name else reference
+    return repository == OFFICIAL_RUNNER_IMAGE
 
 
 @dataclass(frozen=True)

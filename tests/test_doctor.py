@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -655,6 +655,7 @@ class TestRunnerVersion:
         assert not outcome.passed
         assert "2.330.0 was published 2026-11-20, over 30 days ago" in outcome.detail
         assert "ghcr.io/actions/actions-runner:2.330.0" in outcome.fix
+        assert "or leave it out to follow the newest release" in outcome.fix
 
     def test_the_deployed_image_is_checked_not_the_configured_one(self, installation):
         job = installation.nomad.jobs[("github-runners", "github-runner-linux-x64")]
@@ -666,6 +667,20 @@ class TestRunnerVersion:
         del installation.env["NOMAD_TOKEN"]
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert outcome.passed and "from the configuration" in outcome.detail
+
+    def test_following_the_newest_release_a_stale_deploy_needs_a_deploy(self, installation):
+        """A configuration without a runner pin (images.runner left out) follows the newest
+        release at plan time: the deployed image goes stale when nobody deploys."""
+        installation.config = replace(CONFIG, images=replace(CONFIG.images, runner=None))
+        installation.now = datetime(2026, 12, 25, tzinfo=UTC)
+        outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
+        assert not outcome.passed and outcome.fix.startswith("deploy the nomad stack again")
+
+    def test_following_the_newest_release_needs_the_deployed_job(self, installation):
+        installation.config = replace(CONFIG, images=replace(CONFIG.images, runner=None))
+        del installation.env["NOMAD_TOKEN"]
+        outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
+        assert not outcome.passed and "deployed job is not readable" in outcome.detail
 
     def test_releases_unreadable(self, installation):
         installation.github.fail_next(503)
@@ -693,7 +708,17 @@ class TestRunnerImageVerdict:
 
     def test_an_image_without_a_version(self):
         ok, detail, fix = self.verdict("ghcr.io/x/runner@sha256:" + "a" * 64)
-        assert not ok and "no version in its tag" in detail and "<version>" in fix
+        assert not ok and "no 2.x.y version in its tag" in detail
+        assert "tag the image with the runner version" in fix
+
+    def test_another_images_own_version_is_not_a_runner_version(self):
+        ok, detail, _ = self.verdict("ghcr.io/x/runner:1.4.0")
+        assert not ok and "cannot tell the runner version" in detail
+
+    def test_another_image_tagged_with_a_stale_runner_version_needs_a_rebuild(self):
+        late = datetime(2026, 12, 25, tzinfo=UTC)
+        ok, _, fix = self.verdict("ghcr.io/x/gpu-runner:2.329.0-cuda12", now=late)
+        assert not ok and fix.startswith("rebuild the image on runner 2.330.0")
 
     def test_a_stale_image_that_follows_the_newest_release_needs_a_deploy(self):
         late = datetime(2026, 12, 25, tzinfo=UTC)
