@@ -474,7 +474,18 @@ def check_access_gate(ctx: Context) -> Iterator[Outcome]:
         yield failed(part, str(error), f"deploy the edge stack (the DNS record of {host})")
         return
     if answer.status == 200:
-        yield passed(part, "Nomad answered through Access and the tunnel")
+        try:
+            leader = answer.json()
+        except ValueError:
+            leader = None
+        if leader == "":
+            yield failed(
+                part,
+                "Nomad answered through Access and the tunnel, but has no cluster leader",
+                "restore the Nomad servers' quorum (nomad server members)",
+            )
+        else:
+            yield passed(part, "Nomad answered through Access and the tunnel")
     elif _is_access_refusal(answer):
         yield failed(
             part,
@@ -647,6 +658,16 @@ def _nomad_get(ctx: Context, path: str, **query: str) -> Answer:
 _NO_TOKEN_FIX: Final = f"export {NOMAD_TOKEN_ENV} (the token the nomad stack deploys with)"
 
 
+def _management_fix(answer: Answer, otherwise: str) -> str:
+    """The fix for a management read that failed: a refused token first, else ``otherwise``."""
+    if answer.status == 403:
+        return (
+            f"{NOMAD_TOKEN_ENV} is refused at nomad.address: export the management token the "
+            "nomad stack deploys with (for this cluster and region)"
+        )
+    return otherwise
+
+
 def _management_failure(ctx: Context, part: str, error: Exception) -> Outcome:
     if isinstance(error, _NoToken):
         return failed(part, f"{NOMAD_TOKEN_ENV} is not set", _NO_TOKEN_FIX)
@@ -672,7 +693,8 @@ def check_pool_jobs(ctx: Context) -> Iterator[Outcome]:
             yield _management_failure(ctx, part, error)
             continue
         if answer.status != 200:
-            yield failed(part, _nomad_said(answer), "deploy the nomad stack (cdktf deploy nomad)")
+            fix = _management_fix(answer, "deploy the nomad stack (cdktf deploy nomad)")
+            yield failed(part, _nomad_said(answer), fix)
             continue
         job = answer.json()
         parameters = job.get("ParameterizedJob")
@@ -718,7 +740,7 @@ def check_credential_variables(ctx: Context) -> Iterator[Outcome]:
             part = f"Variable {path} exists"
             if answer.status != 200:
                 yield failed(
-                    part, _nomad_said(answer), "check NOMAD_TOKEN: it needs to list Variables"
+                    part, _nomad_said(answer), _management_fix(answer, "run doctor again later")
                 )
             elif path in listed:
                 yield passed(part, "present (its value is not read)")
@@ -736,7 +758,8 @@ def check_cloudflared(ctx: Context) -> Iterator[Outcome]:
     try:
         job = _job_document(ctx, CLOUDFLARED_JOB)
         if job.status != 200:
-            yield failed(part, _nomad_said(job), "deploy the nomad stack (cdktf deploy nomad)")
+            fix = _management_fix(job, "deploy the nomad stack (cdktf deploy nomad)")
+            yield failed(part, _nomad_said(job), fix)
             return
         allocations = _nomad_get(
             ctx, f"/v1/job/{quote(CLOUDFLARED_JOB, safe='')}/allocations", namespace=ctx.namespace
@@ -745,7 +768,8 @@ def check_cloudflared(ctx: Context) -> Iterator[Outcome]:
         yield _management_failure(ctx, part, error)
         return
     if allocations.status != 200:
-        yield failed(part, _nomad_said(allocations), "check NOMAD_TOKEN (it needs read-job)")
+        fix = _management_fix(allocations, "run doctor again later")
+        yield failed(part, _nomad_said(allocations), fix)
         return
     wanted = sum(int(group.get("Count") or 0) for group in job.json().get("TaskGroups") or [])
     stubs = [stub for stub in allocations.json() if isinstance(stub, dict)]
@@ -775,12 +799,15 @@ def check_nomad_version(ctx: Context) -> Iterator[Outcome]:
         return
     for answer in (members, nodes):
         if answer.status != 200:
-            yield failed(part, _nomad_said(answer), "check NOMAD_TOKEN: it needs node:read")
+            yield failed(
+                part, _nomad_said(answer), _management_fix(answer, "run doctor again later")
+            )
             return
     agents: list[tuple[str, str]] = []
     for member in members.json().get("Members") or []:
         tags = member.get("Tags") or {}
-        if tags.get("role") == "nomad" or "build" in tags:
+        # Serf keeps failed and departed servers in the list for a while: only live ones run.
+        if member.get("Status") == "alive" and (tags.get("role") == "nomad" or "build" in tags):
             agents.append((f"server {member.get('Name')}", str(tags.get("build", "unknown"))))
     for node in nodes.json():
         if isinstance(node, dict) and node.get("Status") != "down":

@@ -19,13 +19,33 @@ from pathlib import Path
 from typing import TextIO
 
 from config import ConfigError, load_config
-from doctor.checks import CHECKS, Check, Context, Outcome, run_checks
+from doctor.checks import (
+    CHECKS,
+    HOOKS_TOKEN_ENV,
+    NOMAD_TOKEN_ENV,
+    READ_TOKEN_ENV,
+    RUNNER_TOKEN_ENV,
+    Check,
+    Context,
+    Outcome,
+    run_checks,
+)
 from doctor.state import TerraformOutputs
 from doctor.web import UrllibHttp
 
 DEFAULT_CONFIG = "examples/config.toml"
 DEFAULT_OUTDIR = "cdktf.out"
 REDACTED = "[redacted]"
+# Every credential the deploy's environment may hold, whether a check reads it or not.
+KNOWN_CREDENTIALS = (
+    RUNNER_TOKEN_ENV,
+    READ_TOKEN_ENV,
+    HOOKS_TOKEN_ENV,
+    NOMAD_TOKEN_ENV,
+    "CLOUDFLARE_API_TOKEN",
+    "TF_TOKEN_app_terraform_io",
+    "AWS_SECRET_ACCESS_KEY",
+)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -39,6 +59,8 @@ def report(
     ctx: Context, out: TextIO, checks: Iterable[tuple[str, Check]] = CHECKS
 ) -> list[Outcome]:
     """Run the checks, print each outcome as it comes, return them all."""
+    for name in KNOWN_CREDENTIALS:
+        ctx.credential(name)  # known to the redactor from the start, read or not
     outcomes: list[Outcome] = []
     title_shown = None
     for title, outcome in run_checks(ctx, checks):

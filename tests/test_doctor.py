@@ -293,6 +293,16 @@ class TestWholeRun:
         assert status == 1 and text.count("FAIL") >= 15 and text.count("fix:") >= 15
         assert_no_secret(text)
 
+    def test_an_environment_credential_is_redacted_even_if_no_check_reads_it(self, installation):
+        installation.env["CLOUDFLARE_API_TOKEN"] = "planted-cloudflare-token-1a2b"
+
+        def echo(ctx: Context) -> Iterator[Outcome]:
+            yield checks.failed("echo", "planted-cloudflare-token-1a2b", "none")
+
+        out = io.StringIO()
+        run(installation.context(), out, [("echo", echo)])
+        assert "planted-cloudflare-token-1a2b" not in out.getvalue()
+
     def test_a_check_that_crashes_fails_alone_and_its_message_is_redacted(self, installation):
         def broken(ctx: Context) -> Iterator[Outcome]:
             ctx.credential("NOMAD_TOKEN")
@@ -502,6 +512,11 @@ class TestAccessGate:
         assert outcomes[0].passed and not outcomes[1].passed
         assert "answered 500" in outcomes[1].detail and "cloudflared" in outcomes[1].fix
 
+    def test_a_cluster_without_leader(self, installation):
+        installation.nomad.leader = ""
+        outcome = installation.the_outcome(checks.check_access_gate, "admits")
+        assert not outcome.passed and "no cluster leader" in outcome.detail
+
     def test_state_without_the_output_says_which_stack_to_deploy(self, installation):
         del installation.state[("edge", ACCESS_CLIENT_ID_OUTPUT)]
         outcome = installation.the_outcome(checks.check_access_gate, "admits")
@@ -548,6 +563,12 @@ class TestDispatchToken:
         outcome = installation.the_outcome(checks.check_dispatch_token, "cannot submit")
         assert not outcome.passed and "management token" in outcome.detail
 
+    def test_state_without_the_token(self, installation):
+        del installation.state[("nomad", DISPATCH_TOKEN_OUTPUT)]
+        outcomes = installation.outcomes(checks.check_dispatch_token)
+        assert len(outcomes) == 1 and not outcomes[0].passed
+        assert "no output 'dispatch_token_secret'" in outcomes[0].fix
+
     def test_an_unknown_token_is_refused(self, installation):
         installation.nomad.acl_tokens.clear()
         outcome = installation.the_outcome(checks.check_dispatch_token, "summary")
@@ -582,6 +603,12 @@ class TestPoolJobs:
         job.parameterized = False
         outcome = installation.the_outcome(checks.check_pool_jobs, "github-runner-linux-x64")
         assert "stopped" in outcome.detail and "not parameterized" in outcome.detail
+
+    def test_a_refused_management_token(self, installation):
+        installation.env["NOMAD_TOKEN"] = "not-the-management-token"
+        outcome = installation.the_outcome(checks.check_pool_jobs, "github-runner-linux-x64")
+        assert not outcome.passed and "403" in outcome.detail
+        assert "NOMAD_TOKEN is refused at nomad.address" in outcome.fix
 
     def test_without_nomad_token(self, installation):
         del installation.env["NOMAD_TOKEN"]
@@ -635,6 +662,8 @@ class TestNomadVersion:
 
     def test_down_nodes_and_patched_enterprise_lines_pass(self, installation):
         installation.nomad.nodes.append({"Name": "gone", "Version": "1.9.0", "Status": "down"})
+        installation.nomad.servers.append(("nomad-old.global", "1.9.0"))
+        installation.nomad.server_status["nomad-old.global"] = "left"
         installation.nomad.servers.append(("nomad-ent.global", "1.11.5+ent"))
         assert installation.the_outcome(checks.check_nomad_version, "2.0.1").passed
 

@@ -206,6 +206,7 @@ class NomadStandIn:
         self.variables: dict[tuple[str, str], dict[str, str]] = {}
         self.allocations: list[dict[str, Any]] = []
         self.servers: list[tuple[str, str]] = []  # (member name, build version)
+        self.server_status: dict[str, str] = {}  # member name -> serf status (default alive)
         self.nodes: list[dict[str, Any]] = []  # NodeListStub-like: Name, Version, Status, ...
         self.leader = "10.0.0.1:4647"
         self._index = 100
@@ -497,7 +498,11 @@ class NomadStandIn:
             if not node_read:
                 return denied
             members = [
-                {"Name": name, "Status": "alive", "Tags": {"role": "nomad", "build": build}}
+                {
+                    "Name": name,
+                    "Status": self.server_status.get(name, "alive"),
+                    "Tags": {"role": "nomad", "build": build},
+                }
                 for name, build in self.servers
             ]
             return _json(200, {"ServerName": "nomad-1", "Members": members})
