@@ -186,7 +186,7 @@ def _rate_limited(answer: Answer) -> bool:
 
 
 def _github_refusal(
-    answer: Answer, *, env_name: str, permission: str, repo: str
+    answer: Answer, *, env_name: str, permission: str, repo: str, admin_only: bool = False
 ) -> tuple[str, str]:
     """(what GitHub said, the one fix) for an answer that is not a 200."""
     status = answer.status
@@ -201,9 +201,11 @@ def _github_refusal(
             f"give the token in {env_name} the repository permission {permission} on {repo}",
         )
     if status == 404:
+        # Webhook endpoints answer 404 to anyone but a repository admin, even with a token.
+        owner = "; its owner must be an admin of the repository" if admin_only else ""
         return said, (
             f"add {repo} to the repositories the token in {env_name} may access (or fix "
-            "github.owner/repositories if the name is wrong)"
+            f"github.owner/repositories if the name is wrong){owner}"
         )
     return said, "GitHub failed to answer: run doctor again; if it persists see githubstatus.com"
 
@@ -284,7 +286,11 @@ def check_hooks(ctx: Context) -> Iterator[Outcome]:
             continue
         if answer.status != 200:
             said, fix = _github_refusal(
-                answer, env_name=HOOKS_TOKEN_ENV, permission='"Webhooks: read and write"', repo=name
+                answer,
+                env_name=HOOKS_TOKEN_ENV,
+                permission='"Webhooks: read and write"',
+                repo=name,
+                admin_only=True,
             )
             yield failed(token_part, said, fix)
             continue
@@ -349,7 +355,11 @@ def _deliveries(ctx: Context, token: str, name: str, hook: Mapping[str, Any]) ->
         return failed(part, str(error), "check the network path to github.api_url")
     if answer.status != 200:
         said, fix = _github_refusal(
-            answer, env_name=HOOKS_TOKEN_ENV, permission='"Webhooks: read"', repo=name
+            answer,
+            env_name=HOOKS_TOKEN_ENV,
+            permission='"Webhooks: read"',
+            repo=name,
+            admin_only=True,
         )
         return failed(part, said, fix)
     items = [item for item in answer.json() if isinstance(item, dict)]

@@ -404,6 +404,14 @@ class TestHooks:
         assert len(outcomes) == 1 and not outcomes[0].passed
         assert '"Webhooks: read and write"' in outcomes[0].fix
 
+    def test_a_repository_outside_the_hooks_token(self, installation):
+        del installation.github.tokens[HOOKS_TOKEN]["example-org/api"]
+        outcome = installation.the_outcome(
+            checks.check_hooks, "hooks token reaches example-org/api"
+        )
+        assert not outcome.passed and "404" in outcome.detail
+        assert "its owner must be an admin of the repository" in outcome.fix
+
     def test_a_missing_hook(self, installation):
         installation.github.hooks["example-org/api"].clear()
         outcome = installation.the_outcome(checks.check_hooks, "hook of example-org/api")
