@@ -117,7 +117,7 @@ class NomadStack(TerraformStack):
             DISPATCH_TOKEN_OUTPUT,
             value=namespace.dispatch_token_secret,
             sensitive=True,
-            description="Read by doctor (python -m doctor) to check what the Worker's token may do.",
+            description="Read by doctor (python -m doctor): what the Worker's token may do.",
         )
 
     def _runner_images(self, config: AppConfig) -> dict[str, str]:
