@@ -124,7 +124,11 @@ def main(
         return 2
     ctx = Context.for_config(
         config,
-        http=UrllibHttp(ca_file=env.get("NOMAD_CACERT") or None),
+        http=UrllibHttp(
+            ca_file=env.get("NOMAD_CACERT") or None,
+            client_cert=env.get("NOMAD_CLIENT_CERT") or None,
+            client_key=env.get("NOMAD_CLIENT_KEY") or None,
+        ),
         state=TerraformOutputs(Path(args.out) / "stacks"),
         env=env,
         now=datetime.now(UTC),

@@ -53,13 +53,27 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class UrllibHttp:
-    """:class:`Http` over urllib. ``ca_file`` adds a CA bundle (e.g. ``NOMAD_CACERT``)."""
+    """:class:`Http` over urllib, with the system's CAs plus ``ca_file`` (``NOMAD_CACERT``) and
+    a client certificate (``NOMAD_CLIENT_CERT``/``_KEY``), as the Nomad provider takes them; a
+    client certificate is only sent to a server that asks for one (a Nomad with
+    ``verify_https_client``)."""
 
-    def __init__(self, *, timeout: float = TIMEOUT_SECONDS, ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+    ) -> None:
         self._timeout = timeout
-        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self.context = ssl.create_default_context()  # the system's CAs, which ca_file adds to
+        if ca_file:
+            self.context.load_verify_locations(cafile=ca_file)
+        if client_cert:
+            self.context.load_cert_chain(client_cert, client_key or None)
         self._opener = urllib.request.build_opener(
-            _NoRedirect(), urllib.request.HTTPSHandler(context=context)
+            _NoRedirect(), urllib.request.HTTPSHandler(context=self.context)
         )
 
     def get(self, url: str, headers: Mapping[str, str]) -> Answer:
