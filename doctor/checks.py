@@ -17,7 +17,15 @@ What each check relies on, from the services' source and docs:
   Nomad API hostname is Access; ``GET /v1/var/{path}`` checks the read capability before it
   looks the variable up (403 ``Permission denied``); ``GET /v1/vars?prefix=`` lists metadata
   only; ``GET /v1/acl/token/self`` and ``/v1/acl/policy/{name}`` (a token may read its own
-  policies; ``RulesJSON`` has the expanded capabilities) show what a token may do.
+  policies; ``RulesJSON`` has the expanded capabilities) show what a token may do;
+  ``/v1/agent/members`` (servers, ``Tags["build"]``) and ``/v1/nodes`` (clients, ``Version``,
+  from each node's ``nomad.version`` attribute) need ``node:read``; ``/v1/agent/self`` would only
+  show the one agent that answers.
+
+A per-pool check slots in the same way: e.g. for a pool whose runner needs privileged
+containers, ``GET /v1/nodes`` and each eligible node's
+``Drivers["docker"].Attributes["driver.docker.privileged.enabled"]`` (the docker driver sets it
+when its plugin config has ``allow_privileged``), yielding nothing for the other pools.
 """
 
 from __future__ import annotations
@@ -135,10 +143,11 @@ class Context:
 
     def credential(self, name: str) -> str | None:
         """An environment credential (remembered for redaction), or None when unset."""
-        value = self.env.get(name, "").strip()
+        raw = self.env.get(name, "")
+        value = raw.strip()
         if not value:
             return None
-        self.secrets.add(value)
+        self.secrets.update({raw, value})
         return value
 
     def state_value(self, stack: str, name: str) -> str:

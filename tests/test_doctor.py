@@ -316,6 +316,14 @@ class TestWholeRun:
         assert "PASS  runner token reaches" in text
         assert_no_secret(text)
 
+    def test_the_real_context_probes_the_configured_hostnames(self, installation):
+        ctx = Context.for_config(CONFIG, http=UrllibHttp(), state=FixedState({}), env={}, now=NOW)
+        assert ctx.webhook_url == "https://gh-runners.example.com"
+        assert ctx.nomad_api_url == "https://nomad-api.example.com"
+        assert ctx.nomad_address == CONFIG.nomad.address
+        assert ctx.github_api_url == "https://api.github.com"
+        assert ctx.releases_url.startswith("https://api.github.com/repos/actions/runner/releases")
+
     def test_redact_replaces_the_longest_secret_first(self):
         assert redact("a-b-c and a-b", ["a-b", "a-b-c"]) == f"{REDACTED} and {REDACTED}"
 
