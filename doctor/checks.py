@@ -224,8 +224,17 @@ def _github_get(ctx: Context, token: str, path: str) -> Answer:
 
 
 def _token_reaches(
-    ctx: Context, *, env_name: str, role: str, permission: str, suffix: str, proof: str
+    ctx: Context,
+    *,
+    env_name: str,
+    role: str,
+    permission: str,
+    suffix: str,
+    proof: str,
+    stored_by: str,
 ) -> Iterator[Outcome]:
+    """Per repository: the token in ``env_name`` answers 200 on ``suffix``. ``stored_by`` is the
+    stack that hands the token on (deploy it again once the token is fixed)."""
     token = ctx.credential(env_name)
     for repo in ctx.config.github.repositories:
         part = f"{role} reaches {repo.full_name}"
@@ -243,7 +252,7 @@ def _token_reaches(
             said, fix = _github_refusal(
                 answer, env_name=env_name, permission=permission, repo=repo.full_name
             )
-            yield failed(part, said, fix)
+            yield failed(part, said, f"{fix}; then {stored_by}")
 
 
 def check_runner_token(ctx: Context) -> Iterator[Outcome]:
@@ -259,6 +268,7 @@ def check_runner_token(ctx: Context) -> Iterator[Outcome]:
         permission='"Administration: read and write"',
         suffix="/actions/runners?per_page=1",
         proof="listed the runners (Administration: read; write is not provable without writing)",
+        stored_by="deploy nomad (it puts the token in the credential Variables)",
     )
 
 
@@ -271,6 +281,7 @@ def check_read_token(ctx: Context) -> Iterator[Outcome]:
         permission='"Actions: read"',
         suffix="/actions/runs?per_page=1",
         proof="listed the workflow runs (Actions: read)",
+        stored_by="deploy dispatch (the token is the Worker's GITHUB_READ_TOKEN secret)",
     )
 
 

@@ -366,6 +366,9 @@ class TestRunnerToken:
         outcome = installation.the_outcome(checks.check_runner_token, "example-org/api")
         assert not outcome.passed and "401 'Bad credentials'" in outcome.detail
         assert "expired, revoked or mistyped" in outcome.fix
+        assert outcome.fix.endswith(
+            "then deploy nomad (it puts the token in the credential Variables)"
+        )
 
     def test_a_repository_outside_the_token_is_a_404(self, installation):
         del installation.github.tokens[RUNNER_TOKEN]["example-org/api"]
@@ -395,7 +398,7 @@ class TestReadToken:
         installation.env["TF_VAR_github_read_token"] = RUNNER_TOKEN
         outcome = installation.the_outcome(checks.check_read_token, "example-org/website")
         assert not outcome.passed and "403" in outcome.detail
-        assert '"Actions: read"' in outcome.fix
+        assert '"Actions: read"' in outcome.fix and "then deploy dispatch" in outcome.fix
 
 
 # -- hooks and deliveries ------------------------------------------------------------------------
