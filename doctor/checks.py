@@ -575,7 +575,8 @@ def check_dispatch_token(ctx: Context) -> Iterator[Outcome]:
             yield failed(
                 part,
                 _nomad_said(answer),
-                f"deploy the nomad stack: the dispatch policy needs read-job in {namespace}",
+                f"deploy nomad, then dispatch: the Worker's token must exist in this cluster "
+                f"(Nomad answers an unknown token the same way) and grant read-job in {namespace}",
             )
         elif answer.status == 404:
             yield failed(part, _nomad_said(answer), "deploy the nomad stack (the pool's job)")
@@ -625,6 +626,12 @@ def _dispatch_cannot_submit(ctx: Context, headers: Mapping[str, str]) -> Outcome
     base = ctx.nomad_api_url
     try:
         token = ctx.http.get(f"{base}/v1/acl/token/self", headers)
+        if token.status == 403:
+            return failed(
+                part,
+                f"{_nomad_said(token)}: Nomad does not know the Worker's token",
+                "the token was deleted or belongs to another cluster: deploy nomad, then dispatch",
+            )
         if token.status != 200:
             return failed(part, _nomad_said(token), "see the Access gate check")
         document = token.json()

@@ -560,7 +560,7 @@ class TestDispatchToken:
         policy.namespaces = {"github-runners": ("dispatch-job",)}
         outcome = installation.the_outcome(checks.check_dispatch_token, "summary")
         assert not outcome.passed and "403 'Permission denied'" in outcome.detail
-        assert "needs read-job in github-runners" in outcome.fix
+        assert "grant read-job in github-runners" in outcome.fix
 
     def test_a_policy_that_reads_variables_fails(self, installation):
         policy = installation.nomad.acl_policies[DISPATCH_POLICY]
@@ -592,6 +592,9 @@ class TestDispatchToken:
         installation.nomad.acl_tokens.clear()
         outcome = installation.the_outcome(checks.check_dispatch_token, "summary")
         assert not outcome.passed and "Permission denied" in outcome.detail
+        assert "must exist in this cluster" in outcome.fix
+        submit = installation.the_outcome(checks.check_dispatch_token, "cannot submit")
+        assert not submit.passed and "does not know the Worker's token" in submit.detail
 
 
 # -- Nomad with the management token -------------------------------------------------------------
