@@ -733,6 +733,15 @@ class TestRunnerVersion:
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert not outcome.passed and "deployed job is not readable" in outcome.detail
 
+    def test_a_github_enterprise_server_does_not_enforce_the_window(self, installation):
+        github = replace(CONFIG.github, api_url="https://ghes.example.com/api/v3")
+        installation.config = replace(CONFIG, github=github)
+        installation.now = datetime(2026, 12, 25, tzinfo=UTC)
+        installation.github.fail_next(503)  # github.com unreachable from an air-gapped site
+        outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
+        assert outcome.passed and "GitHub Enterprise Server does not apply" in outcome.detail
+        assert not [r for r in installation.github.requests if "releases" in r.path]
+
     def test_releases_unreadable(self, installation):
         installation.github.fail_next(503)
         outcome = installation.the_outcome(checks.check_runner_version, "releases")
