@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
-from config import AppConfig, PoolConfig
+from config import AppConfig, PoolConfig, RepositoryConfig
 from doctor import versions
 from doctor.state import (
     ACCESS_CLIENT_ID_OUTPUT,
@@ -56,6 +57,8 @@ from runner_job import (
     credential_variable_paths,
     tunnel_token_variable_path,
 )
+
+_T = TypeVar("_T")
 
 RUNNER_TOKEN_ENV: Final = "TF_VAR_github_runner_token"
 READ_TOKEN_ENV: Final = "TF_VAR_github_read_token"
@@ -111,6 +114,7 @@ class Context:
     nomad_api_url: str  # https://{nomad_api_hostname}: Access, the tunnel, then Nomad
     nomad_address: str  # where Terraform reaches Nomad (nomad.address), with NOMAD_TOKEN
     releases_url: str = RUNNER_RELEASES_URL
+    parallel: int = 8  # requests in flight at once (GitHub allows 100 concurrent per token)
     # Every credential read so far, for the redactor; and answers shared between checks.
     secrets: set[str] = field(default_factory=set)
     _cache: dict[str, Any] = field(default_factory=dict)
@@ -154,6 +158,13 @@ class Context:
         value = self.state.value(stack, name)
         self.secrets.add(value)
         return value
+
+    def each(self, work: Callable[[_T], list[Outcome]], items: Iterable[_T]) -> Iterator[Outcome]:
+        """``work`` on every item, up to ``parallel`` at a time, outcomes in the items' order:
+        with many repositories the checks wait on GitHub, not on each other."""
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            for outcomes in pool.map(work, items):
+                yield from outcomes
 
     def cached(self, key: str, load: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -236,23 +247,25 @@ def _token_reaches(
     """Per repository: the token in ``env_name`` answers 200 on ``suffix``. ``stored_by`` is the
     stack that hands the token on (deploy it again once the token is fixed)."""
     token = ctx.credential(env_name)
-    for repo in ctx.config.github.repositories:
+
+    def reach(repo: RepositoryConfig) -> list[Outcome]:
         part = f"{role} reaches {repo.full_name}"
         if token is None:
-            yield failed(part, f"{env_name} is not set", f"export {env_name} (the deploy's token)")
-            continue
+            return [
+                failed(part, f"{env_name} is not set", f"export {env_name} (the deploy's token)")
+            ]
         try:
             answer = _github_get(ctx, token, f"{_repo_path(repo.full_name)}{suffix}")
         except Unreachable as error:
-            yield failed(part, str(error), "check the network path to github.api_url")
-            continue
+            return [failed(part, str(error), "check the network path to github.api_url")]
         if answer.status == 200:
-            yield passed(part, proof)
-        else:
-            said, fix = _github_refusal(
-                answer, env_name=env_name, permission=permission, repo=repo.full_name
-            )
-            yield failed(part, said, f"{fix}; then {stored_by}")
+            return [passed(part, proof)]
+        said, fix = _github_refusal(
+            answer, env_name=env_name, permission=permission, repo=repo.full_name
+        )
+        return [failed(part, said, f"{fix}; then {stored_by}")]
+
+    yield from ctx.each(reach, ctx.config.github.repositories)
 
 
 def check_runner_token(ctx: Context) -> Iterator[Outcome]:
@@ -293,62 +306,67 @@ def check_hooks(ctx: Context) -> Iterator[Outcome]:
     """Per repository: the hooks token lists hooks, our hook is as the github stack declares it,
     and its recent deliveries succeeded."""
     token = ctx.credential(HOOKS_TOKEN_ENV)
-    for repo in ctx.config.github.repositories:
-        name = repo.full_name
-        token_part, hook_part = f"hooks token reaches {name}", f"hook of {name}"
-        if token is None:
-            yield failed(token_part, f"{HOOKS_TOKEN_ENV} is not set", f"export {HOOKS_TOKEN_ENV}")
-            continue
-        try:
-            answer = _github_get(ctx, token, f"{_repo_path(name)}/hooks?per_page=100")
-        except Unreachable as error:
-            yield failed(token_part, str(error), "check the network path to github.api_url")
-            continue
-        if answer.status != 200:
-            said, fix = _github_refusal(
-                answer,
-                env_name=HOOKS_TOKEN_ENV,
-                permission='"Webhooks: read and write"',
-                repo=name,
-                admin_only=True,
-            )
-            yield failed(token_part, said, fix)
-            continue
-        yield passed(token_part, "listed the repository's hooks (Webhooks: read)")
-        hooks = answer.json()
-        expected = _expected_hook_url(ctx, name)
-        ours = [
-            hook
-            for hook in hooks
-            if isinstance(hook, dict) and (hook.get("config") or {}).get("url") == expected
-        ]
-        if not ours:
-            yield failed(
-                hook_part,
-                f"no hook posts to {expected}",
-                "deploy the github stack (cdktf deploy --ignore-missing-stack-dependencies "
-                "--parallelism 1 github)",
-            )
-            continue
-        if len(ours) > 1:
-            ids = ", ".join(str(hook.get("id")) for hook in ours)
-            yield failed(
-                hook_part,
-                f"{len(ours)} hooks post to {expected} (ids {ids}): every job arrives twice",
-                "delete the hooks the github stack did not create (its state names one id)",
-            )
-            continue
-        hook = ours[0]
-        problems = _hook_problems(hook)
-        if problems:
-            yield failed(
-                hook_part,
-                "; ".join(problems),
-                "deploy the github stack again: it restores the hook as declared",
-            )
-        else:
-            yield passed(hook_part, f"hook {hook.get('id')} is active, workflow_job only, JSON")
-        yield _deliveries(ctx, token, name, hook)
+    yield from ctx.each(
+        lambda repo: list(_repository_hook(ctx, token, repo.full_name)),
+        ctx.config.github.repositories,
+    )
+
+
+def _repository_hook(ctx: Context, token: str | None, name: str) -> Iterator[Outcome]:
+    token_part, hook_part = f"hooks token reaches {name}", f"hook of {name}"
+    if token is None:
+        yield failed(token_part, f"{HOOKS_TOKEN_ENV} is not set", f"export {HOOKS_TOKEN_ENV}")
+        return
+    try:
+        answer = _github_get(ctx, token, f"{_repo_path(name)}/hooks?per_page=100")
+    except Unreachable as error:
+        yield failed(token_part, str(error), "check the network path to github.api_url")
+        return
+    if answer.status != 200:
+        said, fix = _github_refusal(
+            answer,
+            env_name=HOOKS_TOKEN_ENV,
+            permission='"Webhooks: read and write"',
+            repo=name,
+            admin_only=True,
+        )
+        yield failed(token_part, said, fix)
+        return
+    yield passed(token_part, "listed the repository's hooks (Webhooks: read)")
+    hooks = answer.json()
+    expected = _expected_hook_url(ctx, name)
+    ours = [
+        hook
+        for hook in hooks
+        if isinstance(hook, dict) and (hook.get("config") or {}).get("url") == expected
+    ]
+    if not ours:
+        yield failed(
+            hook_part,
+            f"no hook posts to {expected}",
+            "deploy the github stack (cdktf deploy --ignore-missing-stack-dependencies "
+            "--parallelism 1 github)",
+        )
+        return
+    if len(ours) > 1:
+        ids = ", ".join(str(hook.get("id")) for hook in ours)
+        yield failed(
+            hook_part,
+            f"{len(ours)} hooks post to {expected} (ids {ids}): every job arrives twice",
+            "delete the hooks the github stack did not create (its state names one id)",
+        )
+        return
+    hook = ours[0]
+    problems = _hook_problems(hook)
+    if problems:
+        yield failed(
+            hook_part,
+            "; ".join(problems),
+            "deploy the github stack again: it restores the hook as declared",
+        )
+    else:
+        yield passed(hook_part, f"hook {hook.get('id')} is active, workflow_job only, JSON")
+    yield _deliveries(ctx, token, name, hook)
 
 
 def _hook_problems(hook: Mapping[str, Any]) -> list[str]:

@@ -389,6 +389,25 @@ class TestRunnerToken:
         outcome = installation.the_outcome(checks.check_runner_token, "example-org/api")
         assert not outcome.passed and "rate limit is used up" in outcome.fix
 
+    def test_many_repositories_are_reported_in_configuration_order(self, installation):
+        """Repositories are checked several at a time; the report keeps the configured order."""
+        names = [f"service-{index:02d}" for index in range(12)]
+        repositories = tuple(
+            replace(CONFIG.github.repositories[0], name=name, full_name=f"example-org/{name}")
+            for name in names
+        )
+        installation.config = replace(
+            CONFIG, github=replace(CONFIG.github, repositories=repositories)
+        )
+        installation.github.tokens[RUNNER_TOKEN] = {
+            f"example-org/{name}": "admin" for name in names[::2]
+        }
+        outcomes = installation.outcomes(checks.check_runner_token)
+        assert [outcome.part for outcome in outcomes] == [
+            f"runner token reaches example-org/{name}" for name in names
+        ]
+        assert [outcome.passed for outcome in outcomes] == [True, False] * 6
+
 
 class TestReadToken:
     def test_passes_when_it_lists_workflow_runs(self, installation):
