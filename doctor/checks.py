@@ -22,10 +22,10 @@ What each check relies on, from the services' source and docs:
   from each node's ``nomad.version`` attribute) need ``node:read``; ``/v1/agent/self`` would only
   show the one agent that answers.
 
-A per-pool check slots in the same way: e.g. for a pool whose runner needs privileged
-containers, ``GET /v1/nodes`` and each eligible node's
+A per-pool check yields nothing for pools it does not concern: the dind check reads
+``GET /v1/nodes`` and each candidate node's
 ``Drivers["docker"].Attributes["driver.docker.privileged.enabled"]`` (the docker driver sets it
-when its plugin config has ``allow_privileged``), yielding nothing for the other pools.
+when its plugin config has ``allow_privileged``) only when a pool has ``docker = "dind"``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
-from config import AppConfig, PoolConfig, RepositoryConfig
+from config import OFFICIAL_RUNNER_IMAGE, AppConfig, PoolConfig, RepositoryConfig
 from doctor import versions
 from doctor.state import (
     ACCESS_CLIENT_ID_OUTPUT,
@@ -885,8 +885,7 @@ def check_nomad_version(ctx: Context) -> Iterator[Outcome]:
 
 def _configured_runner_image(ctx: Context, pool: PoolConfig) -> str | None:
     """The pool's runner image as configured; None when it follows the newest release."""
-    configured: str | None = pool.image or ctx.config.images.runner
-    return configured
+    return ctx.config.runner_image(pool)
 
 
 def _deployed_runner_image(ctx: Context, pool: PoolConfig) -> str | None:
@@ -922,7 +921,7 @@ def runner_image_verdict(
             False,
             f"cannot tell the runner version of {image} (no 2.x.y version in its tag)",
             "tag the image with the runner version it contains, e.g. :2.330.0-yourbuild, or use "
-            f"{versions.OFFICIAL_RUNNER_IMAGE}",
+            f"{OFFICIAL_RUNNER_IMAGE}",
         )
     window = versions.runner_window(version, releases, now)
     if window.ok:
@@ -932,7 +931,7 @@ def runner_image_verdict(
         fix = "deploy the nomad stack again: it resolves the newest runner release at plan time"
     elif official:
         fix = (
-            f"pin images.runner (or the pool's image) to {versions.OFFICIAL_RUNNER_IMAGE}:"
+            f"pin images.runner (or the pool's image) to {OFFICIAL_RUNNER_IMAGE}:"
             f"{newest}, or leave it out to follow the newest release; then deploy nomad"
         )
     else:
@@ -1003,6 +1002,86 @@ def _enterprise_server(config: AppConfig) -> bool:
     return config.github.api_url.endswith("/api/v3")
 
 
+# Set by the docker driver's fingerprint when its plugin config has allow_privileged = true
+# (drivers/docker/fingerprint.go); absent otherwise.
+PRIVILEGED_ATTRIBUTE: Final = "driver.docker.privileged.enabled"
+
+
+def check_dind_privileged(ctx: Context) -> Iterator[Outcome]:
+    """At least one node a ``docker = "dind"`` pool may use allows privileged containers, which
+    its Docker daemon task needs; other pools yield nothing.
+
+    ``runner_job/runner-dind.nomad.hcl`` constrains the pool to nodes with the attribute, so a
+    node without it only takes no dind runner; with none at all every dispatch stays pending. A
+    candidate is ready, eligible, in the pool's node pool and datacenters, with the docker
+    driver; the pool's own constraints are not evaluated.
+    """
+    pools = [pool for pool in ctx.config.pools if pool.docker == "dind"]
+    if not pools:
+        return
+    try:
+        answer = _nomad_get(ctx, "/v1/nodes")
+    except (_NoToken, Unreachable) as error:
+        for pool in pools:
+            yield _management_failure(ctx, _dind_part(pool), error)
+        return
+    if answer.status != 200:
+        for pool in pools:
+            fix = _management_fix(answer, "run doctor again later")
+            yield failed(_dind_part(pool), _nomad_said(answer), fix)
+        return
+    nodes = [node for node in answer.json() if isinstance(node, dict)]
+    for pool in pools:
+        node_pool = pool.node_pool or ctx.config.nomad.node_pool
+        candidates = [node for node in nodes if _may_run(ctx, node, node_pool)]
+        allowing = sorted(
+            str(node.get("Name"))
+            for node in candidates
+            if (_docker_driver(node).get("Attributes") or {}).get(PRIVILEGED_ATTRIBUTE) == "true"
+        )
+        part = _dind_part(pool)
+        if allowing:
+            others = len(candidates) - len(allowing)
+            note = f"; {others} other docker node(s) there take no dind runner" if others else ""
+            yield passed(
+                part,
+                f"{len(allowing)} docker node(s) in node pool {node_pool} allow them "
+                f"({', '.join(allowing[:8])}){note}",
+            )
+        else:
+            seen = (
+                f"{len(candidates)} docker node(s), none allowing it"
+                if candidates
+                else ("no ready, eligible docker node")
+            )
+            yield failed(
+                part,
+                f"{seen} in node pool {node_pool}: every dispatch of this pool stays pending",
+                f"set allow_privileged = true in the docker plugin block of the clients in node "
+                f"pool {node_pool} (runner_job/README.md, Nomad client settings for a dind pool)",
+            )
+
+
+def _dind_part(pool: PoolConfig) -> str:
+    return f"nodes of dind pool {pool.name} allow privileged containers"
+
+
+def _docker_driver(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    driver = (node.get("Drivers") or {}).get("docker")
+    return driver if isinstance(driver, dict) else {}
+
+
+def _may_run(ctx: Context, node: Mapping[str, Any], node_pool: str) -> bool:
+    datacenter = str(node.get("Datacenter", ""))
+    return (
+        node.get("NodePool") == node_pool
+        and node.get("Status") == "ready"
+        and node.get("SchedulingEligibility") == "eligible"
+        and any(fnmatch.fnmatchcase(datacenter, dc) for dc in ctx.config.nomad.datacenters)
+        and bool(_docker_driver(node).get("Detected"))
+    )
+
+
 CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("GitHub: runner token", check_runner_token),
     ("GitHub: read token", check_read_token),
@@ -1014,6 +1093,7 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("Nomad: credential Variables", check_credential_variables),
     ("Nomad: cloudflared", check_cloudflared),
     ("Nomad: version", check_nomad_version),
+    ("Nomad: privileged containers for dind pools", check_dind_privileged),
     ("Runner: version window", check_runner_version),
 )
 

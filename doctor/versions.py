@@ -8,7 +8,8 @@
 * Nomad: Community Edition 2.0.1 is the floor (CVE-2026-6959, HCSEC-2026-14: a task can escape
   through the shared log FIFOs; fixed in CE 2.0.1, Enterprise 1.11.5 and 1.10.11).
 
-No I/O; ``now`` is always passed in.
+No I/O; ``now`` is always passed in. ``OFFICIAL_RUNNER_IMAGE`` and the 2.329.0 floor are
+``config``'s, which refuses a pin below the floor; doctor checks what is deployed.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Final
 
+from config import MIN_RUNNER_VERSION, OFFICIAL_RUNNER_IMAGE
+
 Version = tuple[int, int, int]
 
-# The official runner image: its tags are the release versions ("2.330.0" for "v2.330.0").
-OFFICIAL_RUNNER_IMAGE: Final = "ghcr.io/actions/actions-runner"
-RUNNER_FLOOR: Final[Version] = (2, 329, 0)
+# The official runner image (its tags are the release versions) and github.com's floor: the
+# configuration's own definitions, which it validates pins against.
+RUNNER_FLOOR: Final[Version] = MIN_RUNNER_VERSION
 RUNNER_WINDOW: Final = timedelta(days=30)
 NOMAD_FLOOR: Final[Version] = (2, 0, 1)
 # Enterprise lines that got the CVE-2026-6959 fix as a patch release.

@@ -40,7 +40,10 @@ from tests.standins.github import GitHubStandIn
 from tests.standins.nomad import AclPolicy, NomadStandIn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG = load_config(REPO_ROOT / "examples" / "config.toml")
+CONFIG = load_config(REPO_ROOT / "examples" / "config.toml")  # follows the newest runner
+# What the nomad stack deployed for it: the newest release at the time of the deploy.
+DEPLOYED_RUNNER = "ghcr.io/actions/actions-runner:2.329.0"
+PINNED = replace(CONFIG, images=replace(CONFIG.images, runner=DEPLOYED_RUNNER))
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 # Planted credentials: none of them may ever appear in doctor's output.
 RUNNER_TOKEN = "planted-runner-token-4d5e6f"
@@ -192,7 +195,7 @@ def installation() -> Iterator[Installation]:
                             {"Name": name, "Driver": pool.driver, "Config": {"image": image}}
                             for name, image in (
                                 ("register", config.images.helper),
-                                ("runner", pool.image or config.images.runner),
+                                ("runner", config.runner_image(pool) or DEPLOYED_RUNNER),
                                 ("deregister", config.images.helper),
                             )
                         ],
@@ -265,8 +268,9 @@ class TestWholeRun:
         status, text = full_run(installation)
         assert status == 0, text
         assert "FAIL" not in text
-        for title, _ in checks.CHECKS:
-            assert title in text
+        for title, check in checks.CHECKS:
+            # A check for a feature no pool of the example uses (dind) has nothing to say.
+            assert (title in text) is (check is not checks.check_dind_privileged)
         assert "0 failed: the installation looks healthy" in text
         assert_no_secret(text)
 
@@ -709,6 +713,77 @@ class TestNomadVersion:
         assert installation.the_outcome(checks.check_nomad_version, "2.0.1").passed
 
 
+class TestDindPrivileged:
+    """A dind pool's Docker daemon is privileged: its nodes' docker plugin must allow that."""
+
+    @staticmethod
+    def node(name: str, *, privileged: bool, node_pool: str = "dind-runners", **fields: str):
+        attributes = {"driver.docker": "true", "driver.docker.version": "29.1.0"}
+        if privileged:
+            attributes["driver.docker.privileged.enabled"] = "true"
+        return {
+            "ID": name,
+            "Name": name,
+            "Datacenter": "dc1",
+            "NodePool": node_pool,
+            "Version": "2.0.5",
+            "Status": "ready",
+            "SchedulingEligibility": "eligible",
+            "Drivers": {"docker": {"Detected": True, "Healthy": True, "Attributes": attributes}},
+            **fields,
+        }
+
+    @pytest.fixture
+    def dind(self, installation):
+        pool = replace(CONFIG.pools[0], docker="dind", node_pool="dind-runners")
+        installation.config = replace(CONFIG, pools=(pool,))
+        installation.nomad.nodes = [
+            self.node("dind-1", privileged=True),
+            self.node("dind-2", privileged=True),
+            self.node("plain-1", privileged=False, node_pool="default"),
+            self.node("drained", privileged=False, SchedulingEligibility="ineligible"),
+            self.node("gone", privileged=False, Status="down"),
+        ]
+        return installation
+
+    def test_a_pool_without_dind_is_not_checked(self, installation):
+        assert installation.outcomes(checks.check_dind_privileged) == []
+
+    def test_nodes_that_allow_privileged(self, dind):
+        outcome = dind.the_outcome(checks.check_dind_privileged, "dind pool linux-x64")
+        assert outcome.passed
+        assert (
+            outcome.detail
+            == "2 docker node(s) in node pool dind-runners allow them (dind-1, dind-2)"
+        )
+
+    def test_a_node_without_allow_privileged_only_takes_no_dind_runner(self, dind):
+        """The dind jobspec's constraint keeps runners off it: noted, not a failure."""
+        dind.nomad.nodes.append(self.node("dind-3", privileged=False))
+        outcome = dind.the_outcome(checks.check_dind_privileged, "dind pool linux-x64")
+        assert (
+            outcome.passed and "1 other docker node(s) there take no dind runner" in outcome.detail
+        )
+
+    def test_no_node_allowing_privileged_leaves_every_dispatch_pending(self, dind):
+        for node in dind.nomad.nodes:
+            node["Drivers"]["docker"]["Attributes"].pop("driver.docker.privileged.enabled", None)
+        outcome = dind.the_outcome(checks.check_dind_privileged, "dind pool linux-x64")
+        assert not outcome.passed
+        assert outcome.detail.startswith("2 docker node(s), none allowing it in node pool")
+        assert "stays pending" in outcome.detail and "allow_privileged = true" in outcome.fix
+
+    def test_no_docker_node_in_the_pools_node_pool(self, dind):
+        dind.nomad.nodes = [self.node("plain-1", privileged=True, node_pool="default")]
+        outcome = dind.the_outcome(checks.check_dind_privileged, "dind pool linux-x64")
+        assert not outcome.passed and "no ready, eligible docker node" in outcome.detail
+
+    def test_it_runs_in_the_whole_report(self, dind):
+        status, text = full_run(dind)
+        assert status == 0, text
+        assert "Nomad: privileged containers for dind pools" in text
+
+
 # -- the runner image ----------------------------------------------------------------------------
 
 
@@ -719,7 +794,8 @@ class TestRunnerVersion:
         assert "inside GitHub's window until 2026-12-20" in outcome.detail
         assert "from the deployed job" in outcome.detail
 
-    def test_out_of_the_window_names_the_pin_to_set(self, installation):
+    def test_a_stale_pin_names_the_pin_to_set(self, installation):
+        installation.config = PINNED
         installation.now = datetime(2026, 12, 25, tzinfo=UTC)
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert not outcome.passed
@@ -733,7 +809,8 @@ class TestRunnerVersion:
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert not outcome.passed and "below 2.329.0" in outcome.detail
 
-    def test_without_nomad_the_configured_image_is_checked(self, installation):
+    def test_without_nomad_a_pinned_image_is_checked_as_configured(self, installation):
+        installation.config = PINNED
         del installation.env["NOMAD_TOKEN"]
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert outcome.passed and "from the configuration" in outcome.detail
@@ -741,13 +818,11 @@ class TestRunnerVersion:
     def test_following_the_newest_release_a_stale_deploy_needs_a_deploy(self, installation):
         """A configuration without a runner pin (images.runner left out) follows the newest
         release at plan time: the deployed image goes stale when nobody deploys."""
-        installation.config = replace(CONFIG, images=replace(CONFIG.images, runner=None))
         installation.now = datetime(2026, 12, 25, tzinfo=UTC)
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert not outcome.passed and outcome.fix.startswith("deploy the nomad stack again")
 
     def test_following_the_newest_release_needs_the_deployed_job(self, installation):
-        installation.config = replace(CONFIG, images=replace(CONFIG.images, runner=None))
         del installation.env["NOMAD_TOKEN"]
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert not outcome.passed and "deployed job is not readable" in outcome.detail
