@@ -64,6 +64,7 @@ RUNNER_TOKEN_ENV: Final = "TF_VAR_github_runner_token"
 READ_TOKEN_ENV: Final = "TF_VAR_github_read_token"
 HOOKS_TOKEN_ENV: Final = "GITHUB_TOKEN"
 NOMAD_TOKEN_ENV: Final = "NOMAD_TOKEN"
+RELEASES_TOKEN_ENV: Final = "TF_VAR_github_releases_token"  # optional, github.com
 RUNNER_RELEASES_URL: Final = "https://api.github.com/repos/actions/runner/releases?per_page=30"
 GITHUB_API_VERSION: Final = "2022-11-28"
 DELIVERIES_PER_HOOK: Final = 30
@@ -956,11 +957,13 @@ def check_runner_version(ctx: Context) -> Iterator[Outcome]:
             )
         return
     part_releases = "runner releases readable"
-    public = ctx.github_api_url == "https://api.github.com"
-    token = ctx.credential(READ_TOKEN_ENV) if public else None
+    # The nomad stack's optional github.com token for exactly this read, else the read token
+    # when it is a github.com token too: only the rate limit changes (60/h without one).
+    token = ctx.credential(RELEASES_TOKEN_ENV)
+    if token is None and ctx.config.github.api_url == "https://api.github.com":
+        token = ctx.credential(READ_TOKEN_ENV)
     headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": GITHUB_API_VERSION}
     if token:
-        # Same host as the token's own API: only the rate limit changes (60/h without one).
         headers["Authorization"] = f"Bearer {token}"
     try:
         answer = ctx.http.get(ctx.releases_url, headers)

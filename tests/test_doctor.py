@@ -53,7 +53,9 @@ MANAGEMENT_TOKEN = "planted-management-token-8a9b0c"
 DISPATCH_TOKEN = "planted-dispatch-token-3c4d5e"
 ACCESS_ID = "planted-access-id.access"
 ACCESS_SECRET = "planted-access-secret-7f3a9b"
+RELEASES_TOKEN = "planted-releases-token-2e3f4a"
 SECRETS = (
+    RELEASES_TOKEN,
     RUNNER_TOKEN,
     READ_TOKEN,
     HOOKS_TOKEN,
@@ -289,6 +291,7 @@ class TestWholeRun:
 
     def test_no_secret_is_printed_when_everything_fails(self, installation):
         """Wrong credentials everywhere: each failure is printed, no credential with it."""
+        installation.env["TF_VAR_github_releases_token"] = RELEASES_TOKEN
         installation.github.tokens = {}
         installation.nomad.acl_tokens.clear()
         installation.nomad.token = "another-management-token"
@@ -835,6 +838,13 @@ class TestRunnerVersion:
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
         assert outcome.passed and "GitHub Enterprise Server does not apply" in outcome.detail
         assert not [r for r in installation.github.requests if "releases" in r.path]
+
+    def test_the_releases_token_is_used_when_set(self, installation):
+        installation.env["TF_VAR_github_releases_token"] = RELEASES_TOKEN
+        installation.github.tokens[RELEASES_TOKEN] = {}
+        assert installation.the_outcome(checks.check_runner_version, "linux-x64").passed
+        asked = [r for r in installation.github.requests if "releases" in r.path]
+        assert asked and asked[0].headers["authorization"] == f"Bearer {RELEASES_TOKEN}"
 
     def test_releases_unreadable(self, installation):
         installation.github.fail_next(503)
