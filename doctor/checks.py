@@ -43,9 +43,11 @@ from doctor import versions
 from doctor.state import (
     ACCESS_CLIENT_ID_OUTPUT,
     ACCESS_CLIENT_SECRET_OUTPUT,
+    DISPATCH_STACK,
     DISPATCH_TOKEN_OUTPUT,
     EDGE_STACK,
     NOMAD_STACK,
+    STATUS_TOKEN_OUTPUT,
     StateError,
     StateOutputs,
 )
@@ -473,6 +475,52 @@ def check_webhook_health(ctx: Context) -> Iterator[Outcome]:
             part,
             f"answered {answer.status} {answer.text(80)!r}, not the Worker's 200 healthy",
             "deploy the dispatch stack: the hostname must route to the dispatch Worker",
+        )
+
+
+def check_worker_status(ctx: Context) -> Iterator[Outcome]:
+    """``GET /status`` refuses a request without the status token and answers one with it,
+    which also proves the Worker reads its KV ledger (503 ``ledger unavailable`` otherwise)."""
+    host = ctx.config.cloudflare.webhook_hostname
+    url = f"{ctx.webhook_url}/status"
+    part = f"{host}/status refuses requests without the status token"
+    try:
+        answer = ctx.http.get(url, {})
+    except Unreachable as error:
+        yield failed(part, str(error), "see the /healthz check")
+        return
+    if answer.status == 401:
+        yield passed(part, "401")
+    else:
+        yield failed(
+            part,
+            f"answered {answer.status} without a token: per-pool activity is public",
+            "deploy the dispatch stack: this Worker predates the STATUS_TOKEN binding",
+        )
+    part = f"{host}/status answers the status token from the ledger"
+    try:
+        token = ctx.state_value(DISPATCH_STACK, STATUS_TOKEN_OUTPUT)
+        answer = ctx.http.get(url, {"Authorization": f"Bearer {token}"})
+    except StateError as error:
+        yield failed(part, "cannot read the status token from state", str(error))
+        return
+    except Unreachable as error:
+        yield failed(part, str(error), "see the /healthz check")
+        return
+    if answer.status == 200:
+        yield passed(part, "200, per-pool counts read from the KV ledger")
+    elif answer.status == 401:
+        yield failed(
+            part,
+            "401: the Worker's STATUS_TOKEN differs from the dispatch stack's state",
+            "deploy the dispatch stack (it hands the Worker the token in its state)",
+        )
+    else:
+        yield failed(
+            part,
+            f"answered {answer.status} {answer.text(80)!r}",
+            "the Worker cannot read its KV ledger: deploy the dispatch stack (the LEDGER "
+            "binding), then check Cloudflare's KV status",
         )
 
 
@@ -1090,6 +1138,7 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("GitHub: read token", check_read_token),
     ("GitHub: hooks and deliveries", check_hooks),
     ("Worker: webhook hostname", check_webhook_health),
+    ("Worker: /status", check_worker_status),
     ("Cloudflare: Access gate", check_access_gate),
     ("Nomad: the Worker's token", check_dispatch_token),
     ("Nomad: pool jobs", check_pool_jobs),

@@ -1,7 +1,8 @@
 """The values doctor needs that exist only in Terraform state, read with ``terraform output``.
 
 The stacks declare each of them as a stable, sensitive, named output (the names below): the
-Access service token (``edge``) and the Worker's dispatch-only Nomad token (``nomad``). cdktf's
+Access service token (``edge``), the Worker's dispatch-only Nomad token (``nomad``) and the
+``/status`` bearer token (``dispatch``). cdktf's
 own cross-stack outputs carry hashed construct paths in their names, which change when a
 construct moves, so doctor never relies on them.
 
@@ -22,10 +23,12 @@ from typing import Final, Protocol
 
 EDGE_STACK: Final = "edge"
 NOMAD_STACK: Final = "nomad"
+DISPATCH_STACK: Final = "dispatch"
 # Output names: part of the stacks' contract with doctor (and with any operator script).
 ACCESS_CLIENT_ID_OUTPUT: Final = "access_client_id"
 ACCESS_CLIENT_SECRET_OUTPUT: Final = "access_client_secret"
 DISPATCH_TOKEN_OUTPUT: Final = "dispatch_token_secret"
+STATUS_TOKEN_OUTPUT: Final = "status_token"  # the dispatch stack's /status bearer token
 TERRAFORM_TIMEOUT_SECONDS: Final = 120
 
 

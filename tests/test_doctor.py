@@ -29,6 +29,7 @@ from doctor.state import (
     ACCESS_CLIENT_ID_OUTPUT,
     ACCESS_CLIENT_SECRET_OUTPUT,
     DISPATCH_TOKEN_OUTPUT,
+    STATUS_TOKEN_OUTPUT,
     StateError,
 )
 from doctor.web import UrllibHttp
@@ -54,7 +55,9 @@ DISPATCH_TOKEN = "planted-dispatch-token-3c4d5e"
 ACCESS_ID = "planted-access-id.access"
 ACCESS_SECRET = "planted-access-secret-7f3a9b"
 RELEASES_TOKEN = "planted-releases-token-2e3f4a"
+STATUS_TOKEN = "planted-status-token-6d7e8f"
 SECRETS = (
+    STATUS_TOKEN,
     RELEASES_TOKEN,
     RUNNER_TOKEN,
     READ_TOKEN,
@@ -147,6 +150,7 @@ def _serve_worker(config: AppConfig, nomad_url: str) -> Iterator[str]:
             "CF_ACCESS_CLIENT_ID": ACCESS_ID,
             "CF_ACCESS_CLIENT_SECRET": ACCESS_SECRET,
             "WEBHOOK_SECRET_KEY": "webhook-key-for-doctor-tests",
+            "STATUS_TOKEN": STATUS_TOKEN,
         }.get
     )
     server = make_server(
@@ -246,6 +250,7 @@ def installation() -> Iterator[Installation]:
                     ("edge", ACCESS_CLIENT_ID_OUTPUT): ACCESS_ID,
                     ("edge", ACCESS_CLIENT_SECRET_OUTPUT): ACCESS_SECRET,
                     ("nomad", DISPATCH_TOKEN_OUTPUT): DISPATCH_TOKEN,
+                    ("dispatch", STATUS_TOKEN_OUTPUT): STATUS_TOKEN,
                 },
                 hooks=hooks,
             )
@@ -531,6 +536,29 @@ class TestWebhookHealth:
         outcome = installation.the_outcome(checks.check_webhook_health, "/healthz")
         assert not outcome.passed and "answered 403" in outcome.detail
         assert "must route to the dispatch Worker" in outcome.fix
+
+
+class TestWorkerStatus:
+    def test_refuses_without_and_answers_with_the_status_token(self, installation):
+        outcomes = installation.outcomes(checks.check_worker_status)
+        assert [outcome.passed for outcome in outcomes] == [True, True]
+        assert "read from the KV ledger" in outcomes[1].detail
+
+    def test_a_token_that_differs_from_state(self, installation):
+        installation.state[("dispatch", STATUS_TOKEN_OUTPUT)] = "a-rotated-status-token"
+        outcome = installation.the_outcome(checks.check_worker_status, "answers the status")
+        assert not outcome.passed and "STATUS_TOKEN differs" in outcome.detail
+        assert "deploy the dispatch stack" in outcome.fix
+
+    def test_a_public_status(self, installation):
+        installation.webhook_url = installation.github.url  # any server that answers without 401
+        outcome = installation.the_outcome(checks.check_worker_status, "refuses requests")
+        assert not outcome.passed and "per-pool activity is public" in outcome.detail
+
+    def test_state_without_the_status_token(self, installation):
+        del installation.state[("dispatch", STATUS_TOKEN_OUTPUT)]
+        outcome = installation.the_outcome(checks.check_worker_status, "answers the status")
+        assert not outcome.passed and "no output 'status_token'" in outcome.fix
 
 
 class TestAccessGate:

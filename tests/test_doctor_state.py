@@ -16,6 +16,7 @@ from doctor.state import (
     ACCESS_CLIENT_ID_OUTPUT,
     ACCESS_CLIENT_SECRET_OUTPUT,
     DISPATCH_TOKEN_OUTPUT,
+    STATUS_TOKEN_OUTPUT,
     StateError,
     TerraformOutputs,
 )
@@ -135,6 +136,7 @@ class TestStackOutputs:
             ("edge", ACCESS_CLIENT_ID_OUTPUT, ".client_id}"),
             ("edge", ACCESS_CLIENT_SECRET_OUTPUT, ".client_secret}"),
             ("nomad", DISPATCH_TOKEN_OUTPUT, "nomad_acl_token."),
+            ("dispatch", STATUS_TOKEN_OUTPUT, "random_password.status_token"),
         ],
     )
     def test_output_is_declared_sensitive(self, stack, name, reference):
