@@ -120,7 +120,9 @@ def test_a_daemon_that_never_answers_fails_the_task_without_a_runner(task, behav
         answered = [status for _, status in daemon.pings]
     assert result.returncode == EXIT_NO_DAEMON, result.stderr
     assert "did not answer within 3s" in result.stderr
-    assert 3 <= elapsed < 3 + 1 + 3, "bounded: the wait plus one probe, with slack"
+    # Bounded: the wait plus one probe; the slack is wide because a loaded CI machine can take
+    # seconds to start bash and curl (this checks that the wait ends, not how fast).
+    assert 3 <= elapsed < 3 + 1 + 10, "bounded: the wait plus one probe, with slack"
     assert not task.runner_started()
     assert 200 not in answered
     # No runner ran: the config stays for the deregister task, which removes it.
