@@ -531,6 +531,15 @@ def _access_headers(ctx: Context) -> dict[str, str]:
     }
 
 
+_NO_LEADER_ERRORS = ("No cluster leader", "Not ready to serve consistent reads")
+
+
+def _no_leader(body: str) -> bool:
+    """Nomad's plain-text 500 for a cluster without a leader (optionally 'rpc error: '-prefixed)."""
+    text = body.strip()
+    return any(text.endswith(error) for error in _NO_LEADER_ERRORS)
+
+
 def _is_access_refusal(answer: Answer) -> bool:
     if answer.status in (401, 403):
         return True
@@ -571,18 +580,15 @@ def check_access_gate(ctx: Context) -> Iterator[Outcome]:
         yield failed(part, str(error), f"deploy the edge stack (the DNS record of {host})")
         return
     if answer.status == 200:
-        try:
-            leader = answer.json()
-        except ValueError:
-            leader = None
-        if leader == "":
-            yield failed(
-                part,
-                "Nomad answered through Access and the tunnel, but has no cluster leader",
-                "restore the Nomad servers' quorum (nomad server members)",
-            )
-        else:
-            yield passed(part, "Nomad answered through Access and the tunnel")
+        yield passed(part, "Nomad answered through Access and the tunnel")
+    elif answer.status == 500 and _no_leader(answer.text(200)):
+        # Status.Leader forwards to the leader; without one Nomad answers 500 "No cluster leader"
+        # (structs.ErrNoLeader through errCodeFromHandler), never 200 with an empty leader.
+        yield failed(
+            part,
+            "Nomad answered through Access and the tunnel, but has no cluster leader",
+            "restore the Nomad servers' quorum (nomad server members)",
+        )
     elif _is_access_refusal(answer):
         yield failed(
             part,
@@ -922,7 +928,8 @@ def check_nomad_version(ctx: Context) -> Iterator[Outcome]:
         yield failed(
             part,
             f"below {floor} (CVE-2026-6959, task escape through the log FIFOs): {listed}",
-            f"upgrade these agents to Nomad {floor} or later (clients first: they run the tasks)",
+            f"upgrade these agents to Nomad {floor} or later: servers first, then every client "
+            "(Nomad's upgrade order; the clients run the tasks the CVE lets escape)",
         )
     else:
         shown = ", ".join(sorted({version for _, version in agents})) or "none found"

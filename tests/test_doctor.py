@@ -580,10 +580,16 @@ class TestAccessGate:
         assert "deploy edge, then dispatch" in outcome.fix
 
     def test_a_tunnel_without_connector(self, installation):
-        installation.nomad.one_shot_faults.extend(["403", "500"])
+        installation.nomad.one_shot_faults.extend(["403", "530"])
         outcomes = installation.outcomes(checks.check_access_gate)
         assert outcomes[0].passed and not outcomes[1].passed
-        assert "answered 500" in outcomes[1].detail and "cloudflared" in outcomes[1].fix
+        assert "answered 530" in outcomes[1].detail and "cloudflared" in outcomes[1].fix
+
+    def test_nomads_own_no_leader_error_is_named(self, installation):
+        installation.nomad.one_shot_faults.extend(["403", "500"])  # "rpc error: No cluster leader"
+        outcomes = installation.outcomes(checks.check_access_gate)
+        assert outcomes[0].passed and not outcomes[1].passed
+        assert "no cluster leader" in outcomes[1].detail and "quorum" in outcomes[1].fix
 
     def test_a_cluster_without_leader(self, installation):
         installation.nomad.leader = ""

@@ -56,6 +56,14 @@ class TestNomad:
     def test_status_leader_needs_no_token(self, nomad):
         assert get(f"{nomad.origin_url}/v1/status/leader") == (200, b'"10.0.0.1:4647"')
 
+    def test_without_a_leader_status_leader_is_a_plain_text_500(self, nomad):
+        """Nomad forwards Status.Leader to the leader: none gives structs.ErrNoLeader, not ""."""
+        leader, nomad.leader = nomad.leader, ""
+        try:
+            assert get(f"{nomad.origin_url}/v1/status/leader") == (500, b"No cluster leader")
+        finally:
+            nomad.leader = leader
+
     def test_the_api_hostname_is_gated_and_the_origin_is_not(self, nomad):
         assert get(f"{nomad.url}/v1/status/leader")[0] == 403
         assert get(f"{nomad.url}/v1/status/leader", ACCESS)[0] == 200

@@ -65,7 +65,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MAX_PAYLOAD_BYTES = 16384
-FAULTS = ("down", "slow", "500", "403")
+FAULTS = ("down", "slow", "500", "403", "530")
 # Credentials the stand-in accepts unless a test passes others.
 NOMAD_TOKEN = "nomad-token-for-tests"
 ACCESS_CLIENT_ID = "access-client-id.access"
@@ -364,6 +364,9 @@ class NomadStandIn:
         """What Nomad itself answers (behind Access and the tunnel)."""
         path = request.path
         if request.method == "GET" and path == "/v1/status/leader":
+            if not self.leader:
+                # Status.Leader forwards to the leader: without one, structs.ErrNoLeader as a 500.
+                return 500, "text/plain", b"No cluster leader"
             return _json(200, self.leader)  # Status.Leader checks no ACL
         presented = request.headers.get("x-nomad-token")
         bearer = request.headers.get("authorization", "")
@@ -821,6 +824,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, content_type, answer = 500, "text/plain", b"rpc error: No cluster leader"
         elif fault == "403":
             status, content_type, answer = 403, "text/plain", b"Permission denied"
+        elif fault == "530":
+            # Cloudflare's own answer for a tunnel with no healthy connector (error 1033).
+            status, content_type, answer = 530, "text/html", b"<html>error code: 1033</html>"
         else:
             answer_of = nomad.answer if self.gated else nomad.answer_origin
             status, content_type, answer = answer_of(request)
