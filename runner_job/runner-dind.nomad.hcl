@@ -204,6 +204,15 @@ job "github-runner" {
     value     = "true"
   }
 
+  # Only cgroup v2 nodes, and the runner in a cgroup namespace of its own (cgroupns below): the
+  # runner refuses container: jobs and services: when /proc/1/cgroup shows ":/docker/"
+  # (actions/runner ContainerOperationProvider.AssertCompatibleOS), which is what a cgroup v1
+  # node, or v2 with the host's cgroup namespace, shows inside a Docker container.
+  constraint {
+    attribute = "$${attr.os.cgroups.version}"
+    value     = "2"
+  }
+
   dynamic "constraint" {
     for_each = var.constraints
     content {
@@ -368,6 +377,7 @@ job "github-runner" {
         privileged   = false
         pids_limit   = var.pids_limit
         security_opt = var.runner_sudo == "none" ? ["no-new-privileges"] : []
+        cgroupns     = "private"
         # The work folder (_work in the JIT config) on the allocation's shared data dir, mounted
         # at the same path in the daemon task.
         volumes = ["../alloc/data:/home/runner/_work"]

@@ -61,6 +61,11 @@ def dind() -> dict[str, Any]:
     return parse(RUNNER_DIND_JOBSPEC)
 
 
+def as_list(value: Any) -> list[Any]:
+    """pygohcl gives one block as a dict and repeated blocks as a list."""
+    return value if isinstance(value, list) else [value]
+
+
 def job_of(spec: dict[str, Any]) -> dict[str, Any]:
     [job] = spec["job"].values()
     return dict(job)
@@ -109,6 +114,7 @@ class TestSameJobOtherwise:
         assert ours["config"].pop("args") == ["NOMAD_TASK_DIR/dind-runner.sh"]
         theirs["config"].pop("args")
         assert ours["config"].pop("volumes") == [f"../alloc/data:{WORK_FOLDER}"]
+        assert ours["config"].pop("cgroupns") == "private"
         added = set(ours["env"]) - set(theirs["env"])
         assert added == {
             "DOCKER_HOST",
@@ -151,11 +157,14 @@ class TestDaemon:
         for name, task in tasks_of(dind).items():
             assert task["config"]["privileged"] is (name == DOCKER_TASK), name
 
-    def test_only_nodes_that_allow_privileged_containers(self, dind):
-        assert job_of(dind)["constraint"] == {
-            "attribute": "${attr.driver.docker.privileged.enabled}",
-            "value": "true",
-        }
+    def test_only_nodes_that_allow_privileged_containers_on_cgroup_v2(self, dind):
+        """The runner refuses container jobs when /proc/1/cgroup shows ':/docker/': cgroup v2
+        nodes and a private cgroup namespace keep it from seeing that."""
+        assert as_list(job_of(dind)["constraint"]) == [
+            {"attribute": "${attr.driver.docker.privileged.enabled}", "value": "true"},
+            {"attribute": "${attr.os.cgroups.version}", "value": "2"},
+        ]
+        assert tasks_of(dind)[RUNNER_TASK]["config"]["cgroupns"] == "private"
 
     def test_docker_driver_only(self, dind):
         assert dind["variable"]["driver"]["validation"]["condition"] == 'var.driver == "docker"'
