@@ -207,8 +207,8 @@ def repository_children_request(
 ) -> HttpRequest:
     """``GET {nomad}/v1/jobs/statuses``: up to ``limit`` live children of one repository.
 
-    The jobs list (``/v1/jobs``) needs ``list-jobs``, which the dispatch token does not have, and
-    its stubs carry no Meta. ``/v1/jobs/statuses`` (Nomad >= 1.8) needs only ``read-job``, lists
+    The jobs list (``/v1/jobs``) needs ``list-jobs``, which the dispatch token does not have.
+    ``/v1/jobs/statuses`` (Nomad >= 1.8) needs only ``read-job``, lists
     dispatched children with ``include_children=true``, and evaluates ``filter`` against the
     whole job, Meta included, before paging; ``per_page`` stops it at the cap. The repository
     is compared case-insensitively (a webhook sends GitHub's spelling, the reconciler the

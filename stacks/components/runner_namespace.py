@@ -2,15 +2,16 @@
 
 Nomad cannot scope a policy to one job: ``dispatch-job`` in a namespace allows dispatching any
 parameterized job there. So the runner jobs get a namespace of their own and the Worker's token
-may, in that namespace only, dispatch (``dispatch-job``) and read a job (``read-job``): nothing
-to list, submit, stop or alter a job, nothing in any other namespace, no node or agent access.
+may, in that namespace only, dispatch (``dispatch-job``) and read jobs (``read-job``): nothing
+to submit, stop or alter a job, nothing in any other namespace, no node or agent access.
 Exposes ``name`` and ``dispatch_token_secret``.
 
 What the Worker calls, and the capability Nomad checks for it (nomad/job_endpoint.go):
 ``POST /v1/job/{id}/dispatch`` (Job.Dispatch: ``dispatch-job``), ``GET /v1/job/{id}/summary``
-(Job.Summary: ``read-job``) and the reconciler's ``GET /v1/job/{child id}`` (Job.GetJob:
-``read-job``). ``list-jobs`` is checked only by job listings (``GET /v1/jobs``, Job.List), which
-the Worker never calls.
+(Job.Summary: ``read-job``), the reconciler's ``GET /v1/job/{child id}`` (Job.GetJob:
+``read-job``) and, for a repository's cap, ``GET /v1/jobs/statuses`` (Job.Statuses:
+``read-job`` only). ``list-jobs`` is checked by ``GET /v1/jobs`` (Job.List), which the Worker
+never calls.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ days of its publication (and registers none older than 2.329.0, which ``config``
 - ``RunnerVersionWindowCheck`` adds a Terraform ``check`` block for the pinned official images.
   Its data source, scoped to the check, reads the newest releases (``github_rest_api``); one
   assertion per pinned version fails when a release newer than the pin came out more than 30
-  days before the plan, and names it. A check block only ever warns, a failed read included.
+  days before the plan, and names it. Its assertions only ever warn, a failed read included;
+  but the github.com provider must configure: a token it cannot use (a GHES token reaching
+  github.com, an expired ``gh`` login) fails the plan (provider v6.9.0 calls ``GET /user`` when
+  it has a token), as does a network error in ``github_rest_api`` (it reads the status of an
+  answer that never came).
   cdktf 0.21 has no construct for check blocks, so this one is written into the stack's JSON as
   an override (the JSON form of ``check "name" { data ... {} assert {} }``).
 
