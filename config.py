@@ -40,6 +40,14 @@ TASK_DRIVERS: Final = ("docker", "podman")
 # needs privileged mode: the docker driver only).
 DOCKER_MODES: Final = ("none", "dind")
 DIND_DRIVERS: Final = ("docker",)
+# How the runner tasks, the Worker's reads and the hooks' Terraform authenticate to GitHub: one
+# fine-grained token per role, or one GitHub App installation for all three (its private key a
+# sensitive Terraform variable, never a field here).
+GITHUB_AUTH_KINDS: Final = ("token", "app")
+# Where runners are registered: each repository's own runners, or the organization's (into the
+# pools' runner groups).
+RUNNER_SCOPES: Final = ("repository", "organization")
+DEFAULT_RUNNER_GROUP_ID: Final = 1
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -122,6 +130,14 @@ class GitHubConfig:
     repositories: tuple[RepositoryConfig, ...]
     api_url: str
     fork_pull_requests: str = FORK_POLICY_REFUSE  # the default of every repository
+    # "token": a fine-grained token per role (TF_VAR_github_runner_token, TF_VAR_github_read_token,
+    # GITHUB_TOKEN); "app": one GitHub App installation, its key in TF_VAR_github_app_private_key.
+    auth: Literal["token", "app"] = "token"
+    app_id: int | None = None  # the App's numeric id (auth = "app" only)
+    installation_id: int | None = None  # its installation on the owner (auth = "app" only)
+    # "repository": runners registered on each served repository; "organization": on the
+    # organization, into each pool's runner group (owner_type "organization" only).
+    runner_scope: Literal["repository", "organization"] = "repository"
 
 
 @dataclass(frozen=True)
@@ -298,14 +314,23 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> Ap
         github = _github(root.table("github"), pools)
         backend = _backend(root.optional_table("backend"))
         reconcile = _reconcile(root.optional_table("reconcile"))
-        if github.owner_type == "user":
-            for index, pool in enumerate(pools):
-                if pool.runner_group_id != 1:
-                    raise root.error(
-                        f"pools[{index}].runner_group_id",
-                        "runner groups exist only in organizations (github.owner_type is "
-                        "'user'): leave it at 1",
-                    )
+        for index, pool in enumerate(pools):
+            if pool.runner_group_id == DEFAULT_RUNNER_GROUP_ID:
+                continue
+            if github.owner_type == "user":
+                raise root.error(
+                    f"pools[{index}].runner_group_id",
+                    "runner groups exist only in organizations (github.owner_type is "
+                    "'user'): leave it at 1",
+                )
+            if github.runner_scope != "organization":
+                # A repository's own runners have no runner group: GitHub puts them in the
+                # default one whatever the request says.
+                raise root.error(
+                    f"pools[{index}].runner_group_id",
+                    f"runner group {pool.runner_group_id} holds organization runners: set "
+                    'github.runner_scope = "organization", or leave it at 1',
+                )
     return AppConfig(
         source=source,
         cloudflare=cloudflare,
@@ -758,6 +783,14 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
                 "owner_type", f"expected 'user' or 'organization', got '{owner_type}'"
             )
         api_url = _url(table, "api_url", "https://api.github.com")
+        auth = _auth(table)
+        runner_scope = table.choice("runner_scope", RUNNER_SCOPES, "repository")
+        if runner_scope == "organization" and owner_type != "organization":
+            raise table.error(
+                "runner_scope",
+                f"organization runners need an organization owner (github.owner_type is "
+                f"'{owner_type}'): use \"repository\"",
+            )
         fork_default = table.choice("fork_pull_requests", FORK_POLICIES, FORK_POLICY_REFUSE)
         default_cap = _optional_integer(table, "max_runners_per_repository")
         repositories: list[RepositoryConfig] = []
@@ -781,7 +814,23 @@ def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
         repositories=tuple(repositories),
         api_url=api_url,
         fork_pull_requests=fork_default,
+        auth="app" if auth[0] == "app" else "token",
+        app_id=auth[1],
+        installation_id=auth[2],
+        runner_scope="organization" if runner_scope == "organization" else "repository",
     )
+
+
+def _auth(table: _Table) -> tuple[str, int | None, int | None]:
+    """``auth`` and, for an App, its id and installation id (the key is never in the file)."""
+    auth = table.choice("auth", GITHUB_AUTH_KINDS, "token")
+    if auth == "token":
+        for key in ("app_id", "installation_id"):
+            if table.raw_value(key) is not None:
+                raise table.error(key, 'only with auth = "app" (auth is "token")')
+        return auth, None, None
+    # Both are shown on the App's settings and installation pages; the provider wants numbers.
+    return auth, table.integer("app_id"), table.integer("installation_id")
 
 
 def _repository(

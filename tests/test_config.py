@@ -235,7 +235,9 @@ class TestErrors:
 
     def test_runner_group_needs_an_organization(self) -> None:
         document = mutate(("pools", 0, "runner_group_id"), 3)
+        document["github"]["runner_scope"] = "organization"
         assert parse_config(document, source=SOURCE).pools[0].runner_group_id == 3
+        del document["github"]["runner_scope"]
         document["github"]["owner_type"] = "user"
         assert error_of(document) == (
             f"{SOURCE}: pools[0].runner_group_id: runner groups exist only in organizations "
@@ -617,3 +619,71 @@ class TestRepositoryCaps:
         document = example()
         document["github"]["max_runners_per_repository"] = value
         assert "github.max_runners_per_repository" in error_of(document)
+
+
+class TestGitHubAuthAndRunnerScope:
+    """[github] auth, app_id, installation_id and runner_scope (issue 12)."""
+
+    def test_defaults_are_tokens_and_repository_runners(self) -> None:
+        github = parse_config(example(), source=SOURCE).github
+        assert (github.auth, github.app_id, github.installation_id) == ("token", None, None)
+        assert github.runner_scope == "repository"
+
+    def test_an_app_takes_its_id_and_installation_id(self) -> None:
+        document = example()
+        document["github"].update(auth="app", app_id=123, installation_id=456)
+        github = parse_config(document, source=SOURCE).github
+        assert (github.auth, github.app_id, github.installation_id) == ("app", 123, 456)
+
+    @pytest.mark.parametrize(
+        ("fields", "problem"),
+        [
+            ({"auth": "oauth"}, "github.auth: expected one of 'token', 'app', got 'oauth'"),
+            ({"auth": "app", "installation_id": 4}, "github.app_id: missing required field"),
+            ({"auth": "app", "app_id": 3}, "github.installation_id: missing required field"),
+            (
+                {"auth": "app", "app_id": "Iv23li", "installation_id": 4},
+                "github.app_id: expected an integer, got a string",
+            ),
+            (
+                {"auth": "app", "app_id": 3, "installation_id": 0},
+                "github.installation_id: must be at least 1, got 0",
+            ),
+            ({"app_id": 3}, 'github.app_id: only with auth = "app" (auth is "token")'),
+            ({"installation_id": 3}, 'github.installation_id: only with auth = "app"'),
+            (
+                {"private_key": "-----BEGIN RSA PRIVATE KEY-----"},
+                "github.private_key: unknown field",
+            ),
+            (
+                {"runner_scope": "enterprise"},
+                "github.runner_scope: expected one of 'repository', 'organization', got "
+                "'enterprise'",
+            ),
+        ],
+    )
+    def test_bad_auth_fields_are_named(self, fields: dict[str, Any], problem: str) -> None:
+        document = example()
+        document["github"].update(fields)
+        assert error_of(document).startswith(f"{SOURCE}: {problem}")
+
+    def test_organization_runners_need_an_organization(self) -> None:
+        document = example()
+        document["github"].update(owner_type="user", runner_scope="organization")
+        assert error_of(document) == (
+            f"{SOURCE}: github.runner_scope: organization runners need an organization owner "
+            "(github.owner_type is 'user'): use \"repository\""
+        )
+
+    def test_a_runner_group_needs_organization_scope(self) -> None:
+        document = mutate(("pools", 0, "runner_group_id"), 4)
+        assert error_of(document) == (
+            f"{SOURCE}: pools[0].runner_group_id: runner group 4 holds organization runners: "
+            'set github.runner_scope = "organization", or leave it at 1'
+        )
+        document["github"]["runner_scope"] = "organization"
+        config = parse_config(document, source=SOURCE)
+        assert (config.github.runner_scope, config.pools[0].runner_group_id) == (
+            "organization",
+            4,
+        )
