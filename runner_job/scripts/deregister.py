@@ -2,10 +2,12 @@
 
 Runs after the runner task has exited for any reason, or never started. Reads the runner id the
 register task left in the hand-off directory; if there is none, registration never completed and
-there is nothing to remove (exit 0). Otherwise ``GET`` the runner: 404 means GitHub already
-removed it (an ephemeral runner that ran its job); if it still exists and carries the name this
-allocation gave it, ``DELETE`` it (204 or 404 both mean gone). A runner GitHub still reports as
-busy is retried for a while. Any JIT config the runner never read is removed too.
+there is nothing to remove (exit 0). Otherwise ``GET`` the runner
+(``/repos/{owner}/{repo}/actions/runners/{id}``, or ``/orgs/{org}/actions/runners/{id}`` for
+organization runners): 404 means GitHub already removed it (an ephemeral runner that ran its
+job); if it still exists and carries the name this allocation gave it, ``DELETE`` it (204 or 404
+both mean gone). A runner GitHub still reports as busy is retried for a while. Any JIT config
+the runner never read is removed too.
 
 The name check matters: the hand-off directory is writable by the runner task, where workflow
 code runs, so the id in it is trusted only when GitHub confirms the name.
@@ -30,11 +32,12 @@ from github_api import (
     GitHubError,
     add_common_flags,
     client_from,
+    credential_item,
     explain,
     run_task,
     runner_name,
+    runners_path,
     setting,
-    split_repository,
 )
 
 DESCRIPTION = "Delete this allocation's runner from GitHub if it is still registered."
@@ -88,21 +91,25 @@ def deregister(args: argparse.Namespace) -> str:
     if runner_id is None:
         return "no runner was registered for this allocation; nothing to remove"
     repository = setting(args.repository, "GITHUB_REPOSITORY")
-    owner, repo = split_repository(repository)
+    runners = runners_path(args, repository)
     expected = runner_name(
         setting(args.pool, "RUNNER_POOL"), setting(args.alloc_id, "NOMAD_ALLOC_ID")
     )
     variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
+    why = {
+        "credential_variable": variable or "holding the deregister task's credential",
+        "item": credential_item(args),
+        "organization": runners.startswith("/orgs/"),
+    }
     client = client_from(args)
-    path = f"/repos/{owner}/{repo}/actions/runners/{runner_id}"
+    path = f"{runners}/{runner_id}"
     action = f"removing runner {expected} (id {runner_id})"
-    credential = variable or "holding the deregister task's credential"
 
     found = client.call("GET", path)
     if found.status == 404:
         return f"runner {expected} (id {runner_id}) is already gone from {repository}"
     if found.status != 200:
-        raise explain(found, action=action, repository=repository, credential_variable=credential)
+        raise explain(found, action=action, repository=repository, **why)
     name = found.body.get("name") if isinstance(found.body, dict) else None
     if name != expected:
         raise GitHubError(
@@ -119,9 +126,7 @@ def deregister(args: argparse.Namespace) -> str:
         if gone.status in (204, 404):
             return f"removed runner {expected} (id {runner_id}) from {repository}"
         if gone.status != 422:
-            raise explain(
-                gone, action=action, repository=repository, credential_variable=credential
-            )
+            raise explain(gone, action=action, repository=repository, **why)
         # 422: GitHub still counts the runner as busy while its last job is wrapped up.
     raise GitHubError(
         f"{action} for {repository}: GitHub still reports the runner busy after {tries} tries; "

@@ -1,7 +1,8 @@
 """Prestart task: mint one just-in-time runner config and hand it to the runner task.
 
-Calls ``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`` with the pool's labels,
-runner group and a runner name unique to this allocation, then writes into the hand-off
+Calls ``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`` (organization runners:
+``POST /orgs/{org}/actions/runners/generate-jitconfig``) with the pool's labels, runner group
+and a runner name unique to this allocation, then writes into the hand-off
 directory (in the allocation's shared ``alloc/`` dir):
 
 * ``jitconfig``: the encoded config, a secret until the runner has used it; mode 0600, owned by
@@ -15,7 +16,8 @@ deleted unless GitHub reports it busy, and the call is made once more.
 
 Settings come from flags, else from environment variables set by the jobspec (names in
 ``--help``). Exit status: 0 registered, 1 GitHub refused (the message says what to fix),
-2 bad settings. The credential is read from a file and never printed.
+2 bad settings. The credential (a token, or a GitHub App's key that mints an installation
+token: ``github_api``) is read from a file and never printed.
 
 Nomad renders this file as a Go template: it must never contain two opening braces in a row.
 """
@@ -29,6 +31,7 @@ import sys
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from github_api import (
     Client,
@@ -36,11 +39,12 @@ from github_api import (
     GitHubError,
     add_common_flags,
     client_from,
+    credential_item,
     explain,
     run_task,
     runner_name,
+    runners_path,
     setting,
-    split_repository,
 )
 
 DESCRIPTION = "Mint a just-in-time runner config and hand it to the runner task."
@@ -85,7 +89,7 @@ def write_handoff(directory: Path, *, jitconfig: str, runner_id: int, name: str,
 
 
 def remove_leftover(
-    client: Client, runners_path: str, name: str, *, repository: str, variable: str
+    client: Client, runners_path: str, name: str, *, repository: str, why: dict[str, Any]
 ) -> str:
     """Delete the idle runner that holds this allocation's name; say what was done.
 
@@ -95,7 +99,7 @@ def remove_leftover(
     action = f"registering runner {name}: GitHub says the name is taken; looking it up"
     listed = client.call("GET", f"{runners_path}?name={urllib.parse.quote(name)}&per_page=100")
     if listed.status != 200:
-        raise explain(listed, action=action, repository=repository, credential_variable=variable)
+        raise explain(listed, action=action, repository=repository, **why)
     runners = listed.body.get("runners") if isinstance(listed.body, dict) else None
     found = [
         runner
@@ -132,7 +136,7 @@ def remove_leftover(
             action=f"registering runner {name}: removing the runner (id {runner_id}) that holds "
             "the name",
             repository=repository,
-            credential_variable=variable,
+            **why,
         )
     return f"removed runner id {runner_id}, left by an earlier try whose answer was lost"
 
@@ -150,7 +154,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def register(args: argparse.Namespace) -> str:
     repository = setting(args.repository, "GITHUB_REPOSITORY")
-    owner, repo = split_repository(repository)
+    path = runners_path(args, repository)
     pool = setting(args.pool, "RUNNER_POOL")
     name = runner_name(pool, setting(args.alloc_id, "NOMAD_ALLOC_ID"))
     group_text = setting(args.runner_group_id, "RUNNER_GROUP_ID")
@@ -161,7 +165,11 @@ def register(args: argparse.Namespace) -> str:
     labels = parse_labels(setting(args.labels, "RUNNER_LABELS"))
     handoff = Path(setting(args.handoff_dir, "RUNNER_HANDOFF_DIR"))
     variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
-    credential = variable or "holding the register task's credential"
+    why: dict[str, Any] = {
+        "credential_variable": variable or "holding the register task's credential",
+        "item": credential_item(args),
+        "organization": path.startswith("/orgs/"),
+    }
     client = client_from(args)
     body = {
         "name": name,
@@ -169,21 +177,13 @@ def register(args: argparse.Namespace) -> str:
         "labels": labels,
         "work_folder": args.work_folder,
     }
-    runners_path = f"/repos/{owner}/{repo}/actions/runners"
-    response = client.call("POST", f"{runners_path}/generate-jitconfig", body)
+    response = client.call("POST", f"{path}/generate-jitconfig", body)
     note = ""
     if response.status == 409:
-        note = "; " + remove_leftover(
-            client, runners_path, name, repository=repository, variable=credential
-        )
-        response = client.call("POST", f"{runners_path}/generate-jitconfig", body)
+        note = "; " + remove_leftover(client, path, name, repository=repository, why=why)
+        response = client.call("POST", f"{path}/generate-jitconfig", body)
     if response.status != 201:
-        raise explain(
-            response,
-            action=f"registering runner {name}",
-            repository=repository,
-            credential_variable=credential,
-        )
+        raise explain(response, action=f"registering runner {name}", repository=repository, **why)
     answer = response.body if isinstance(response.body, dict) else {}
     runner = answer.get("runner")
     jitconfig = answer.get("encoded_jit_config")

@@ -47,6 +47,26 @@ For doctor, read-only endpoints:
 * ``GET /repos/actions/runner/releases``: public (no token needed; an unknown token is still a
   401), newest first, as ``add_release`` put them.
 
+GitHub Apps (``apps``: App id -> its public key, PEM; ``installations``: installation id ->
+:class:`Installation`), as GitHub's docs for App authentication have it:
+
+* ``POST /app/installations/{id}/access_tokens`` with ``Authorization: Bearer <JWT>``: the JWT
+  must be three base64url parts, header ``alg`` RS256, claims ``iss`` (the App id, as a number
+  or a string), ``iat`` and ``exp`` (integers; ``exp`` in the future and at most 10 minutes
+  ahead, ``iat`` not in the future beyond a little clock drift), signed with the App's key
+  (verified by the ``openssl`` CLI against its public key); any failure is 401 with GitHub's
+  message. An installation that is unknown, of another App, or revoked (``revoke_installation``)
+  is 404 "Not Found". Otherwise 201 ``{"token", "expires_at", "permissions",
+  "repository_selection"}``: the token (``ghs_...``) has the installation's grants until
+  ``expires_at`` (``installation_token_seconds``, one hour by default), then answers 401 "Bad
+  credentials", as do its tokens once the installation is revoked. Every JWT seen is kept
+  (``jwts``: header, claims, when) for tests to inspect. Installation tokens carry their own
+  ``x-ratelimit-limit`` (``INSTALLATION_RATE_LIMIT``), distinct from a personal token's;
+* organization runners: the same runner endpoints under ``/orgs/{org}/actions/runners``
+  (``generate-jitconfig``, the list, ``/{id}`` GET and DELETE), for a credential granted
+  ``"org_runners"`` on ``"org:{org}"`` (the organization permission "Self-hosted runners: read
+  and write"); a repository's runners and the organization's are separate.
+
 Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests
 instead of handling them; ``lose_next_answer`` handles the next request and then loses GitHub's
 answer (a 502 from a proxy, or no answer before the client's timeout), as a flaky network does.
@@ -61,10 +81,13 @@ import itertools
 import json
 import re
 import secrets
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -75,11 +98,29 @@ READ_ONLY_TOKEN = "ghp_standin_read_only_token_for_tests_2"
 REPOSITORY = "octo-org/hello-world"
 MAX_LABELS = 100
 RATE_LIMIT = 5000
+# An installation's hourly quota grows with the organization (5,000 to 12,500); the stand-in
+# gives installation tokens the top of that range, so tests can tell the two kinds apart.
+INSTALLATION_RATE_LIMIT = 12500
+# GitHub's answers to a JWT it refuses (401 each).
+JWT_UNDECODABLE = "A JSON web token could not be decoded"
+JWT_EXP_TOO_FAR = "'Expiration time' claim ('exp') is too far in the future"
+JWT_EXPIRED = (
+    "'Expiration time' claim ('exp') must be a numeric value representing the future time at "
+    "which the assertion expires"
+)
+JWT_IAT_FUTURE = (
+    "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was "
+    "issued"
+)
+JWT_MAX_SECONDS = 600
+CLOCK_DRIFT_SECONDS = 30
 
 _RUNNERS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners/([^/]+)$")
 _RUNNER_LIST_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runners$")
 _HOOKS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/hooks(?:/(\d+)/deliveries)?$")
 _RELEASES_PATH = "/repos/actions/runner/releases"
+_ACCESS_TOKENS_PATH = re.compile(r"^/app/installations/(\d+)/access_tokens$")
+_ORG_RUNNERS_PATH = re.compile(r"^/orgs/([^/]+)/actions/runners(?:/([^/]+))?$")
 _RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)(/jobs)?)?$")
 # Not shaped like a real fine-grained token, so secret scanners do not flag the fixture.
 ACTIONS_READ_TOKEN = "standin-actions-read-token-for-tests-3"
@@ -121,6 +162,22 @@ class Runner:
 
 
 @dataclass
+class Installation:
+    """An App's installation: what its tokens may do, as ``tokens`` grants (scope ->
+    permission, e.g. ``{"org:octo-org": "org_runners", "octo-org/app": "actions_read"}``)."""
+
+    app_id: int
+    grants: dict[str, str]
+    revoked: bool = False
+
+
+@dataclass
+class IssuedToken:
+    installation_id: int
+    expires_at: float
+
+
+@dataclass
 class Injected:
     method: str | None
     status: int
@@ -140,6 +197,9 @@ class GitHubStandIn:
         *,
         tokens: dict[str, dict[str, str]] | None = None,
         runner_groups: frozenset[int] = frozenset({1}),
+        apps: dict[int, bytes] | None = None,
+        installations: dict[int, Installation] | None = None,
+        installation_token_seconds: float = 3600.0,
     ) -> None:
         # token -> {"owner/repo" (lower-case): "admin" | "read"}
         self.tokens = (
@@ -148,6 +208,11 @@ class GitHubStandIn:
             else {ADMIN_TOKEN: {REPOSITORY: "admin"}, READ_ONLY_TOKEN: {REPOSITORY: "read"}}
         )
         self.runner_groups = runner_groups
+        self.apps = dict(apps or {})
+        self.installations = dict(installations or {})
+        self.installation_token_seconds = installation_token_seconds
+        self.issued: dict[str, IssuedToken] = {}
+        self.jwts: list[dict[str, Any]] = []
         self.runners: dict[int, Runner] = {}
         self.requests: list[RecordedRequest] = []
         self.rate_limited = False
@@ -377,6 +442,11 @@ class GitHubStandIn:
                 },
             )
 
+    def revoke_installation(self, installation_id: int) -> None:
+        """The App is uninstalled (or suspended): no new token, and its tokens stop working."""
+        with self._lock:
+            self.installations[installation_id].revoked = True
+
     def calls(self, method: str | None = None) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if method is None or r.method == method]
@@ -414,6 +484,21 @@ class GitHubStandIn:
         hooks = _HOOKS_PATH.match(route)
         if hooks and method == "GET":
             return self._hooks(hooks, parse_qs(query), headers)
+        exchange = _ACCESS_TOKENS_PATH.match(route)
+        if exchange and method == "POST":
+            return self._access_token(int(exchange.group(1)), headers)
+        organization = _ORG_RUNNERS_PATH.match(route)
+        if organization:
+            scope = f"org:{organization.group(1).lower()}"
+            refused = self._authorize(headers, scope, "org_runners")
+            if refused is not None:
+                return refused
+            target = organization.group(2)
+            if target is None:
+                if method != "GET":
+                    return _error(404, "Not Found")
+                return self._runner_list(scope, parse_qs(query))
+            return self._runner(method, scope, target, body)
         runs = _RUNS_PATH.match(route)
         if runs and method == "GET":
             return self._runs(runs, parse_qs(query), headers)
@@ -424,11 +509,15 @@ class GitHubStandIn:
         if not match:
             return _error(404, "Not Found")
         repository = f"{match.group(1)}/{match.group(2)}".lower()
-        target = match.group(3)
         refused = self._authorize(headers, repository, "admin")
         if refused is not None:
             return refused
+        return self._runner(method, repository, match.group(3), body)
 
+    def _runner(
+        self, method: str, repository: str, target: str, body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        """One runner endpoint of ``repository`` (or ``org:{org}`` for the organization's)."""
         if target == "generate-jitconfig":
             if method != "POST":
                 return _error(404, "Not Found")
@@ -459,6 +548,12 @@ class GitHubStandIn:
         if not token or scheme.lower() not in ("bearer", "token"):
             return _error(401, "Requires authentication")
         grants = self.tokens.get(token)
+        issued = self.issued.get(token)
+        if issued is not None:
+            installation = self.installations[issued.installation_id]
+            if installation.revoked or time.time() >= issued.expires_at:
+                return _error(401, "Bad credentials")
+            grants = installation.grants
         if grants is None:
             return _error(401, "Bad credentials")
         if self.rate_limited:
@@ -469,10 +564,17 @@ class GitHubStandIn:
                 {"x-ratelimit-remaining": "0"},
             )
         permission = grants.get(repository)
+        kind = "integration" if issued is not None else "personal access token"
+        if permission is None and repository.startswith("org:"):
+            # The organization is visible to a credential with access to any of its
+            # repositories: it lacks the organization permission, it is not lost.
+            organization = repository[len("org:") :]
+            if any(scope.partition("/")[0] == organization for scope in grants):
+                return _error(403, f"Resource not accessible by {kind}")
         if permission is None:
             return _error(404, "Not Found")
         if permission != needed:
-            return _error(403, "Resource not accessible by personal access token")
+            return _error(403, f"Resource not accessible by {kind}")
         return None
 
     def _releases(self, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
@@ -497,6 +599,61 @@ class GitHubStandIn:
             return _error(404, "Not Found")
         newest_first = list(reversed(self.deliveries.get(hook_id, [])))
         return 200, newest_first[:per_page], {}
+
+    def _access_token(
+        self, installation_id: int, headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """``POST /app/installations/{id}/access_tokens``, authenticated by the App's JWT."""
+        scheme, _, jwt = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not jwt:
+            return _error(401, "Requires authentication")
+        verdict = self._verify_jwt(jwt)
+        if isinstance(verdict, str):
+            return _error(401, verdict)
+        installation = self.installations.get(installation_id)
+        if installation is None or installation.revoked or installation.app_id != verdict:
+            return _error(404, "Not Found")
+        token = "ghs_" + secrets.token_urlsafe(36)
+        expires = time.time() + self.installation_token_seconds
+        self.issued[token] = IssuedToken(installation_id, expires)
+        document = {
+            "token": token,
+            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+            "permissions": {"metadata": "read"},
+            "repository_selection": "selected",
+        }
+        return 201, document, {}
+
+    def _verify_jwt(self, jwt: str) -> int | str:
+        """The App id a valid JWT was issued by, or GitHub's message for why it is refused."""
+        parts = jwt.split(".")
+        if len(parts) != 3:
+            return JWT_UNDECODABLE
+        try:
+            header, claims = (json.loads(_unbase64url(part)) for part in parts[:2])
+            signature = _unbase64url(parts[2])
+        except ValueError:
+            return JWT_UNDECODABLE
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            return JWT_UNDECODABLE
+        now = time.time()
+        self.jwts.append({"header": header, "claims": claims, "at": now})
+        issuer = claims.get("iss")
+        app_id = int(issuer) if isinstance(issuer, int | str) and str(issuer).isdigit() else None
+        key = self.apps.get(app_id) if app_id is not None else None
+        if header.get("alg") != "RS256" or key is None:
+            return JWT_UNDECODABLE
+        expires, issued = claims.get("exp"), claims.get("iat")
+        if not isinstance(expires, int) or expires <= now:
+            return JWT_EXPIRED
+        if expires > now + JWT_MAX_SECONDS:
+            return JWT_EXP_TOO_FAR
+        if not isinstance(issued, int) or issued > now + CLOCK_DRIFT_SECONDS:
+            return JWT_IAT_FUTURE
+        signed = f"{parts[0]}.{parts[1]}".encode("ascii")
+        if not openssl_verifies(key, signed, signature):
+            return JWT_UNDECODABLE
+        return app_id
 
     def _runs(
         self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
@@ -536,6 +693,11 @@ class GitHubStandIn:
         refused = self._authorize(headers, repository, "admin")
         if refused is not None:
             return refused
+        return self._runner_list(repository, query)
+
+    def _runner_list(
+        self, repository: str, query: dict[str, list[str]]
+    ) -> tuple[int, Any, dict[str, str]]:
         wanted = query.get("name", [None])[-1]
         per_page = min(int(query.get("per_page", ["30"])[-1]), 100)
         page = max(int(query.get("page", ["1"])[-1]), 1)
@@ -574,6 +736,28 @@ class GitHubStandIn:
         runner = Runner(next(self._ids), name, repository, list(labels), group, jit)
         self.runners[runner.id] = runner
         return 201, {"runner": runner.as_json(), "encoded_jit_config": jit}, {}
+
+
+def _unbase64url(part: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", part):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def openssl_verifies(public_key_pem: bytes, message: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is RS256 (RSASSA-PKCS1-v1_5, SHA-256) of ``message`` by the key
+    whose public half is ``public_key_pem``: checked by the ``openssl`` CLI, not by this file."""
+    with tempfile.TemporaryDirectory() as scratch:
+        key, signed = Path(scratch, "key.pem"), Path(scratch, "signature")
+        key.write_bytes(public_key_pem)
+        signed.write_bytes(signature)
+        done = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-verify", str(key), "-signature", str(signed)],
+            input=message,
+            capture_output=True,
+            check=False,
+        )
+    return done.returncode == 0
 
 
 def _minimal_repository(full_name: str) -> dict[str, Any]:
@@ -641,10 +825,15 @@ def _handler_for(standin: GitHubStandIn) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("x-github-request-id", secrets.token_hex(8).upper())
-            self.send_header("x-ratelimit-limit", str(RATE_LIMIT))
+            _, _, credential = self.headers.get("Authorization", "").partition(" ")
+            installation = credential in standin.issued
+            self.send_header(
+                "x-ratelimit-limit", str(INSTALLATION_RATE_LIMIT if installation else RATE_LIMIT)
+            )
             default = standin.rate_limit_remaining
             if default is None:
-                default = RATE_LIMIT - len(standin.requests)
+                limit = INSTALLATION_RATE_LIMIT if installation else RATE_LIMIT
+                default = limit - len(standin.requests)
             remaining = extra.pop("x-ratelimit-remaining", str(default))
             self.send_header("x-ratelimit-remaining", remaining)
             self.send_header("x-ratelimit-reset", str(int(time.time()) + 3600))
