@@ -46,6 +46,11 @@ GITHUB_API_URL_BINDING: Final = "GITHUB_API_URL"
 GITHUB_READ_TOKEN_BINDING: Final = "GITHUB_READ_TOKEN"
 RECONCILE_REQUEST_BUDGET_BINDING: Final = "RECONCILE_REQUEST_BUDGET"
 STATUS_TOKEN_BINDING: Final = "STATUS_TOKEN"
+# With [github] auth = "app", in place of GITHUB_READ_TOKEN: the Worker mints its own
+# installation token from the App's key (handler.github_auth).
+GITHUB_APP_ID_BINDING: Final = "GITHUB_APP_ID"
+GITHUB_APP_INSTALLATION_ID_BINDING: Final = "GITHUB_APP_INSTALLATION_ID"
+GITHUB_APP_PRIVATE_KEY_BINDING: Final = "GITHUB_APP_PRIVATE_KEY"
 
 # Outbound requests per reconciler run. The default fits the Workers Free plan (50 subrequests per
 # invocation); the maximum leaves room under the paid plans' 1,000 for KV and the rest.
@@ -112,6 +117,36 @@ WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
         "Bearer token GET /status requires (Authorization: Bearer <token>); generated at deploy.",
     ),
 )
+
+# The bindings of a Worker whose GitHub reads use a GitHub App: GITHUB_READ_TOKEN gives way to
+# the App's id, installation id and private key.
+GITHUB_APP_BINDINGS: Final[tuple[BindingSpec, ...]] = (
+    BindingSpec(
+        GITHUB_APP_ID_BINDING,
+        "plain_text",
+        "The GitHub App's id: the issuer of the JWTs the Worker signs (not a secret).",
+    ),
+    BindingSpec(
+        GITHUB_APP_INSTALLATION_ID_BINDING,
+        "plain_text",
+        "The App's installation id on the owner, whose installation token the Worker reads with.",
+    ),
+    BindingSpec(
+        GITHUB_APP_PRIVATE_KEY_BINDING,
+        "secret_text",
+        "The App's PEM private key (PKCS#1 as GitHub gives it, or PKCS#8): signs the JWT that "
+        "buys an installation token, kept in isolate memory until shortly before it expires.",
+    ),
+)
+
+
+def worker_bindings(github_auth: str) -> tuple[BindingSpec, ...]:
+    """The Worker's bindings for ``[github] auth`` ("token": :data:`WORKER_BINDINGS`)."""
+    if github_auth != "app":
+        return WORKER_BINDINGS
+    kept = tuple(spec for spec in WORKER_BINDINGS if spec.name != GITHUB_READ_TOKEN_BINDING)
+    return kept + GITHUB_APP_BINDINGS
+
 
 # Meta keys of every dispatch. The runner jobspec lists exactly these as ``meta_required``; a test
 # holds the two sides together. Values are never secret: anyone with read-job can see them.

@@ -25,6 +25,8 @@ RUNNER_TASK: Final = "runner"
 DEREGISTER_TASK: Final = "deregister"
 DOCKER_TASK: Final = "docker"  # the Docker daemon sidecar of a dind pool
 GITHUB_TOKEN_ITEM: Final = "github_token"
+# The item holding a GitHub App's PEM private key instead (auth = "app").
+GITHUB_APP_KEY_ITEM: Final = "github_app_private_key"
 
 # The cloudflared job's id (the stack deploys it under this name; doctor looks it up by it).
 CLOUDFLARED_JOB: Final = "cloudflared"

@@ -59,7 +59,7 @@ variable "runner_image" {
 }
 
 variable "helper_image" {
-  description = "Image that runs the register and deregister scripts (Python 3 standard library only), pinned to a version."
+  description = "Image that runs the register and deregister scripts (Python 3 standard library only; with github_auth = \"app\" also the openssl CLI, e.g. python:3.13.9-slim-trixie), pinned to a version."
   type        = string
   default     = "python:3.13.9-alpine3.22"
 }
@@ -131,6 +131,46 @@ variable "github_api_url" {
   description = "GitHub REST API base URL (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server)."
   type        = string
   default     = "https://api.github.com"
+}
+
+variable "github_auth" {
+  description = "How the register and deregister tasks authenticate: \"token\" (item github_token of their Nomad Variables) or \"app\" (item github_app_private_key: a GitHub App's PEM key, from which each task mints an installation token when it starts; the image needs the openssl CLI)."
+  type        = string
+  default     = "token"
+
+  validation {
+    condition     = contains(["token", "app"], var.github_auth)
+    error_message = "The github_auth variable must be \"token\" or \"app\"."
+  }
+}
+
+variable "github_app_id" {
+  description = "The GitHub App's id (github_auth = \"app\"); not a secret."
+  type        = string
+  default     = ""
+}
+
+variable "github_app_installation_id" {
+  description = "The App's installation id on the owner (github_auth = \"app\"); not a secret."
+  type        = string
+  default     = ""
+}
+
+variable "runner_scope" {
+  description = "\"repository\": runners registered on the job's repository; \"organization\": on the organization github_owner, in runner group runner_group_id."
+  type        = string
+  default     = "repository"
+
+  validation {
+    condition     = contains(["repository", "organization"], var.runner_scope)
+    error_message = "The runner_scope variable must be \"repository\" or \"organization\"."
+  }
+}
+
+variable "github_owner" {
+  description = "The organization whose runners the job registers (runner_scope = \"organization\"); every dispatched repository must belong to it."
+  type        = string
+  default     = ""
 }
 
 variable "scripts_dir" {
@@ -213,7 +253,13 @@ job "github-runner" {
       env {
         GITHUB_API_URL      = var.github_api_url
         GITHUB_REPOSITORY   = "${NOMAD_META_github_repository}"
+        GITHUB_AUTH         = var.github_auth
         GITHUB_TOKEN_FILE   = "${NOMAD_SECRETS_DIR}/github_token"
+        GITHUB_APP_KEY_FILE = "${NOMAD_SECRETS_DIR}/github_app_key"
+        GITHUB_APP_ID       = var.github_app_id
+        GITHUB_APP_INSTALLATION_ID = var.github_app_installation_id
+        RUNNER_SCOPE        = var.runner_scope
+        GITHUB_OWNER        = var.github_owner
         CREDENTIAL_VARIABLE = "nomad/jobs/${var.job_name}/runner/register"
         RUNNER_POOL         = var.pool
         RUNNER_GROUP_ID     = var.runner_group_id
@@ -233,12 +279,14 @@ job "github-runner" {
 
       # The credential reaches this task only: a task may read nomad/jobs/<job>/<group>/<task> of
       # its own task, so the runner task cannot read it. It is rendered into this task's secrets/
-      # (not the environment), and a rotation must not restart anything (noop).
+      # (not the environment), and a rotation must not restart anything (noop). It is the token,
+      # or the GitHub App's key, which stays in this file (openssl reads it there to sign the
+      # JWT): the installation token minted from it lives in the task's memory only.
       template {
         data        = <<-EOT
-        {{ with nomadVar "nomad/jobs/${var.job_name}/runner/register" }}{{ .github_token }}{{ end }}
+        {{ with nomadVar "nomad/jobs/${var.job_name}/runner/register" }}{{ .${var.github_auth == "app" ? "github_app_private_key" : "github_token"} }}{{ end }}
         EOT
-        destination = "secrets/github_token"
+        destination = var.github_auth == "app" ? "secrets/github_app_key" : "secrets/github_token"
         perms       = "0400"
         env         = false
         change_mode = "noop"
@@ -326,7 +374,13 @@ job "github-runner" {
       env {
         GITHUB_API_URL      = var.github_api_url
         GITHUB_REPOSITORY   = "${NOMAD_META_github_repository}"
+        GITHUB_AUTH         = var.github_auth
         GITHUB_TOKEN_FILE   = "${NOMAD_SECRETS_DIR}/github_token"
+        GITHUB_APP_KEY_FILE = "${NOMAD_SECRETS_DIR}/github_app_key"
+        GITHUB_APP_ID       = var.github_app_id
+        GITHUB_APP_INSTALLATION_ID = var.github_app_installation_id
+        RUNNER_SCOPE        = var.runner_scope
+        GITHUB_OWNER        = var.github_owner
         CREDENTIAL_VARIABLE = "nomad/jobs/${var.job_name}/runner/deregister"
         RUNNER_POOL         = var.pool
         RUNNER_HANDOFF_DIR  = "${NOMAD_ALLOC_DIR}/runner-handoff"
@@ -344,9 +398,9 @@ job "github-runner" {
 
       template {
         data        = <<-EOT
-        {{ with nomadVar "nomad/jobs/${var.job_name}/runner/deregister" }}{{ .github_token }}{{ end }}
+        {{ with nomadVar "nomad/jobs/${var.job_name}/runner/deregister" }}{{ .${var.github_auth == "app" ? "github_app_private_key" : "github_token"} }}{{ end }}
         EOT
-        destination = "secrets/github_token"
+        destination = var.github_auth == "app" ? "secrets/github_app_key" : "secrets/github_token"
         perms       = "0400"
         env         = false
         change_mode = "noop"

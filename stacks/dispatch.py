@@ -6,7 +6,10 @@ Nomad token from the nomad stack (all as cdktf references), generates the webhoo
 ``webhook_secret_key`` to the github stack. It also generates the bearer token ``GET /status``
 requires, handed to the Worker as ``STATUS_TOKEN`` and to the operator as the sensitive output
 ``status_token``. The GitHub read token (reconciler and fork check) is the sensitive Terraform
-variable ``github_read_token`` (``TF_VAR_github_read_token``).
+variable ``github_read_token`` (``TF_VAR_github_read_token``); with ``[github] auth = "app"``
+the Worker gets the App's id, installation id and private key instead (the sensitive variable
+``github_app_private_key``, ``TF_VAR_github_app_private_key``) and mints its own installation
+token.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from handler.contract import (
     ACCESS_CLIENT_ID_BINDING,
     ACCESS_CLIENT_SECRET_BINDING,
     GITHUB_API_URL_BINDING,
+    GITHUB_APP_ID_BINDING,
+    GITHUB_APP_INSTALLATION_ID_BINDING,
+    GITHUB_APP_PRIVATE_KEY_BINDING,
     GITHUB_READ_TOKEN_BINDING,
     NOMAD_ADDR_BINDING,
     NOMAD_TOKEN_BINDING,
@@ -29,9 +35,11 @@ from handler.contract import (
     ROUTING_BINDING,
     STATUS_TOKEN_BINDING,
     WEBHOOK_SECRET_KEY_BINDING,
+    worker_bindings,
 )
 from stacks.backend import declare_backend
 from stacks.components.dispatch_worker import DispatchWorker
+from stacks.nomad import app_private_key_variable
 from stacks.terraform_text import escape
 
 GITHUB_READ_TOKEN_VARIABLE = "github_read_token"
@@ -67,19 +75,7 @@ class DispatchStack(TerraformStack):
             description="Bearer token for GET /status on the webhook hostname.",
         )
         status_output.override_logical_id("status_token")
-        github_read_token = TerraformVariable(
-            self,
-            GITHUB_READ_TOKEN_VARIABLE,
-            type="string",
-            sensitive=True,
-            nullable=False,
-            description=(
-                "GitHub token the Worker lists queued runs and jobs with (reconciler) and "
-                "looks a job's run up with before dispatching it (fork check): fine-grained, "
-                "repository permission Actions read, on the configured repositories only. "
-                "Set TF_VAR_github_read_token."
-            ),
-        )
+        github_bindings = self._github_read(config)
         cloudflare = config.cloudflare
         worker = DispatchWorker(
             self,
@@ -98,12 +94,37 @@ class DispatchStack(TerraformStack):
                 ACCESS_CLIENT_SECRET_BINDING: Fn.sensitive(access_client_secret),
                 WEBHOOK_SECRET_KEY_BINDING: webhook_key.result,
                 GITHUB_API_URL_BINDING: escape(config.github.api_url),
-                GITHUB_READ_TOKEN_BINDING: github_read_token.string_value,
+                **github_bindings,
                 RECONCILE_REQUEST_BUDGET_BINDING: str(config.reconcile.request_budget),
                 STATUS_TOKEN_BINDING: status_token.result,
             },
             # How often the reconciler looks for queued jobs a webhook did not serve.
             cron_schedules=[config.reconcile.cron],
+            binding_specs=worker_bindings(config.github.auth),
         )
         self.webhook_hostname = worker.hostname
         self.webhook_secret_key = webhook_key.result
+
+    def _github_read(self, config: AppConfig) -> dict[str, str]:
+        """The bindings the Worker reads GitHub with: the read token, or the App's."""
+        github = config.github
+        if github.auth == "app":
+            return {
+                GITHUB_APP_ID_BINDING: str(github.app_id),
+                GITHUB_APP_INSTALLATION_ID_BINDING: str(github.installation_id),
+                GITHUB_APP_PRIVATE_KEY_BINDING: app_private_key_variable(self, config).string_value,
+            }
+        token = TerraformVariable(
+            self,
+            GITHUB_READ_TOKEN_VARIABLE,
+            type="string",
+            sensitive=True,
+            nullable=False,
+            description=(
+                "GitHub token the Worker lists queued runs and jobs with (reconciler) and "
+                "looks a job's run up with before dispatching it (fork check): fine-grained, "
+                "repository permission Actions read, on the configured repositories only. "
+                "Set TF_VAR_github_read_token."
+            ),
+        )
+        return {GITHUB_READ_TOKEN_BINDING: token.string_value}

@@ -2,7 +2,9 @@
 
 Takes the Worker's hostname and the webhook secret key from the dispatch stack (cdktf
 references, so hooks are created only once the Worker answers). The GitHub provider reads its
-credential from ``GITHUB_TOKEN``; ``owner`` comes from the configuration.
+credential from ``GITHUB_TOKEN``, or with ``[github] auth = "app"`` authenticates as the App's
+installation (its own ``app_auth`` block: id, installation id, and the PEM key from the
+sensitive variable ``github_app_private_key``); ``owner`` comes from the configuration.
 
 Public repositories: the plan fails for a served repository that is public unless it has
 ``allow_public = true`` (:mod:`stacks.components.repository_visibility`), and synth warns
@@ -14,7 +16,7 @@ runners.
 from __future__ import annotations
 
 from cdktf import Annotations, Fn, TerraformStack
-from cdktf_cdktf_provider_github.provider import GithubProvider
+from cdktf_cdktf_provider_github.provider import GithubProvider, GithubProviderAppAuth
 from constructs import Construct
 
 from config import AppConfig
@@ -22,6 +24,7 @@ from handler.contract import FORK_POLICY_ALLOW
 from stacks.backend import declare_backend
 from stacks.components.repository_visibility import RepositoryVisibilityGuard
 from stacks.components.repository_webhooks import RepositoryWebhooks
+from stacks.nomad import app_private_key_variable
 
 _PUBLIC_API = "https://api.github.com"
 _SERVER_API_PATH = "/api/v3"
@@ -71,11 +74,19 @@ class GitHubStack(TerraformStack):
         super().__init__(scope, id)
         declare_backend(self, config.backend, id)
         github = config.github
+        app_auth = None
+        if github.auth == "app":
+            app_auth = GithubProviderAppAuth(
+                id=str(github.app_id),
+                installation_id=str(github.installation_id),
+                pem_file=app_private_key_variable(self, config).string_value,
+            )
         GithubProvider(
             self,
             "github",
             owner=github.owner,
             base_url=provider_base_url(github.api_url),
+            app_auth=app_auth,
         )
         self.visibility = RepositoryVisibilityGuard(
             self, "repository_visibility", repositories=github.repositories

@@ -1,9 +1,11 @@
 """Nomad: the runner namespace, the Worker's dispatch-only token, credentials and jobs.
 
 Takes the tunnel token from the edge stack (a cdktf reference) and the GitHub credential from
-the sensitive Terraform variable ``github_runner_token`` (``TF_VAR_github_runner_token``), and
-exposes ``dispatch_token_secret`` to the dispatch stack (and, as a sensitive output with a stable
-name, to ``doctor``). The Nomad provider reads its own token
+the sensitive Terraform variable ``github_runner_token`` (``TF_VAR_github_runner_token``), or,
+with ``[github] auth = "app"``, the App's private key from ``github_app_private_key``
+(``TF_VAR_github_app_private_key``), and exposes ``dispatch_token_secret`` to the dispatch
+stack (and, as a sensitive output with a stable name, to ``doctor``). The Nomad provider reads
+its own token
 from ``NOMAD_TOKEN``.
 
 The runner image of a pool without a pin is the newest actions/runner release, read from
@@ -41,6 +43,7 @@ from stacks.components.runner_pool_job import RunnerPoolJob
 from stacks.components.runner_release import NewestRunnerRelease, RunnerVersionWindowCheck
 
 GITHUB_RUNNER_TOKEN_VARIABLE = "github_runner_token"
+GITHUB_APP_PRIVATE_KEY_VARIABLE = "github_app_private_key"
 GITHUB_RELEASES_TOKEN_VARIABLE = "github_releases_token"
 # actions/runner is on github.com, whichever GitHub the runners serve.
 GITHUB_DOT_COM_API = "https://api.github.com/"
@@ -64,18 +67,7 @@ class NomadStack(TerraformStack):
         super().__init__(scope, id)
         declare_backend(self, config.backend, id)
         NomadProvider(self, "nomad", address=config.nomad.address)
-        github_token = TerraformVariable(
-            self,
-            GITHUB_RUNNER_TOKEN_VARIABLE,
-            type="string",
-            sensitive=True,
-            nullable=False,
-            description=(
-                "GitHub token that mints just-in-time runner configs and removes runners: "
-                "fine-grained, repository permission Administration read and write, on the "
-                "configured repositories only. Set TF_VAR_github_runner_token."
-            ),
-        )
+        credential = self._runner_credential(config)
         namespace = RunnerNamespace(
             self,
             "runner_namespace",
@@ -96,10 +88,10 @@ class NomadStack(TerraformStack):
                 nomad=config.nomad,
                 runner_image=runner_images[pool.name],
                 images=config.images,
-                github_api_url=config.github.api_url,
                 namespace=namespace.name,
                 scripts_dir=scripts.path,
-                github_token=github_token.string_value,
+                github=config.github,
+                credential=credential,
             )
         # Terraform drops the sensitive mark from values read through terraform_remote_state; mark
         # them again so plans (and the cdktf diff posted on pull requests) never print them.
@@ -119,6 +111,29 @@ class NomadStack(TerraformStack):
             sensitive=True,
             description="Read by doctor (python -m doctor): what the Worker's token may do.",
         )
+
+    def _runner_credential(self, config: AppConfig) -> str:
+        """The sensitive variable the runner tasks' credential comes from: the runner token, or
+        the GitHub App's private key (from which each task mints an installation token)."""
+        if config.github.auth == "app":
+            return app_private_key_variable(self, config).string_value
+        scope = (
+            'organization permission "Self-hosted runners: read and write"'
+            if config.github.runner_scope == "organization"
+            else "repository permission Administration read and write, on the configured "
+            "repositories only"
+        )
+        return TerraformVariable(
+            self,
+            GITHUB_RUNNER_TOKEN_VARIABLE,
+            type="string",
+            sensitive=True,
+            nullable=False,
+            description=(
+                "GitHub token that mints just-in-time runner configs and removes runners: "
+                f"fine-grained, {scope}. Set TF_VAR_github_runner_token."
+            ),
+        ).string_value
 
     def _runner_images(self, config: AppConfig) -> dict[str, str]:
         """Each pool's runner image: its pin, or the newest release's image (an expression).
@@ -169,3 +184,21 @@ class NomadStack(TerraformStack):
             else ""
         )
         return {name: image or newest for name, image in chosen.items()}
+
+
+def app_private_key_variable(stack: TerraformStack, config: AppConfig) -> TerraformVariable:
+    """The GitHub App's PEM private key, a sensitive variable (each stack that needs it asks)."""
+    return TerraformVariable(
+        stack,
+        GITHUB_APP_PRIVATE_KEY_VARIABLE,
+        type="string",
+        sensitive=True,
+        nullable=False,
+        description=(
+            f"Private key (PEM, as GitHub downloads it) of the GitHub App {config.github.app_id}, "
+            f"installation {config.github.installation_id}: the only secret of App "
+            "authentication, kept in Terraform state and where the stack puts it, never in the "
+            "configuration. Set TF_VAR_github_app_private_key, e.g. "
+            '"$(cat my-app.private-key.pem)".'
+        ),
+    )

@@ -48,6 +48,9 @@ PLANTED_SECRETS = {
     "TF_VAR_github_runner_token": "planted-runner-token-github-pat-4d5e6",
     "TF_VAR_github_read_token": "planted-read-token-github-pat-0a1b2",
     "TF_VAR_github_releases_token": "planted-releases-token-github-pat-3e4f5",
+    # The GitHub App's private key (auth = "app"), and the provider's own variable for one.
+    "TF_VAR_github_app_private_key": "planted-github-app-private-key-pem-5a6b7",
+    "GITHUB_APP_PEM_FILE": "planted-provider-app-pem-file-8c9d0",
     "GH_TOKEN": "planted-gh-cli-token-6a7b8",
     "AWS_SECRET_ACCESS_KEY": "planted-aws-secret-2b3c4",
     "TF_TOKEN_app_terraform_io": "planted-hcp-terraform-token-9c8b7",

@@ -15,6 +15,7 @@ import pytest
 from handler.contract import DISPATCH_META_KEYS, META_REPOSITORY
 from runner_job import (
     DEREGISTER_TASK,
+    GITHUB_APP_KEY_ITEM,
     GITHUB_TOKEN_ITEM,
     REGISTER_TASK,
     RUNNER_GROUP,
@@ -45,6 +46,11 @@ AGREED_VARIABLES = {
     "idle_timeout_seconds": "number",
     "max_job_seconds": "number",
     "github_api_url": "string",
+    "github_auth": "string",
+    "github_app_id": "string",
+    "github_app_installation_id": "string",
+    "runner_scope": "string",
+    "github_owner": "string",
     "scripts_dir": "string",
 }
 NOMAD_MAX_KILL_TIMEOUT_SECONDS = 30  # a client's default max_kill_timeout
@@ -187,14 +193,23 @@ class TestCredential:
         assert len(templates) == 1
         template = templates[0]
         assert f'nomadVar "{path}"' in template["data"]
-        assert f".{GITHUB_TOKEN_ITEM}" in template["data"]
-        assert template["destination"].startswith("secrets/")
+        # One item or the other, by var.github_auth, into the file the scripts read for it.
+        assert (
+            f'.%{{if var.github_auth == "app"}}{GITHUB_APP_KEY_ITEM}%{{else}}{GITHUB_TOKEN_ITEM}'
+            "%{endif} }}" in template["data"]
+        )
+        assert template["destination"] == (
+            'var.github_auth == "app" ? "secrets/github_app_key" : "secrets/github_token"'
+        )
         assert template["change_mode"] == "noop"
         assert template["env"] is False
-        assert tasks[name]["env"]["GITHUB_TOKEN_FILE"] == "NOMAD_SECRETS_DIR/" + (
-            template["destination"].removeprefix("secrets/")
-        )
-        assert tasks[name]["env"]["CREDENTIAL_VARIABLE"] == path
+        env = tasks[name]["env"]
+        assert env["GITHUB_TOKEN_FILE"] == "NOMAD_SECRETS_DIR/github_token"
+        assert env["GITHUB_APP_KEY_FILE"] == "NOMAD_SECRETS_DIR/github_app_key"
+        assert env["GITHUB_AUTH"] == "var.github_auth"
+        assert env["RUNNER_SCOPE"] == "var.runner_scope"
+        assert env["GITHUB_OWNER"] == "var.github_owner"
+        assert env["CREDENTIAL_VARIABLE"] == path
 
     def test_runner_task_has_no_template_reading_a_variable(self, tasks):
         for template in as_list(tasks[RUNNER_TASK].get("template")):

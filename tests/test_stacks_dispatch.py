@@ -11,7 +11,7 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from handler.bundle import COMPATIBILITY_DATE, MAIN_MODULE, worker_modules
-from handler.contract import WORKER_BINDINGS, Routing
+from handler.contract import WORKER_BINDINGS, Routing, worker_bindings
 from stacks.components.dispatch_worker import DispatchWorker
 from stacks.terraform_text import unescape
 from tests.stack_synth import VARIANTS, masked, only, resources, synthesized
@@ -59,7 +59,7 @@ def test_modules_are_the_handler_package_base64_encoded() -> None:
 def test_bindings_are_exactly_the_contract(variant: str) -> None:
     bindings = version(variant)["bindings"]
     assert [(binding["name"], binding["type"]) for binding in bindings] == [
-        (spec.name, spec.type) for spec in WORKER_BINDINGS
+        (spec.name, spec.type) for spec in worker_bindings(synthesized(variant).config.github.auth)
     ]
 
 
@@ -84,12 +84,26 @@ def test_binding_values(variant: str) -> None:
     assert bindings["CF_ACCESS_CLIENT_SECRET"]["text"].endswith("client_secret)}")
     assert bindings["WEBHOOK_SECRET_KEY"]["text"] == "${random_password.webhook_secret_key.result}"
     assert unescape(bindings["GITHUB_API_URL"]["text"]) == synth.config.github.api_url
-    assert bindings["GITHUB_READ_TOKEN"]["text"] == "${var.github_read_token}"
     assert bindings["RECONCILE_REQUEST_BUDGET"]["type"] == "plain_text"
     assert bindings["RECONCILE_REQUEST_BUDGET"]["text"] == str(
         synth.config.reconcile.request_budget
     )
-    variable = stack["variable"]["github_read_token"]
+    github = synth.config.github
+    if github.auth == "app":
+        assert "GITHUB_READ_TOKEN" not in bindings
+        assert "github_read_token" not in stack["variable"]
+        assert bindings["GITHUB_APP_ID"] == {
+            "name": "GITHUB_APP_ID",
+            "type": "plain_text",
+            "text": str(github.app_id),
+        }
+        assert bindings["GITHUB_APP_INSTALLATION_ID"]["text"] == str(github.installation_id)
+        key = bindings["GITHUB_APP_PRIVATE_KEY"]
+        assert (key["type"], key["text"]) == ("secret_text", "${var.github_app_private_key}")
+        variable = stack["variable"]["github_app_private_key"]
+    else:
+        assert bindings["GITHUB_READ_TOKEN"]["text"] == "${var.github_read_token}"
+        variable = stack["variable"]["github_read_token"]
     assert variable["sensitive"] is True
     assert "default" not in variable
 

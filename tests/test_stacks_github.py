@@ -99,7 +99,22 @@ def test_adding_a_repository_touches_no_other_hook() -> None:
 def test_provider_owner_is_the_configured_owner() -> None:
     for variant, owner in (("example", "example-org"), ("user-owned", "octocat")):
         providers = synthesized(variant).stacks["github"]["provider"]["github"]
-        assert providers == [{"owner": owner}]
+        assert providers == [{"owner": owner}]  # and its token from GITHUB_TOKEN
+
+
+def test_an_app_authenticates_the_provider_with_its_own_app_auth_block() -> None:
+    synth = synthesized("two-pools")
+    github = synth.config.github
+    stack = synth.stacks["github"]
+    [provider] = stack["provider"]["github"]
+    assert provider["app_auth"] == {
+        "id": str(github.app_id),
+        "installation_id": str(github.installation_id),
+        "pem_file": "${var.github_app_private_key}",
+    }
+    assert "token" not in provider
+    variable = stack["variable"]["github_app_private_key"]
+    assert variable["sensitive"] is True and "default" not in variable
 
 
 @pytest.mark.parametrize(

@@ -166,11 +166,36 @@ def test_github_credential_only_in_the_register_and_deregister_variables(variant
             assert reference.startswith(
                 "${sensitive(data.terraform_remote_state.cross-stack-reference-input-edge."
             )
+        elif synth.config.github.auth == "app":
+            assert variable["items"] == {
+                "github_app_private_key": "${var.github_app_private_key}"
+            }
         else:
             assert variable["items"] == {"github_token": "${var.github_runner_token}"}
         assert variable["namespace"].startswith("${nomad_namespace.")
-    assert stack["variable"]["github_runner_token"]["sensitive"] is True
-    assert "default" not in stack["variable"]["github_runner_token"]
+    # Exactly one credential variable: the runner token, or the App's key.
+    wanted = (
+        "github_app_private_key" if synth.config.github.auth == "app" else "github_runner_token"
+    )
+    credentials = {"github_app_private_key", "github_runner_token"} & set(stack["variable"])
+    assert credentials == {wanted}
+    assert stack["variable"][wanted]["sensitive"] is True
+    assert "default" not in stack["variable"][wanted]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_jobs_get_the_auth_kind_and_scope_as_settings(variant: str) -> None:
+    synth = synthesized(variant)
+    github = synth.config.github
+    for pool in synth.config.pools:
+        hcl_vars = jobs_by_name(synth.stacks["nomad"])[pool.nomad_job]["hcl2"]["vars"]
+        assert hcl_vars["github_auth"] == github.auth
+        assert hcl_vars["runner_scope"] == github.runner_scope
+        assert hcl_vars["github_owner"] == github.owner
+        assert hcl_vars["github_app_id"] == str(github.app_id or "")
+        assert hcl_vars["github_app_installation_id"] == str(github.installation_id or "")
+    if variant == "two-pools":  # the App and organization example
+        assert (github.auth, github.runner_scope) == ("app", "organization")
 
 
 def test_scripts_ship_beside_the_stack() -> None:

@@ -42,7 +42,7 @@ from handler.bundle import (
     check_bundle,
     worker_modules,
 )
-from handler.contract import WORKER_BINDINGS
+from handler.contract import WORKER_BINDINGS, BindingSpec
 
 PYTHON_MODULE_TYPE = "text/x-python"
 
@@ -65,10 +65,13 @@ class DispatchWorker(Construct):
         hostname: str,
         text_bindings: Mapping[str, str],
         cron_schedules: Sequence[str] = (),
+        binding_specs: Sequence[BindingSpec] = WORKER_BINDINGS,
     ) -> None:
         """``text_bindings``: value of every plain_text/secret_text binding, by binding name;
-        ``cron_schedules``: when the runtime calls the Worker's scheduled handler."""
+        ``cron_schedules``: when the runtime calls the Worker's scheduled handler;
+        ``binding_specs``: the contract's bindings (``handler.contract.worker_bindings``)."""
         super().__init__(scope, id)
+        self._specs = tuple(binding_specs)
         modules = worker_modules()
         # What the runtime would refuse at upload (a main module outside the bundle root, a
         # date without the built-in `workers` module) fails here, at synth, instead.
@@ -134,7 +137,7 @@ class DispatchWorker(Construct):
             )
 
     def _bindings(self, text_bindings: Mapping[str, str]) -> list[WorkerVersionBindings]:
-        declared = {spec.name for spec in WORKER_BINDINGS if spec.type != "kv_namespace"}
+        declared = {spec.name for spec in self._specs if spec.type != "kv_namespace"}
         given = set(text_bindings)
         if declared != given:
             missing = ", ".join(sorted(declared - given)) or "none"
@@ -144,7 +147,7 @@ class DispatchWorker(Construct):
                 f"missing {missing}; not in the contract {extra}"
             )
         bindings = []
-        for spec in WORKER_BINDINGS:
+        for spec in self._specs:
             if spec.type == "kv_namespace":
                 bindings.append(
                     WorkerVersionBindings(

@@ -5,9 +5,11 @@ pool with ``docker = "dind"``, ``runner_job/runner-dind.nomad.hcl`` (the same jo
 allocation's Docker daemon, which takes half of the pool's cpu and memory); the runner image is
 given (a pinned reference, or the stack's expression for the newest release). The task scripts
 ship beside the stack as a Terraform asset, which the jobspec reads with ``file()`` (hence
-``allow_fs``). The GitHub credential goes into two Nomad Variables, one per task that
+``allow_fs``). The GitHub credential (the runner token, or with ``auth = "app"`` the App's
+private key, item ``github_app_private_key``) goes into two Nomad Variables, one per task that
 needs it (register, deregister: ``runner_job.credential_variable_paths``), and into no other
-place: the runner task, where workflow code runs, can read neither.
+place: the runner task, where workflow code runs, can read neither. The App's id and
+installation id, the runner scope and the owner are settings, passed as jobspec variables.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from cdktf_cdktf_provider_nomad.job import Job, JobHcl2
 from cdktf_cdktf_provider_nomad.variable import Variable
 from constructs import Construct
 
-from config import ImagesConfig, NomadConfig, PoolConfig
+from config import GitHubConfig, ImagesConfig, NomadConfig, PoolConfig
 from runner_job import (
+    GITHUB_APP_KEY_ITEM,
     GITHUB_TOKEN_ITEM,
     RUNNER_DIND_JOBSPEC,
     RUNNER_JOBSPEC,
@@ -36,20 +39,21 @@ class RunnerPoolJob(Construct):
         nomad: NomadConfig,
         runner_image: str,
         images: ImagesConfig,
-        github_api_url: str,
         namespace: str,
         scripts_dir: str,
-        github_token: str,
+        github: GitHubConfig,
+        credential: str,
     ) -> None:
         super().__init__(scope, id)
         job_name = pool.nomad_job
+        item = GITHUB_APP_KEY_ITEM if github.auth == "app" else GITHUB_TOKEN_ITEM
         credentials = [
             Variable(
                 self,
                 f"credential_{task_path.rsplit('/', 1)[1]}",
                 namespace=namespace,
                 path=task_path,
-                items={GITHUB_TOKEN_ITEM: github_token},
+                items={item: credential},
             )
             for task_path in credential_variable_paths(job_name)
         ]
@@ -95,7 +99,12 @@ class RunnerPoolJob(Construct):
                         ],
                         "idle_timeout_seconds": pool.idle_timeout_seconds,
                         "max_job_seconds": pool.max_duration_seconds,
-                        "github_api_url": github_api_url,
+                        "github_api_url": github.api_url,
+                        "github_auth": github.auth,
+                        "github_app_id": str(github.app_id or ""),
+                        "github_app_installation_id": str(github.installation_id or ""),
+                        "runner_scope": github.runner_scope,
+                        "github_owner": github.owner,
                         **dind,
                     },
                     # A pinned image has no "${" or "%{" (config refuses them), so it needs no
