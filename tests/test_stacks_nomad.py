@@ -167,9 +167,7 @@ def test_github_credential_only_in_the_register_and_deregister_variables(variant
                 "${sensitive(data.terraform_remote_state.cross-stack-reference-input-edge."
             )
         elif synth.config.github.auth == "app":
-            assert variable["items"] == {
-                "github_app_private_key": "${var.github_app_private_key}"
-            }
+            assert variable["items"] == {"github_app_private_key": "${var.github_app_private_key}"}
         else:
             assert variable["items"] == {"github_token": "${var.github_runner_token}"}
         assert variable["namespace"].startswith("${nomad_namespace.")
