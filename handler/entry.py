@@ -5,8 +5,11 @@ runtime serves it because the root main module ``worker.py`` (``handler/worker.p
 Everything that decides lives in the pure modules beside this one; this adapter only reads the
 bindings on ``self.env``, turns the request into an :class:`~handler.service.IncomingRequest`,
 supplies the ports (outbound ``fetch`` to Nomad, the ``LEDGER`` KV namespace) and prints the one
-structured log line per delivery; ``scheduled`` runs the reconciler on the Cron Trigger. It is
-the outermost layer, so it alone turns unexpected exceptions into a 500.
+structured log line per delivery; ``scheduled`` runs the reconciler on the Cron Trigger. With a
+GitHub App's bindings it signs the App's JWT with the runtime's WebCrypto
+(:class:`WebCryptoSigner`) and keeps the installation token in the isolate's
+:class:`~handler.github_auth.GitHubCredential`. It is the outermost layer, so it alone turns
+unexpected exceptions into a 500.
 The modules ``workers``/``js`` exist only inside the Workers runtime: nothing else imports them.
 """
 
@@ -16,17 +19,24 @@ import asyncio
 import json
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from js import AbortController, Object, Promise
+from js import AbortController, Object, Promise, Uint8Array
+from js import crypto as js_crypto
 from js import fetch as js_fetch
 from pyodide.ffi import create_once_callable, to_js
 from workers import Request, Response, WorkerEntrypoint
 
-from handler.contract import LEDGER_BINDING
-from handler.forks import RunOriginCache
+from handler.contract import GITHUB_API_URL_BINDING, GITHUB_READ_TOKEN_BINDING, LEDGER_BINDING
+from handler.forks import GitHubRead, RunOriginCache
+from handler.github_auth import (
+    GitHubAuthError,
+    GitHubCredential,
+    app_credentials_from_bindings,
+)
 from handler.nomad import HttpRequest
 from handler.reconcile import (
     github_settings_from_bindings,
@@ -53,6 +63,54 @@ _JSON = "application/json"
 _STATUS_CACHE = StatusCache()
 # One per isolate: fork-check verdicts per run, shared by webhooks and the reconciler.
 _RUN_ORIGINS = RunOriginCache()
+# One per isolate: the GitHub read credential, with a GitHub App's minted installation token.
+_GITHUB: dict[str, GitHubCredential] = {}
+_RSASSA = {"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}
+
+
+class WebCryptoSigner:
+    """RS256 through the runtime's WebCrypto: the key is imported once (PKCS#8, not
+    extractable, for signing only) and kept as a CryptoKey for the isolate's life."""
+
+    def __init__(self) -> None:
+        self._keys: dict[bytes, Any] = {}
+
+    async def sign_rs256(self, pkcs8_der: bytes, message: bytes) -> bytes:
+        algorithm = to_js(_RSASSA, dict_converter=Object.fromEntries)
+        key = self._keys.get(pkcs8_der)
+        if key is None:
+            key = await js_crypto.subtle.importKey(
+                "pkcs8", Uint8Array.new(to_js(pkcs8_der)), algorithm, False, to_js(["sign"])
+            )
+            self._keys[pkcs8_der] = key
+        signature = await js_crypto.subtle.sign(algorithm, key, Uint8Array.new(to_js(message)))
+        return bytes(signature.to_bytes())
+
+
+def github_credential(env: Any) -> GitHubCredential | None:
+    """The isolate's GitHub read credential from the bindings (None without GITHUB_API_URL);
+    a bad App binding is a ConfigurationError naming it."""
+    api_url = getattr(env, GITHUB_API_URL_BINDING, None)
+    if not isinstance(api_url, str) or not api_url.strip().startswith(("https://", "http://")):
+        return None
+    lookup = lambda name: getattr(env, name, None)  # noqa: E731 - read once per binding
+    try:
+        app = app_credentials_from_bindings(lookup)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+    token = lookup(GITHUB_READ_TOKEN_BINDING)
+    key = f"{api_url}|{app}|{hash(app.private_key) if app else hash(token)}"
+    credential = _GITHUB.get(key)
+    if credential is None:
+        _GITHUB.clear()  # new bindings (a deploy): the old token goes with the old ones
+        credential = GitHubCredential(
+            api_url=api_url.strip().rstrip("/"),
+            token=token.strip() if isinstance(token, str) and token.strip() else None,
+            app=app,
+            signer=WebCryptoSigner() if app is not None else None,
+        )
+        _GITHUB[key] = credential
+    return credential
 
 
 class FetchTransport:
@@ -194,6 +252,11 @@ class Default(WorkerEntrypoint):
         except ConfigurationError as error:
             print(json.dumps({"msg": "misconfigured", "error": str(error)}))
             return _reply(500, {"outcome": "error", "reason": "worker misconfigured"})
+        try:
+            github = github_credential(env)
+        except ConfigurationError as error:
+            print(json.dumps({"msg": "misconfigured", "error": str(error)}))
+            return _reply(500, {"outcome": "error", "reason": "worker misconfigured"})
         headers = {str(name).lower(): str(value) for name, value in request.headers.items()}
         # An announced oversize body is not read at all: 413 without spending CPU or memory on it.
         body = None if declared_too_large(headers) else bytes(await request.bytes())
@@ -201,13 +264,28 @@ class Default(WorkerEntrypoint):
         incoming = IncomingRequest(
             method=str(method), path=urlsplit(request.url).path, headers=headers, body=body
         )
+        transport = FetchTransport()
+        if github is not None and github.app is not None and incoming.path.startswith("/webhook/"):
+            # The fork check reads with the App's installation token (cached in the isolate);
+            # without one, lookups fail and the reconciler serves the job later.
+            try:
+                token = await github.bearer(transport, time.time())
+                settings = replace(settings, github_read=GitHubRead(github.api_url, token))
+            except (GitHubAuthError, TransportError) as error:
+                reason = error.reason if isinstance(error, GitHubAuthError) else "unreachable"
+                print(json.dumps({"msg": "github app token", "error": reason}))
         ports = Ports(
-            transport=FetchTransport(),
+            transport=transport,
             ledger=KvLedger(getattr(env, LEDGER_BINDING)),
             monotonic=time.monotonic,
             defer=self._after_reply if getattr(self, "ctx", None) is not None else None,
             status_cache=_STATUS_CACHE,
             run_origins=_RUN_ORIGINS,
+            github_rate_limit=(
+                None
+                if github is None
+                else lambda: github.rate_limit(transport, time.time(), time.monotonic())
+            ),
         )
         reply = await handle(incoming, settings, ports, utc_now())
         print(json.dumps(reply.log, sort_keys=True))
@@ -244,10 +322,21 @@ class Default(WorkerEntrypoint):
         try:
             settings = settings_from_bindings(lambda name: getattr(bindings, name, None))
             github = github_settings_from_bindings(lambda name: getattr(bindings, name, None))
+            credential = github_credential(bindings)
         except ConfigurationError as error:
             print(json.dumps({"msg": "misconfigured", "error": str(error)}))
             raise RuntimeError(f"reconciler misconfigured: {error}") from None
         transport = FetchTransport()
+        if credential is not None and credential.app is not None:
+            # The App's installation token, minted (one request) only when the isolate's has
+            # gone stale; a refusal fails the run, naming what to fix.
+            try:
+                token = await credential.bearer(transport, time.time())
+            except (GitHubAuthError, TransportError) as error:
+                reason = error.reason if isinstance(error, GitHubAuthError) else "unreachable"
+                print(json.dumps({"msg": "reconcile failed", "error": reason}))
+                raise RuntimeError(f"reconciler has no GitHub token: {reason}") from None
+            github = replace(github, token=token)
         ports = Ports(
             transport=transport,
             ledger=KvLedger(getattr(bindings, LEDGER_BINDING)),
@@ -262,4 +351,6 @@ class Default(WorkerEntrypoint):
         except Exception as error:
             print(json.dumps({"msg": "reconcile failed", "error": type(error).__name__}))
             raise RuntimeError(f"reconciler failed: {type(error).__name__}") from None
+        if report.stopped == "credentials" and credential is not None:
+            credential.forget()  # GitHub refused the token (revoked): mint afresh next run
         print(json.dumps(report.to_log(), sort_keys=True))

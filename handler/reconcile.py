@@ -118,14 +118,20 @@ class GitHubReadSettings:
 
 
 def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHubReadSettings:
-    """The reconciler's settings from ``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and the optional
+    """The reconciler's settings from ``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` (absent with a
+    GitHub App's bindings: the token is minted before the run) and the optional
     ``RECONCILE_REQUEST_BUDGET`` (absent or empty: :data:`DEFAULT_REQUEST_BUDGET`).
 
     Separate from :func:`handler.service.settings_from_bindings`: webhooks and ``/status`` work
     without these, only the reconciler needs them.
     """
-    values = {}
-    for name in (contract.GITHUB_API_URL_BINDING, contract.GITHUB_READ_TOKEN_BINDING):
+    values = {contract.GITHUB_READ_TOKEN_BINDING: ""}
+    required = [contract.GITHUB_API_URL_BINDING]
+    # A GitHub App's Worker has no read token: its adapter mints one (handler.github_auth) and
+    # puts it in the settings before the run.
+    if lookup(contract.GITHUB_APP_ID_BINDING) is None:
+        required.append(contract.GITHUB_READ_TOKEN_BINDING)
+    for name in required:
         value = lookup(name)
         if not isinstance(value, str) or not value.strip():
             raise ConfigurationError(f"binding {name}: missing or empty")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -161,6 +161,9 @@ class Ports:
     status_cache: StatusCache | None = None
     # Fork-check verdicts kept per run (the Worker: per isolate); None keeps none.
     run_origins: forks.RunOriginCache | None = None
+    # The GitHub read credential's hourly quota for /status (handler.github_auth); None: not
+    # shown.
+    github_rate_limit: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,9 @@ async def handle(
                 return delivery.reply(503, "failed", reason)
             if cache is not None:
                 cache.keep(ports.monotonic(), document)
+        if ports.github_rate_limit is not None:
+            # Beside the cached counts, not in them: it is the credential's own reading.
+            document = {**document, "github_rate_limit": await ports.github_rate_limit()}
         return delivery.reply(200, "status", "per-pool counts from the ledger", extra=document)
     repository = _repository_from_path(request.path)
     if repository is None:

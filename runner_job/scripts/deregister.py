@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from github_api import (
     ConfigError,
@@ -96,7 +97,7 @@ def deregister(args: argparse.Namespace) -> str:
         setting(args.pool, "RUNNER_POOL"), setting(args.alloc_id, "NOMAD_ALLOC_ID")
     )
     variable = setting(args.credential_variable, "CREDENTIAL_VARIABLE", required=False)
-    why = {
+    why: dict[str, Any] = {
         "credential_variable": variable or "holding the deregister task's credential",
         "item": credential_item(args),
         "organization": runners.startswith("/orgs/"),

@@ -62,6 +62,10 @@ GitHub Apps (``apps``: App id -> its public key, PEM; ``installations``: install
   credentials", as do its tokens once the installation is revoked. Every JWT seen is kept
   (``jwts``: header, claims, when) for tests to inspect. Installation tokens carry their own
   ``x-ratelimit-limit`` (``INSTALLATION_RATE_LIMIT``), distinct from a personal token's;
+* ``GET /rate_limit``: 200 ``{"resources": {"core": ...}, "rate": ...}`` (``limit``,
+  ``remaining``, ``used``, ``reset``) for any valid credential, with the same ``x-ratelimit-*``
+  headers; as on GitHub it does not count against the quota (it is not counted in
+  ``x-ratelimit-remaining``);
 * organization runners: the same runner endpoints under ``/orgs/{org}/actions/runners``
   (``generate-jitconfig``, the list, ``/{id}`` GET and DELETE), for a credential granted
   ``"org_runners"`` on ``"org:{org}"`` (the organization permission "Self-hosted runners: read
@@ -484,6 +488,8 @@ class GitHubStandIn:
         hooks = _HOOKS_PATH.match(route)
         if hooks and method == "GET":
             return self._hooks(hooks, parse_qs(query), headers)
+        if route == "/rate_limit" and method == "GET":
+            return self._rate_limit(headers)
         exchange = _ACCESS_TOKENS_PATH.match(route)
         if exchange and method == "POST":
             return self._access_token(int(exchange.group(1)), headers)
@@ -599,6 +605,33 @@ class GitHubStandIn:
             return _error(404, "Not Found")
         newest_first = list(reversed(self.deliveries.get(hook_id, [])))
         return 200, newest_first[:per_page], {}
+
+    def _rate_limit(self, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        issued = self.issued.get(token)
+        if issued is not None:
+            valid = time.time() < issued.expires_at and not (
+                self.installations[issued.installation_id].revoked
+            )
+        else:
+            valid = token in self.tokens
+        if not token or scheme.lower() not in ("bearer", "token") or not valid:
+            return _error(401, "Bad credentials")
+        limit = INSTALLATION_RATE_LIMIT if issued is not None else RATE_LIMIT
+        counted = sum(1 for r in self.requests if not r.path.startswith("/rate_limit"))
+        remaining = (
+            max(0, limit - counted)
+            if self.rate_limit_remaining is None
+            else (self.rate_limit_remaining)
+        )
+        core = {
+            "limit": limit,
+            "remaining": remaining,
+            "used": limit - remaining,
+            "reset": int(time.time()) + 3600,
+        }
+        quota = {"x-ratelimit-remaining": str(remaining), "x-ratelimit-used": str(core["used"])}
+        return 200, {"resources": {"core": core}, "rate": core}, quota
 
     def _access_token(
         self, installation_id: int, headers: dict[str, str]
