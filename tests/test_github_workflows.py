@@ -87,6 +87,7 @@ def test_diff_credentials_come_from_secrets(diff_workflow: str) -> None:
         "NOMAD_TOKEN",
         "TF_VAR_github_runner_token",
         "TF_VAR_github_read_token",
+        "TF_VAR_github_app_private_key",
     ):
         assert re.search(
             rf"^          {name}: \$\{{\{{ secrets\.[A-Z_]+ \}}\}}$", diff_workflow, re.M
