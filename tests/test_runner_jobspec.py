@@ -221,6 +221,7 @@ class TestCredential:
             text = f"{key}={value}".lower()
             assert "token" not in text
             assert "secret" not in text
+            assert "key" not in text and "github_app" not in text
             assert "github_api_url" not in text
 
     def test_no_task_exposes_its_workload_identity_or_asks_for_vault(self, tasks):
