@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from handler import contract
 from handler.forks import RunOriginCache
+from handler.github_auth import GitHubCredential
 from handler.nomad import HttpRequest
 from handler.reconcile import (
     GitHubReadSettings,
@@ -318,11 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigurationError, ValueError, OSError) as error:
         print(f"serve-handler: {error}", file=sys.stderr)
         return 2
+    transport = UrllibTransport()
+    read = settings.github_read  # GITHUB_API_URL + GITHUB_READ_TOKEN, when both are set
+    credential = None if read is None else GitHubCredential(api_url=read.api_url, token=read.token)
     ports = Ports(
-        transport=UrllibTransport(),
+        transport=transport,
         ledger=MemoryLedger(),
         monotonic=time.monotonic,
         run_origins=RunOriginCache(),
+        # /status shows the read token's quota, as the Worker does.
+        github_rate_limit=(
+            None
+            if credential is None
+            else lambda: credential.rate_limit(transport, time.time(), time.monotonic())
+        ),
     )
     if args.reconcile_once:
         assert github is not None
