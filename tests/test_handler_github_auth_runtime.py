@@ -3,8 +3,8 @@
 The Worker is bound to the App's id, installation id and PKCS#1 private key as GitHub hands it
 out; it must convert the key, import it into WebCrypto, sign the JWT (RS256), buy an installation
 token from the GitHub stand-in (which verifies the signature with the App's public key through
-the openssl CLI), then read with that token: ``/status`` shows the installation's quota, and a
-Cron Trigger run reuses the same token from the isolate's memory.
+the openssl CLI), then read with that token: ``/status`` shows the installation's quota, a Cron
+Trigger run and a webhook's fork check reuse the same token from the isolate's memory.
 """
 
 import json
@@ -16,8 +16,10 @@ from tests.app_keys import app_key
 from tests.standins.github import INSTALLATION_RATE_LIMIT, GitHubStandIn, Installation
 from tests.standins.nomad import NomadStandIn
 from tests.standins.webhooks import (
+    REFUSING_FORKS,
     REPOSITORY,
     bindings,
+    delivery,
     register_pools,
     status_headers,
     workflow_job,
@@ -50,6 +52,7 @@ def test_the_worker_signs_with_webcrypto_and_reads_with_its_installation_token(t
         register_pools(nomad)
         github.queue_job(REPOSITORY, workflow_job(job_id=9301, run_id=9400)["workflow_job"])
         values = bindings(nomad.url) | {
+            "ROUTING": REFUSING_FORKS.to_json(),  # webhooks look their run up
             "GITHUB_API_URL": github.url,
             "GITHUB_APP_ID": str(APP_ID),
             "GITHUB_APP_INSTALLATION_ID": str(INSTALLATION_ID),
@@ -75,6 +78,24 @@ def test_the_worker_signs_with_webcrypto_and_reads_with_its_installation_token(t
             assert runs and {c.headers["authorization"] for c in runs} == {f"Bearer {token}"}
             children = nomad.children("github-runner-linux-x64")
             assert [child.idempotency_token for child in children] == ["9301"]
+
+            # A webhook's fork check: one run lookup with the same token, then the dispatch.
+            payload = workflow_job(job_id=9302, run_id=9401)
+            github.queue_job(REPOSITORY, payload["workflow_job"])
+            sent = delivery(payload)
+            request = urllib.request.Request(
+                worker.url + sent.path, data=sent.body, headers=sent.headers, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 202
+                assert json.loads(response.read())["outcome"] == "dispatched"
+            [lookup] = [c for c in github.calls("GET") if c.path.endswith("/actions/runs/9401")]
+            assert lookup.headers["authorization"] == f"Bearer {token}"
+            assert len(github.calls("POST")) == 1
+            tokens = sorted(
+                child.idempotency_token for child in nomad.children("github-runner-linux-x64")
+            )
+            assert tokens == ["9301", "9302"]
 
             output = worker.output()
             assert token not in output
