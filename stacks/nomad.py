@@ -5,8 +5,7 @@ the sensitive Terraform variable ``github_runner_token`` (``TF_VAR_github_runner
 with ``[github] auth = "app"``, the App's private key from ``github_app_private_key``
 (``TF_VAR_github_app_private_key``), and exposes ``dispatch_token_secret`` to the dispatch
 stack (and, as a sensitive output with a stable name, to ``doctor``). The Nomad provider reads
-its own token
-from ``NOMAD_TOKEN``.
+its own token from ``NOMAD_TOKEN``.
 
 The runner image of a pool without a pin is the newest actions/runner release, read from
 github.com at plan time; pinned official images get a plan-time check against GitHub's version
