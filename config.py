@@ -21,17 +21,21 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from handler.contract import (
-    DEFAULT_RECONCILE_REQUEST_BUDGET,
+    DEFAULT_WORKERS_PLAN,
     FORK_POLICIES,
     FORK_POLICY_REFUSE,
-    MAX_RECONCILE_REQUEST_BUDGET,
     MIN_RECONCILE_REQUEST_BUDGET,
+    PLAN_DEFAULT_REQUEST_BUDGET,
+    PLAN_MAX_REQUEST_BUDGET,
     POOL_NAME_PATTERN,
+    WORKERS_PLANS,
     PoolRoute,
     Routing,
 )
 
 RUNNER_JOB_PREFIX: Final = "github-runner-"
+# Outside RUNNER_JOB_PREFIX, so no pool's runner job id can ever equal a prewarm job id.
+PREWARM_JOB_PREFIX: Final = "github-prewarm-"
 DEFAULT_NAMESPACE: Final = "github-runners"
 SELF_HOSTED: Final = "self-hosted"
 # Task drivers whose config takes the docker-style image/command/args the runner jobspec uses.
@@ -181,10 +185,17 @@ class PoolConfig:
         if self.docker != "dind":
             return (0, 0)
         return (self.cpu // 2, self.memory // 2)
+    # Keep the pool's images on every eligible node (runner_job/prewarm.nomad.hcl), so the first
+    # job on a node does not wait for the runner image to download.
+    prewarm: bool = False
 
     @property
     def nomad_job(self) -> str:
         return f"{RUNNER_JOB_PREFIX}{self.name}"
+
+    @property
+    def prewarm_job(self) -> str:
+        return f"{PREWARM_JOB_PREFIX}{self.name}"
 
 
 @dataclass(frozen=True)
@@ -213,12 +224,14 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    """How often the Worker's reconciler looks for queued jobs the webhooks did not serve, and
-    how many outbound requests one run may send (``request_budget``: 40 fits the Workers Free
-    plan's 50 subrequests per invocation; paid plans allow up to 950 here)."""
+    """How often the Worker's reconciler looks for queued jobs the webhooks did not serve, which
+    Workers plan it is sized for (``plan``: ``free``, 10 ms of CPU per invocation, or ``paid``)
+    and how many outbound requests one run may send (``request_budget``: by default 10 on the
+    Free plan, 40 on a paid one; at most 40 on Free, 950 on paid)."""
 
     interval_minutes: int
-    request_budget: int = DEFAULT_RECONCILE_REQUEST_BUDGET
+    request_budget: int = PLAN_DEFAULT_REQUEST_BUDGET[DEFAULT_WORKERS_PLAN]
+    plan: str = DEFAULT_WORKERS_PLAN
 
     @property
     def cron(self) -> str:
@@ -388,6 +401,12 @@ class _Table:
             raise self.error(key, f"expected a string, got {_kind(value)}")
         if not value.strip():
             raise self.error(key, "must not be empty")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, default, required=False)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_kind(value)}")
         return value
 
     def optional_string(self, key: str) -> str | None:
@@ -695,6 +714,7 @@ def _pools(root: _Table) -> tuple[PoolConfig, ...]:
                 disk=table.integer("disk", 10240, minimum=1024),
                 sudo=table.boolean("sudo", True),
                 **_docker(table),
+                prewarm=table.boolean("prewarm", False),
             )
         pools.append(pool)
     if not pools:
@@ -925,16 +945,25 @@ def _reconcile(table: _Table) -> ReconcileConfig:
                 "interval_minutes",
                 f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), got {minutes}",
             )
+        plan = table.string("plan", DEFAULT_WORKERS_PLAN)
+        if plan not in WORKERS_PLANS:
+            known = " or ".join(f"'{name}'" for name in WORKERS_PLANS)
+            raise table.error("plan", f"expected {known} (your Workers plan), got '{plan}'")
         budget = table.integer(
             "request_budget",
-            DEFAULT_RECONCILE_REQUEST_BUDGET,
+            PLAN_DEFAULT_REQUEST_BUDGET[plan],
             minimum=MIN_RECONCILE_REQUEST_BUDGET,
         )
-        # Paid plans allow 1,000 subrequests per invocation; KV reads and writes count too.
-        if budget > MAX_RECONCILE_REQUEST_BUDGET:
+        if budget > PLAN_MAX_REQUEST_BUDGET[plan]:
+            allowance = (
+                "the Free plan allows 50 subrequests and 10 ms of CPU per invocation; on a paid "
+                "plan set plan = 'paid'"
+                if plan == "free"
+                else "Workers allow 1,000 subrequests per invocation on paid plans, KV included"
+            )
             raise table.error(
                 "request_budget",
-                f"must be at most {MAX_RECONCILE_REQUEST_BUDGET} (Workers allow 1,000 "
-                f"subrequests per invocation on paid plans, KV included), got {budget}",
+                f"must be at most {PLAN_MAX_REQUEST_BUDGET[plan]} with plan = '{plan}' "
+                f"({allowance}), got {budget}",
             )
-    return ReconcileConfig(interval_minutes=minutes, request_budget=budget)
+    return ReconcileConfig(interval_minutes=minutes, request_budget=budget, plan=plan)

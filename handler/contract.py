@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 BindingType = Literal["plain_text", "secret_text", "kv_namespace"]
@@ -57,6 +58,22 @@ GITHUB_APP_PRIVATE_KEY_BINDING: Final = "GITHUB_APP_PRIVATE_KEY"
 DEFAULT_RECONCILE_REQUEST_BUDGET: Final = 40
 MIN_RECONCILE_REQUEST_BUDGET: Final = 10
 MAX_RECONCILE_REQUEST_BUDGET: Final = 950
+
+# The Workers plan the reconciler is sized for ([reconcile] plan). On the Free plan an invocation
+# may use 10 ms of CPU (beyond it Cloudflare ends it, error 1102), and in Pyodide every outbound
+# request costs CPU, as does parsing a runs list of 100 runs (about 1.2 MB of JSON): a run there
+# sends fewer requests and asks for shorter lists (bench/cpu_budget.py has the figures).
+RECONCILE_PLAN_BINDING: Final = "RECONCILE_PLAN"
+WORKERS_PLANS: Final[tuple[str, ...]] = ("free", "paid")
+DEFAULT_WORKERS_PLAN: Final = "free"
+# Runs per runs list (GitHub's per_page; 100 is GitHub's maximum).
+RUNS_PER_PAGE: Final[Mapping[str, int]] = MappingProxyType({"free": 20, "paid": 100})
+# The request budget when none is configured, and the most the plan allows (the Free plan has 50
+# subrequests per invocation; KV reads count too).
+PLAN_DEFAULT_REQUEST_BUDGET: Final[Mapping[str, int]] = MappingProxyType({"free": 10, "paid": 40})
+PLAN_MAX_REQUEST_BUDGET: Final[Mapping[str, int]] = MappingProxyType(
+    {"free": 40, "paid": MAX_RECONCILE_REQUEST_BUDGET}
+)
 
 WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
     BindingSpec(
@@ -108,8 +125,14 @@ WORKER_BINDINGS: Final[tuple[BindingSpec, ...]] = (
     BindingSpec(
         RECONCILE_REQUEST_BUDGET_BINDING,
         "plain_text",
-        "Outbound requests one reconciler run may send (a decimal integer; absent means 40, "
-        "which fits the Workers Free plan's 50 subrequests per invocation).",
+        "Outbound requests one reconciler run may send (a decimal integer; absent means the "
+        "plan's default: 10 on the Free plan, 40 on a paid one).",
+    ),
+    BindingSpec(
+        RECONCILE_PLAN_BINDING,
+        "plain_text",
+        "Workers plan the reconciler is sized for: 'free' (10 ms CPU per invocation: short runs "
+        "lists, few requests) or 'paid'; absent means 'free'.",
     ),
     BindingSpec(
         STATUS_TOKEN_BINDING,

@@ -20,9 +20,11 @@ are ignored with their reason code, and a failed lookup leaves the job for the n
 Limits, so one run stays cheap and bounded:
 
 * a budget of outbound requests per run shared by GitHub and Nomad calls: the optional
-  ``RECONCILE_REQUEST_BUDGET`` binding (``[reconcile] request_budget``), by default
-  :data:`DEFAULT_REQUEST_BUDGET` (the Workers Free plan allows 50 subrequests per invocation;
-  paid plans 1,000);
+  ``RECONCILE_REQUEST_BUDGET`` binding (``[reconcile] request_budget``), by default the plan's
+  (``RECONCILE_PLAN``, ``[reconcile] plan``: 10 on the Free plan, whose 10 ms of CPU per
+  invocation bound a run before its 50 subrequests do; 40 on a paid plan);
+* runs lists of ``contract.RUNS_PER_PAGE[plan]`` runs (20 on the Free plan, 100 on a paid one):
+  a 100-run answer is about 1.2 MB of JSON to parse;
 * conditional requests: each runs list is sent with the ``ETag`` of its last answer
   (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit and reuses the stored run ids;
 * round-robin without state: the run's scheduled time names the slice of repositories it starts
@@ -115,12 +117,14 @@ class GitHubReadSettings:
     token: str = field(repr=False)
     request_budget: int = DEFAULT_REQUEST_BUDGET
     deadline_seconds: float = DEADLINE_SECONDS
+    runs_per_page: int = PER_PAGE
 
 
 def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHubReadSettings:
     """The reconciler's settings from ``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` (absent with a
     GitHub App's bindings: the token is minted before the run) and the optional
-    ``RECONCILE_REQUEST_BUDGET`` (absent or empty: :data:`DEFAULT_REQUEST_BUDGET`).
+    ``RECONCILE_PLAN`` (absent or empty: ``free``) and ``RECONCILE_REQUEST_BUDGET`` (absent or
+    empty: the plan's default).
 
     Separate from :func:`handler.service.settings_from_bindings`: webhooks and ``/status`` work
     without these, only the reconciler needs them.
@@ -139,23 +143,38 @@ def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHub
     api_url = values[contract.GITHUB_API_URL_BINDING]
     if not api_url.startswith(("https://", "http://")):
         raise ConfigurationError(f"binding {contract.GITHUB_API_URL_BINDING}: expected a URL")
+    plan = plan_from_binding(lookup(contract.RECONCILE_PLAN_BINDING))
     return GitHubReadSettings(
         api_url=api_url.rstrip("/"),
         token=values[contract.GITHUB_READ_TOKEN_BINDING],
         request_budget=request_budget_from_binding(
-            lookup(contract.RECONCILE_REQUEST_BUDGET_BINDING)
+            lookup(contract.RECONCILE_REQUEST_BUDGET_BINDING),
+            default=contract.PLAN_DEFAULT_REQUEST_BUDGET[plan],
         ),
+        runs_per_page=contract.RUNS_PER_PAGE[plan],
     )
 
 
-def request_budget_from_binding(value: object) -> int:
+def plan_from_binding(value: object) -> str:
+    """``RECONCILE_PLAN``: ``free`` or ``paid``; absent or empty (a deployment older than the
+    binding) is ``free``, the bound that is safe on every plan; anything else is refused."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return contract.DEFAULT_WORKERS_PLAN
+    plan = value.strip() if isinstance(value, str) else ""
+    if plan not in contract.WORKERS_PLANS:
+        known = " or ".join(repr(name) for name in contract.WORKERS_PLANS)
+        raise ConfigurationError(f"binding {contract.RECONCILE_PLAN_BINDING}: expected {known}")
+    return plan
+
+
+def request_budget_from_binding(value: object, default: int = DEFAULT_REQUEST_BUDGET) -> int:
     """``RECONCILE_REQUEST_BUDGET`` as an integer: absent (older deployments, the local server
-    without it) is :data:`DEFAULT_REQUEST_BUDGET`; anything but a decimal integer within
+    without it) is ``default``; anything but a decimal integer within
     [``MIN_RECONCILE_REQUEST_BUDGET``, ``MAX_RECONCILE_REQUEST_BUDGET``] is a ConfigurationError.
     """
     name = contract.RECONCILE_REQUEST_BUDGET_BINDING
     if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULT_REQUEST_BUDGET
+        return default
     text = value.strip() if isinstance(value, str) else ""
     if not text.isascii() or not text.isdigit():
         raise ConfigurationError(f"binding {name}: expected a whole number of requests")
@@ -186,8 +205,9 @@ def _repo_path(repository: str) -> str:
 def runs_request(
     github: GitHubReadSettings, repository: str, status: str, etag: str | None
 ) -> HttpRequest:
-    """``GET /repos/{o}/{r}/actions/runs?status=..&per_page=100``, conditional on ``etag``."""
-    query = urlencode({"status": status, "per_page": PER_PAGE})
+    """``GET /repos/{o}/{r}/actions/runs?status=..&per_page=N`` (N: the plan's
+    ``runs_per_page``), conditional on ``etag``."""
+    query = urlencode({"status": status, "per_page": github.runs_per_page})
     url = f"{github.api_url}{_repo_path(repository)}/actions/runs?{query}"
     return HttpRequest("GET", url, _headers(github.token, etag), b"")
 

@@ -17,6 +17,7 @@ RUNNER_JOBSPEC: Final = RUNNER_JOB_DIR / "runner.nomad.hcl"
 # A pool with docker = "dind": the same job plus the allocation's own Docker daemon.
 RUNNER_DIND_JOBSPEC: Final = RUNNER_JOB_DIR / "runner-dind.nomad.hcl"
 CLOUDFLARED_JOBSPEC: Final = RUNNER_JOB_DIR / "cloudflared.nomad.hcl"
+PREWARM_JOBSPEC: Final = RUNNER_JOB_DIR / "prewarm.nomad.hcl"
 SCRIPTS_DIR: Final = RUNNER_JOB_DIR / "scripts"
 
 RUNNER_GROUP: Final = "runner"
@@ -33,6 +34,11 @@ CLOUDFLARED_JOB: Final = "cloudflared"
 CLOUDFLARED_GROUP: Final = "cloudflared"
 CLOUDFLARED_TASK: Final = "cloudflared"
 TUNNEL_TOKEN_ITEM: Final = "tunnel_token"
+
+PREWARM_GROUP: Final = "prewarm"
+# Prewarm task names, one per image kept on the node: runner, helper, and DOCKER_TASK for the
+# Docker daemon image of a dind pool.
+PREWARM_TASKS: Final = ("runner", "helper", DOCKER_TASK)
 
 
 def credential_variable_paths(job_name: str) -> tuple[str, str]:

@@ -31,6 +31,7 @@ from handler.contract import (
     GITHUB_READ_TOKEN_BINDING,
     NOMAD_ADDR_BINDING,
     NOMAD_TOKEN_BINDING,
+    RECONCILE_PLAN_BINDING,
     RECONCILE_REQUEST_BUDGET_BINDING,
     ROUTING_BINDING,
     STATUS_TOKEN_BINDING,
@@ -97,6 +98,7 @@ class DispatchStack(TerraformStack):
                 **github_bindings,
                 RECONCILE_REQUEST_BUDGET_BINDING: str(config.reconcile.request_budget),
                 STATUS_TOKEN_BINDING: status_token.result,
+                RECONCILE_PLAN_BINDING: config.reconcile.plan,
             },
             # How often the reconciler looks for queued jobs a webhook did not serve.
             cron_schedules=[config.reconcile.cron],

@@ -37,6 +37,7 @@ from doctor.state import DISPATCH_TOKEN_OUTPUT
 from runner_job import SCRIPTS_DIR
 from stacks.backend import declare_backend
 from stacks.components.cloudflared_job import CloudflaredJob
+from stacks.components.prewarm_job import PrewarmJob
 from stacks.components.runner_namespace import RunnerNamespace
 from stacks.components.runner_pool_job import RunnerPoolJob
 from stacks.components.runner_release import NewestRunnerRelease, RunnerVersionWindowCheck
@@ -92,6 +93,16 @@ class NomadStack(TerraformStack):
                 github=config.github,
                 credential=credential,
             )
+            if pool.prewarm:
+                PrewarmJob(
+                    self,
+                    f"prewarm_{pool.name}",
+                    pool=pool,
+                    nomad=config.nomad,
+                    runner_image=runner_images[pool.name],
+                    images=config.images,
+                    namespace=namespace.name,
+                )
         # Terraform drops the sensitive mark from values read through terraform_remote_state; mark
         # them again so plans (and the cdktf diff posted on pull requests) never print them.
         CloudflaredJob(

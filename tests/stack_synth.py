@@ -70,7 +70,7 @@ def variant_config(name: str) -> AppConfig:
             f"service-{index:03d}" for index in range(MANY_REPOSITORIES)
         ]
         # A paid Workers plan: enough reconciler budget to cover them in fewer runs.
-        document["reconcile"] = {"request_budget": 400}
+        document["reconcile"] = {"plan": "paid", "request_budget": 400}
         return parse_config(document, source="many-repositories")
     if name == "public-opt-in":
         # The example with one repository served although public, whose fork PRs get runners.

@@ -291,33 +291,50 @@ class TestReconcile:
         message = error_of(example() | {"reconcile": {"interval_minutes": minutes}})
         assert message.startswith(f"{SOURCE}: reconcile.interval_minutes: ")
 
-    def test_request_budget_defaults_to_the_free_plan_budget(self) -> None:
-        assert load_config(EXAMPLES / "config.toml").reconcile.request_budget == 40
+    def test_plan_defaults_to_free_with_its_small_request_budget(self) -> None:
+        config = load_config(EXAMPLES / "config.toml")
+        assert (config.reconcile.plan, config.reconcile.request_budget) == ("free", 10)
         document = example() | {"reconcile": {"interval_minutes": 10}}
-        assert parse_config(document, source=SOURCE).reconcile.request_budget == 40
+        assert parse_config(document, source=SOURCE).reconcile.request_budget == 10
 
-    @pytest.mark.parametrize("budget", [10, 400, 950])
-    def test_request_budget_within_bounds(self, budget: int) -> None:
-        document = example() | {"reconcile": {"request_budget": budget}}
+    def test_paid_plan_defaults_to_forty_requests(self) -> None:
+        document = example() | {"reconcile": {"plan": "paid"}}
+        reconcile = parse_config(document, source=SOURCE).reconcile
+        assert (reconcile.plan, reconcile.request_budget) == ("paid", 40)
+
+    @pytest.mark.parametrize(
+        ("plan", "budget"), [("free", 10), ("free", 40), ("paid", 10), ("paid", 400), ("paid", 950)]
+    )
+    def test_request_budget_within_bounds(self, plan: str, budget: int) -> None:
+        document = example() | {"reconcile": {"plan": plan, "request_budget": budget}}
         assert parse_config(document, source=SOURCE).reconcile.request_budget == budget
 
     @pytest.mark.parametrize(
-        ("budget", "problem"),
+        ("plan", "budget", "problem"),
         [
-            (9, "must be at least 10, got 9"),
-            (0, "must be at least 10, got 0"),
-            (951, "must be at most 950"),
-            ("40", "expected an integer, got a string"),
-            (40.0, "expected an integer"),
-            (True, "expected an integer"),
+            ("free", 9, "must be at least 10, got 9"),
+            ("paid", 0, "must be at least 10, got 0"),
+            ("paid", 951, "must be at most 950 with plan = 'paid'"),
+            ("free", 41, "must be at most 40 with plan = 'free' (the Free plan allows 50"),
+            ("free", 400, "on a paid plan set plan = 'paid'"),
+            ("paid", "40", "expected an integer, got a string"),
+            ("paid", 40.0, "expected an integer"),
+            ("free", True, "expected an integer"),
         ],
     )
     def test_request_budget_out_of_bounds_or_not_an_integer(
-        self, budget: object, problem: str
+        self, plan: str, budget: object, problem: str
     ) -> None:
-        message = error_of(example() | {"reconcile": {"request_budget": budget}})
+        message = error_of(example() | {"reconcile": {"plan": plan, "request_budget": budget}})
         assert message.startswith(f"{SOURCE}: reconcile.request_budget: ")
         assert problem in message
+
+    @pytest.mark.parametrize("plan", ["Free", "pro", "", 1])
+    def test_plan_is_free_or_paid(self, plan: object) -> None:
+        message = error_of(example() | {"reconcile": {"plan": plan}})
+        assert message.startswith(f"{SOURCE}: reconcile.plan: ")
+        if isinstance(plan, str) and plan:
+            assert message.endswith(f"expected 'free' or 'paid' (your Workers plan), got '{plan}'")
 
     def test_unknown_reconcile_key(self) -> None:
         message = error_of(example() | {"reconcile": {"every": 5}})
@@ -686,4 +703,29 @@ class TestGitHubAuthAndRunnerScope:
         assert (config.github.runner_scope, config.pools[0].runner_group_id) == (
             "organization",
             4,
+        )
+
+
+class TestPrewarm:
+    def test_off_unless_asked_for(self) -> None:
+        config = parse_config(example(), source=SOURCE)
+        assert [pool.prewarm for pool in config.pools] == [False] * len(config.pools)
+        two_pools = load_config(EXAMPLES / "two-pools.toml")
+        assert {pool.name: pool.prewarm for pool in two_pools.pools} == {
+            "small": False,
+            "gpu": True,
+        }
+
+    def test_on_names_a_job_outside_the_runner_job_prefix(self) -> None:
+        pool = parse_config(mutate(("pools", 0, "prewarm"), True), source=SOURCE).pools[0]
+        assert pool.prewarm is True
+        assert pool.prewarm_job == f"github-prewarm-{pool.name}"
+        assert not pool.prewarm_job.startswith("github-runner-")
+
+    @pytest.mark.parametrize(
+        ("value", "kind"), [("yes", "a string"), (1, "an integer"), ([True], "a list")]
+    )
+    def test_must_be_a_boolean(self, value: object, kind: str) -> None:
+        assert error_of(mutate(("pools", 0, "prewarm"), value)) == (
+            f"{SOURCE}: pools[0].prewarm: expected true or false, got {kind}"
         )

@@ -441,11 +441,33 @@ class TestPureParts:
                 {"GITHUB_API_URL": "api.github.com", "GITHUB_READ_TOKEN": "t"}.get
             )
 
-    def test_request_budget_binding_is_optional(self):
+    def test_request_budget_binding_is_optional_and_defaults_to_the_plans(self):
         values = {"GITHUB_API_URL": "https://api.github.com", "GITHUB_READ_TOKEN": "t"}
-        assert github_settings_from_bindings(values.get).request_budget == DEFAULT_REQUEST_BUDGET
-        empty = values | {"RECONCILE_REQUEST_BUDGET": ""}
-        assert github_settings_from_bindings(empty.get).request_budget == DEFAULT_REQUEST_BUDGET
+        # No RECONCILE_PLAN (a deployment older than the binding): the Free plan's bound.
+        free = github_settings_from_bindings(values.get)
+        assert (free.request_budget, free.runs_per_page) == (10, 20)
+        empty = values | {"RECONCILE_REQUEST_BUDGET": "", "RECONCILE_PLAN": " "}
+        assert github_settings_from_bindings(empty.get).request_budget == 10
+        paid = github_settings_from_bindings((values | {"RECONCILE_PLAN": "paid"}).get)
+        assert (paid.request_budget, paid.runs_per_page) == (DEFAULT_REQUEST_BUDGET, 100)
+        both = values | {"RECONCILE_PLAN": "free", "RECONCILE_REQUEST_BUDGET": "40"}
+        assert github_settings_from_bindings(both.get).request_budget == 40
+
+    @pytest.mark.parametrize("text", ["Free", "pro", "paid plan"])
+    def test_a_malformed_plan_binding_is_named(self, text):
+        values = {
+            "GITHUB_API_URL": "https://api.github.com",
+            "GITHUB_READ_TOKEN": "t",
+            "RECONCILE_PLAN": text,
+        }
+        with pytest.raises(ConfigurationError, match="binding RECONCILE_PLAN: expected 'free'"):
+            github_settings_from_bindings(values.get)
+
+    def test_the_plan_sets_the_runs_lists_page_size(self):
+        free = GitHubReadSettings("https://api.github.com", "t", runs_per_page=20)
+        assert runs_request(free, "o/r", "in_progress", None).url.endswith(
+            "/actions/runs?status=in_progress&per_page=20"
+        )
 
     @pytest.mark.parametrize(("text", "budget"), [("10", 10), ("400", 400), (" 950\n", 950)])
     def test_request_budget_binding_is_read(self, text, budget):

@@ -13,6 +13,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from runner_job import (
     CLOUDFLARED_JOBSPEC,
     DOCKER_TASK,
+    PREWARM_JOBSPEC,
     RUNNER_DIND_JOBSPEC,
     RUNNER_JOBSPEC,
     SCRIPTS_DIR,
@@ -66,13 +67,21 @@ def test_policy_grants_only_dispatch_in_the_runner_namespace(variant: str) -> No
 def test_one_runner_job_per_pool_plus_cloudflared(variant: str) -> None:
     config = synthesized(variant).config
     jobs = jobs_by_name(nomad(variant))
-    assert sorted(jobs) == sorted([pool.nomad_job for pool in config.pools] + [CLOUDFLARED_JOB])
+    prewarms = [pool.prewarm_job for pool in config.pools if pool.prewarm]
+    expected = [pool.nomad_job for pool in config.pools] + [CLOUDFLARED_JOB] + prewarms
+    assert sorted(jobs) == sorted(expected)
     for name, job in jobs.items():
         assert job["purge_on_destroy"] is True
         # Filesystem access only where the jobspec reads the task scripts with file().
         reads_files = "file(" in unescape(job["jobspec"])
         assert job["hcl2"]["allow_fs"] is reads_files, name
-        assert reads_files is (name != CLOUDFLARED_JOB)
+        assert reads_files is (name != CLOUDFLARED_JOB and name not in prewarms)
+
+
+def jobspec_of(name: str) -> Any:
+    if name == CLOUDFLARED_JOB:
+        return CLOUDFLARED_JOBSPEC
+    return PREWARM_JOBSPEC if name.startswith("github-prewarm-") else RUNNER_JOBSPEC
 
 
 def declared_variables(path: Any) -> dict[str, dict[str, Any]]:
@@ -86,6 +95,7 @@ def declared_variables(path: Any) -> dict[str, dict[str, Any]]:
         (RUNNER_JOBSPEC, "two-pools", None),
         (RUNNER_DIND_JOBSPEC, "docker-in-docker", "github-runner-docker"),
         (CLOUDFLARED_JOBSPEC, "two-pools", CLOUDFLARED_JOB),
+        (PREWARM_JOBSPEC, "two-pools", "github-prewarm-gpu"),
     ],
 )
 def test_job_variables_are_declared_by_the_jobspec(
@@ -107,7 +117,7 @@ def test_jobspec_text_reaches_nomad_unchanged(variant: str) -> None:
     config = synthesized(variant).config
     dind_jobs = {pool.nomad_job for pool in config.pools if pool.docker == "dind"}
     for name, job in jobs_by_name(nomad(variant)).items():
-        path = CLOUDFLARED_JOBSPEC if name == CLOUDFLARED_JOB else RUNNER_JOBSPEC
+        path = jobspec_of(name)
         if name in dind_jobs:
             path = RUNNER_DIND_JOBSPEC
         assert unescape(job["jobspec"]) == path.read_text()
@@ -273,3 +283,72 @@ def test_a_dind_pool_gets_the_dind_jobspec_and_half_its_resources_for_the_daemon
     assert unescape(jobs["github-runner-linux"]["jobspec"]) == RUNNER_JOBSPEC.read_text()
     assert not {"docker_image", "docker_cpu", "docker_memory", "registry_mirror"} & set(plain)
     assert (plain["cpu"], plain["memory"]) == ("2000", "4096")
+
+
+def hcl2_value(job: dict[str, Any], name: str, jobspec: Any) -> Any:
+    """A variable as Nomad reads it: string/number literal, list/map/object parsed as HCL."""
+    raw = unescape(job["hcl2"]["vars"][name])
+    kind = str(declared_variables(jobspec)[name].get("type", "string")).strip("${}")
+    if kind in ("string", "number"):
+        return raw
+    return pygohcl.loads(f"v = {raw}")["v"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_prewarm_job_only_for_pools_that_ask_for_it(variant: str) -> None:
+    config = synthesized(variant).config
+    jobs = jobs_by_name(nomad(variant))
+    for pool in config.pools:
+        assert (pool.prewarm_job in jobs) is pool.prewarm, pool.name
+    expected = {"two-pools": ["gpu"], "docker-in-docker": ["docker"]}.get(variant, [])
+    assert [pool.name for pool in config.pools if pool.prewarm] == expected
+
+
+@pytest.mark.parametrize(
+    ("variant", "pool_name"), [("two-pools", "gpu"), ("docker-in-docker", "docker")]
+)
+def test_prewarm_job_keeps_the_pools_images_where_its_runners_may_run(
+    variant: str, pool_name: str
+) -> None:
+    """Same placement, driver and images as the pool's runner job: nothing more, nothing less."""
+    synth = synthesized(variant)
+    pool = synth.config.pool(pool_name)
+    jobs = jobs_by_name(synth.stacks["nomad"])
+    prewarm, runner = jobs[pool.prewarm_job], jobs[pool.nomad_job]
+    runner_jobspec = RUNNER_DIND_JOBSPEC if pool.docker == "dind" else RUNNER_JOBSPEC
+    # The runner image exactly as the runner job gets it: a pin, or the newest release's
+    # expression (a reference, left unescaped).
+    assert prewarm["hcl2"]["vars"]["runner_image"] == runner["hcl2"]["vars"]["runner_image"]
+    for name in ("helper_image", "datacenters", "node_pool", "constraints", "driver"):
+        assert hcl2_value(prewarm, name, PREWARM_JOBSPEC) == hcl2_value(
+            runner, name, runner_jobspec
+        ), name
+    docker_image = hcl2_value(prewarm, "docker_image", PREWARM_JOBSPEC)
+    if pool.docker == "dind":
+        assert docker_image == hcl2_value(runner, "docker_image", runner_jobspec)
+        assert docker_image == synth.config.images.dind
+        assert hcl2_value(prewarm, "node_pool", PREWARM_JOBSPEC) == pool.node_pool
+        assert prewarm["hcl2"]["vars"]["runner_image"].startswith("${")  # the newest release
+    else:
+        assert docker_image == ""  # no daemon: no third task
+        assert hcl2_value(prewarm, "runner_image", PREWARM_JOBSPEC) == pool.image
+        assert hcl2_value(prewarm, "constraints", PREWARM_JOBSPEC)[0] == {
+            "attribute": "${meta.gpu}",
+            "operator": "=",
+            "value": "true",
+        }
+    # In the runner namespace, after it exists (a reference to the namespace resource).
+    assert prewarm["hcl2"]["vars"]["namespace"].startswith("${nomad_namespace.")
+    assert prewarm["detach"] is True
+
+
+def test_prewarm_job_reads_no_credential() -> None:
+    """No Variable for it, no template, no file: a prewarm task can read nothing secret."""
+    synth = synthesized("two-pools")
+    stack = synth.stacks["nomad"]
+    paths = {item["path"] for item in resources(stack, "nomad_variable").values()}
+    gpu = synth.config.pool("gpu")
+    assert not any(path.startswith(f"nomad/jobs/{gpu.prewarm_job}") for path in paths)
+    job = jobs_by_name(stack)[gpu.prewarm_job]
+    assert job["hcl2"]["allow_fs"] is False
+    assert not any("token" in name for name in job["hcl2"]["vars"])

@@ -28,7 +28,7 @@ def _hcl_escape(value: Any) -> Any:
     return value
 
 
-def hcl_value(value: str | int | list[Any] | tuple[Any, ...]) -> str:
+def hcl_value(value: str | int | list[Any] | tuple[Any, ...] | dict[str, Any]) -> str:
     """The ``-var`` string for one value, before Terraform escaping."""
     if isinstance(value, bool):
         raise TypeError("no boolean variables in the jobspecs")

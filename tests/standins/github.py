@@ -35,6 +35,11 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   github/rest-api-description#1586). Tests put jobs in with ``queue_job`` (its run's event and
   head repository with ``event`` and ``head_repository``) and move them on with
   ``set_job_status``; ``rate_limit_remaining`` overrides the ``x-ratelimit-remaining`` header.
+  With ``full_run_objects=True`` each listed run also carries the rest of GitHub's documented
+  workflow-run fields (URLs, actor, head commit, full minimal-repository objects), so an answer
+  is about as large as GitHub's (12.5 KB per run): what a CPU measurement must parse.
+  ``touch_runs`` moves every full run's ``updated_at`` on, as a run's progress does, so each list's
+  ``ETag`` changes.
 
 For doctor, read-only endpoints:
 
@@ -204,6 +209,7 @@ class GitHubStandIn:
         apps: dict[int, bytes] | None = None,
         installations: dict[int, Installation] | None = None,
         installation_token_seconds: float = 3600.0,
+        full_run_objects: bool = False,
     ) -> None:
         # token -> {"owner/repo" (lower-case): "admin" | "read"}
         self.tokens = (
@@ -217,6 +223,8 @@ class GitHubStandIn:
         self.installation_token_seconds = installation_token_seconds
         self.issued: dict[str, IssuedToken] = {}
         self.jwts: list[dict[str, Any]] = []
+        self.full_run_objects = full_run_objects
+        self._touched = 0
         self.runners: dict[int, Runner] = {}
         self.requests: list[RecordedRequest] = []
         self.rate_limited = False
@@ -450,6 +458,11 @@ class GitHubStandIn:
         """The App is uninstalled (or suspended): no new token, and its tokens stop working."""
         with self._lock:
             self.installations[installation_id].revoked = True
+
+    def touch_runs(self) -> None:
+        """Every run changes (its ``updated_at`` moves on): no runs list answers 304 next."""
+        with self._lock:
+            self._touched += 1
 
     def calls(self, method: str | None = None) -> list[RecordedRequest]:
         with self._lock:
@@ -712,6 +725,8 @@ class GitHubStandIn:
             for run_id, run in sorted(self.runs.items(), reverse=True)
             if run["repository"] == repository and wanted in (None, run["status"])
         ]
+        if self.full_run_objects:
+            listed = [_full_run_object(run, repository, self._touched) for run in listed]
         document = {"total_count": len(listed), "workflow_runs": listed[:per_page]}
         digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
         etag = f'W/"{digest[:32]}"'
@@ -824,6 +839,81 @@ def _run_object(run_id: int, run: dict[str, Any]) -> dict[str, Any]:
         "repository": _minimal_repository(run["full_name"]),
         "head_repository": head_object,
     }
+
+
+def _repository_object(full_name: str) -> dict[str, Any]:
+    """A minimal-repository object: the fixture's repository URLs and owner, renamed."""
+    from tests.standins.webhooks import load
+
+    source = load("workflow_job/queued")["repository"]
+    old, new = source["full_name"], full_name
+    kept = {"id", "node_id", "name", "full_name", "private", "owner", "html_url", "description"}
+    kept |= {"fork", "url"}
+    text = json.dumps({k: v for k, v in source.items() if k in kept or k.endswith("_url")})
+    document: dict[str, Any] = json.loads(text.replace(old, new))
+    document["name"] = new.split("/", 1)[1]
+    return document
+
+
+def _full_run_object(run: dict[str, Any], repository: str, touched: int) -> dict[str, Any]:
+    """``run`` with the rest of the documented workflow-run fields, at GitHub's size.
+
+    Field names from GitHub's REST reference ("List workflow runs for a repository"); values are
+    made up in GitHub's formats. The stand-in's own fields win, so its answers keep their meaning.
+    """
+    from tests.standins.webhooks import load
+
+    actor = load("workflow_job/queued")["sender"]
+    run_id = int(run["id"])
+    api = f"https://api.github.com/repos/{repository}/actions/runs/{run_id}"
+    sha = hashlib.sha256(str(run_id).encode()).hexdigest()[:40]
+    repo = _repository_object(repository)
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_700_000_000 + touched))
+    documented = {
+        "id": run_id,
+        "name": "CI",
+        "node_id": f"WFR_kwLOA{run_id:012d}",
+        "head_branch": "main",
+        "head_sha": sha,
+        "path": ".github/workflows/ci.yml",
+        "display_title": "Build and test on every push to the default branch",
+        "run_number": run_id % 10_000,
+        "event": "push",
+        "status": run.get("status"),
+        "conclusion": None,
+        "workflow_id": 161335,
+        "check_suite_id": run_id * 3,
+        "check_suite_node_id": f"CS_kwDOA{run_id:012d}",
+        "url": api,
+        "html_url": f"https://github.com/{repository}/actions/runs/{run_id}",
+        "pull_requests": [],
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": moment,
+        "actor": actor,
+        "run_attempt": 1,
+        "referenced_workflows": [],
+        "run_started_at": "2026-01-01T00:00:01Z",
+        "triggering_actor": actor,
+        "jobs_url": f"{api}/jobs",
+        "logs_url": f"{api}/logs",
+        "check_suite_url": f"https://api.github.com/repos/{repository}/check-suites/{run_id * 3}",
+        "artifacts_url": f"{api}/artifacts",
+        "cancel_url": f"{api}/cancel",
+        "rerun_url": f"{api}/rerun",
+        "previous_attempt_url": None,
+        "workflow_url": f"https://api.github.com/repos/{repository}/actions/workflows/161335",
+        "head_commit": {
+            "id": sha,
+            "tree_id": hashlib.sha256(sha.encode()).hexdigest()[:40],
+            "message": "Update the build matrix",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "author": {"name": "Monalisa Octocat", "email": "octocat@github.com"},
+            "committer": {"name": "GitHub", "email": "noreply@github.com"},
+        },
+        "repository": repo,
+        "head_repository": repo,
+    }
+    return documented | run
 
 
 def _error(
