@@ -130,3 +130,24 @@ def test_a_malformed_request_budget_fails_the_scheduled_run_naming_the_binding(t
             ]
             assert misconfigured and "RECONCILE_REQUEST_BUDGET" in misconfigured[0]["error"]
             assert nomad.dispatch_requests() == []
+
+
+def test_without_a_plan_binding_a_run_keeps_to_the_free_plans_bound(tmp_path):
+    """An older deployment has no RECONCILE_PLAN: the Free plan's 10 requests, lists of 20."""
+    grants = {ACTIONS_READ_TOKEN: {REPOSITORY.lower(): "actions_read"}}
+    with GitHubStandIn(tokens=grants) as github, NomadStandIn() as nomad:
+        register_pools(nomad)
+        for index in range(12):  # more runs in progress than the budget can read the jobs of
+            job_id = 9300 + index
+            github.queue_job(REPOSITORY, workflow_job(job_id=job_id, run_id=job_id)["workflow_job"])
+            github.set_job_status(job_id, "in_progress")
+        values = bindings(nomad.url) | {
+            "GITHUB_API_URL": github.url,
+            "GITHUB_READ_TOKEN": ACTIONS_READ_TOKEN,
+        }
+        with LocalWorker(values, tmp_path) as worker:
+            assert get(worker, "/__test/scheduled")[0] == 200
+            [report] = reconcile_reports(worker, expected=1)
+            assert report["github_requests"] == 10 and report["stopped"] == "budget"
+            lists = [call.path for call in github.calls() if "/actions/runs?" in call.path]
+            assert lists and all("per_page=20" in path for path in lists)

@@ -226,10 +226,15 @@ def test_reconcile_schedule_follows_the_configuration() -> None:
     assert trigger["schedules"] == [{"cron": "*/10 * * * *"}]
 
 
-def test_reconcile_request_budget_follows_the_configuration() -> None:
-    """The example keeps the Free-plan default; many-repositories sets request_budget = 400."""
-    budgets = {}
+def test_reconcile_plan_and_request_budget_follow_the_configuration() -> None:
+    """The example keeps the Free plan's default bound; many-repositories is on a paid plan
+    with request_budget = 400."""
+    seen = {}
     for variant in ("example", "many-repositories"):
         bindings = {binding["name"]: binding for binding in version(variant)["bindings"]}
-        budgets[variant] = bindings["RECONCILE_REQUEST_BUDGET"]["text"]
-    assert budgets == {"example": "40", "many-repositories": "400"}
+        assert bindings["RECONCILE_PLAN"]["type"] == "plain_text"
+        seen[variant] = (
+            bindings["RECONCILE_PLAN"]["text"],
+            bindings["RECONCILE_REQUEST_BUDGET"]["text"],
+        )
+    assert seen == {"example": ("free", "10"), "many-repositories": ("paid", "400")}
