@@ -22,9 +22,9 @@ one job in progress (nothing to dispatch: the cost of looking). "cold": every ru
 since the last run (200 with a body); "unchanged": every list answers 304. Each reconciler case
 runs with ``RECONCILE_PLAN`` = ``free`` and ``paid`` (``[reconcile] plan``): with no request
 budget set, ``free`` is 10 requests and runs lists of 20, ``paid`` (the bound before the plan
-setting) 40 requests and lists of 100. The breakdown lines use the test adapter's routes: one
-that runs no Worker code (its floor), one that sends 10 capacity reads through the entry's
-``FetchTransport`` (minus the floor, per read) and one that reads a KV key (minus the floor).
+setting) 40 requests and lists of 100. The breakdown lines use the test adapter's route that
+reads the bindings and sends N capacity reads through the entry's ``FetchTransport``: N = 0 is
+its floor, and (N = 10 minus the floor) / 10 the cost of one outbound request.
 
 The local machine's CPU is not Cloudflare's: compare the figures with each other and with the
 limit's order of magnitude, not to the tenth of a millisecond.
@@ -191,19 +191,17 @@ def delivery_rows(session: Session) -> list[tuple[str, list[float]]]:
 
 
 def breakdown_rows(session: Session) -> list[tuple[str, list[float]]]:
-    """What one outbound request and one KV read cost in this process, beside the floor."""
+    """What one outbound request costs in this process, beside the route's own floor."""
     reads = 10
     floor = session.cpu(lambda: session.get("/__test/nomad-reads/0"), DELIVERIES, 200)
     fetches = session.cpu(lambda: session.get(f"/__test/nomad-reads/{reads}"), DELIVERIES, 200)
-    kv_reads = session.cpu(lambda: session.get("/__test/kv/reconcile:none"), DELIVERIES, 200)
     base = statistics.median(floor)
     return [
-        ("test route, no Worker code (adapter floor)", floor),
+        ("test route: bindings read, no request (its floor)", floor),
         (
             "  + one outbound request (FetchTransport), each",
             [(sample - base) / reads for sample in fetches],
         ),
-        ("  + one KV read (local KV simulator), each", [sample - base for sample in kv_reads]),
     ]
 
 

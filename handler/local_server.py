@@ -8,7 +8,8 @@ KV. Settings come from the environment under the Worker's binding names (``NOMAD
 ``PORT`` optional, default 8787; ``STATUS_TOKEN`` optional: without it ``GET /status`` answers
 401 to everyone) and the routing from the project's config file (or from a routing JSON document
 with ``--routing``). ``--reconcile-once`` runs the reconciler once instead (with
-``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and optionally ``RECONCILE_REQUEST_BUDGET``, default 40)
+``GITHUB_API_URL``, ``GITHUB_READ_TOKEN`` and optionally ``RECONCILE_PLAN``, default ``free``, and
+``RECONCILE_REQUEST_BUDGET``, default the plan's: 10 free, 40 paid)
 and prints its report; ``--reconcile-every N`` runs it every N seconds beside the server, as the
 Worker's Cron Trigger does. With ``GITHUB_API_URL`` and ``GITHUB_READ_TOKEN`` set, webhooks of
 repositories that refuse fork runs are checked as in the Worker (without them, such jobs are not
