@@ -124,3 +124,23 @@ def test_a_fault_can_be_aimed_at_one_path(github):
     assert get(github, f"/repos/{REPO}/actions/runs?status=queued")[0] == 200
     assert get(github, f"/repos/{REPO}/actions/runs/500")[0] == 502
     assert get(github, f"/repos/{REPO}/actions/runs/500")[0] == 200
+
+
+def test_full_run_objects_are_githubs_size_and_touch_changes_their_etag():
+    """The CPU bench's lists: GitHub's documented run fields, ~12 KB a run, ETag moves on."""
+    tokens = {ACTIONS_READ_TOKEN: {REPO: "actions_read"}}
+    with GitHubStandIn(tokens=tokens, full_run_objects=True) as github:
+        github.queue_job(REPO, workflow_job(job_id=7, run_id=700)["workflow_job"])
+        path = f"/repos/{REPO}/actions/runs?status=queued"
+        status, headers, document = get(github, path)
+        [run] = document["workflow_runs"]
+        assert status == 200 and (run["id"], run["status"]) == (700, "queued")
+        for name in ("head_sha", "jobs_url", "actor", "head_commit", "head_repository"):
+            assert name in run, name
+        assert run["repository"]["full_name"] == REPO
+        assert run["jobs_url"].endswith(f"/repos/{REPO}/actions/runs/700/jobs")
+        assert len(json.dumps(run)) > 10_000
+        assert get(github, path, etag=headers["ETag"])[0] == 304
+        github.touch_runs()
+        status, _, moved = get(github, path, etag=headers["ETag"])
+        assert status == 200 and moved["workflow_runs"][0]["updated_at"] != run["updated_at"]
