@@ -15,7 +15,8 @@ additions read 0.0 ms on all three).
 
 Cases: ``GET /healthz`` (the floor of any request through the entry), one signed delivery of a
 GitHub-hosted job (verify + parse + decide, no I/O), one signed queued self-hosted delivery
-(verify + parse + decide + capacity read + dispatch at the Nomad stand-in + ledger write), and one
+(verify + parse + decide + the fork check's run lookup at the GitHub stand-in, each job of a run
+of its own + capacity read + dispatch at the Nomad stand-in + ledger write), and one
 reconciler run (``Default.scheduled``) over 20 repositories whose runs lists hold 0, 10 or 100
 runs of GitHub's full size (``GitHubStandIn(full_run_objects=True)``), each run in progress with
 one job in progress (nothing to dispatch: the cost of looking). Before each case the Cron handler
@@ -63,6 +64,7 @@ from tests.worker_runtime.harness import LocalWorker
 DELIVERIES = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 RECONCILER_RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 15
 REPOSITORIES = [f"octo-org/service-{index:02d}" for index in range(20)]
+DELIVERED_TO = REPOSITORIES[0]  # the deliveries' repository: one of the 20
 RUNS_PER_LIST = (0, 10, 100)
 FREE_PLAN_CPU_MS = 10.0
 # The process counts as idle once its CPU clock moves less than this over one poll interval.
@@ -171,11 +173,25 @@ class Session:
         return measure(self.clock, invoke, times, expect)
 
 
-def delivery_rows(session: Session) -> list[tuple[str, list[float]]]:
-    hosted = iter([delivery(workflow_job(labels=["ubuntu-latest"])) for _ in range(DELIVERIES)])
-    queued = iter(
-        [delivery(workflow_job(job_id=20_000_000 + index)) for index in range(DELIVERIES)]
+def delivery_rows(session: Session, github: GitHubStandIn) -> list[tuple[str, list[float]]]:
+    hosted = iter(
+        [
+            delivery(
+                workflow_job(labels=["ubuntu-latest"], repository=DELIVERED_TO),
+                repository=DELIVERED_TO,
+            )
+            for _ in range(DELIVERIES)
+        ]
     )
+    # Each job of a run of its own, known to GitHub: every delivery pays the fork check's run
+    # lookup (the Worker keeps a run's verdict, so jobs of one run would share one lookup).
+    jobs = [
+        workflow_job(job_id=20_000_000 + index, run_id=30_000_000 + index, repository=DELIVERED_TO)
+        for index in range(DELIVERIES)
+    ]
+    for job in jobs:
+        github.queue_job(DELIVERED_TO, job["workflow_job"])
+    queued = iter([delivery(job, repository=DELIVERED_TO) for job in jobs])
     return [
         (
             "GET /healthz (floor of a request)",
@@ -186,7 +202,7 @@ def delivery_rows(session: Session) -> list[tuple[str, list[float]]]:
             session.cpu(lambda: session.post(next(hosted)), DELIVERIES, 200),
         ),
         (
-            "delivery: + capacity read + dispatch + ledger write",
+            "delivery: + fork check + capacity read + dispatch + ledger write",
             session.cpu(lambda: session.post(next(queued)), DELIVERIES, 202),
         ),
     ]
@@ -239,10 +255,9 @@ def main() -> None:
     document = json.loads(json.dumps(ROUTING_DOCUMENT))
     for pool in document["pools"]:
         pool["max_runners"] = 1_000_000  # every queued delivery takes the full dispatch path
-    for repository in REPOSITORIES:
-        document["repositories"][repository] = ["linux-x64"]
+    document["repositories"] = {repository: ["linux-x64"] for repository in REPOSITORIES}
     routing = Routing.from_document(document)
-    grants = {ACTIONS_READ_TOKEN: {repository: "actions_read" for repository in REPOSITORIES}}
+    grants = {ACTIONS_READ_TOKEN: {name: "actions_read" for name in REPOSITORIES}}
     rows: list[tuple[str, list[float]]] = []
     with (
         NomadStandIn() as nomad,
@@ -264,11 +279,16 @@ def main() -> None:
                 LocalWorker(values, Path(work)) as worker,
             ):
                 session = Session(worker)
-                for index in range(10):  # warm-up: Pyodide, imports, the routing cache
-                    session.post(delivery(workflow_job(job_id=10_000_000 + index)))
+                warm_up = [
+                    workflow_job(job_id=10_000_000 + i, run_id=11_000_000, repository=DELIVERED_TO)
+                    for i in range(10)
+                ]
+                github.queue_job(DELIVERED_TO, warm_up[0]["workflow_job"])
+                for job in warm_up:  # Pyodide, imports, the routing cache
+                    session.post(delivery(job, repository=DELIVERED_TO))
                     session.get("/healthz")
                 if plan == "free":
-                    rows.extend(delivery_rows(session))
+                    rows.extend(delivery_rows(session, github))
                     rows.extend(breakdown_rows(session))
                 rows.extend(reconciler_rows(session, github, plan))
                 reports = [

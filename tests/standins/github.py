@@ -913,7 +913,13 @@ def _full_run_object(run: dict[str, Any], repository: str, touched: int) -> dict
         "repository": repo,
         "head_repository": repo,
     }
-    return documented | run
+    merged = documented | run
+    # The stand-in's own repository objects are minimal: give them the rest of their fields.
+    for name in ("repository", "head_repository"):
+        own = run.get(name)
+        if isinstance(own, dict) and isinstance(own.get("full_name"), str):
+            merged[name] = _repository_object(own["full_name"]) | own
+    return merged
 
 
 def _error(
