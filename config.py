@@ -177,6 +177,9 @@ class PoolConfig:
     # taking half of cpu and memory (the containers of a job run inside it).
     docker: Literal["none", "dind"] = "none"
     registry_mirror: str | None = None  # a pull-through cache for the dind daemon (Docker Hub)
+    # Keep the pool's images on every eligible node (runner_job/prewarm.nomad.hcl), so the first
+    # job on a node does not wait for the runner image to download.
+    prewarm: bool = False
 
     @property
     def docker_share(self) -> tuple[int, int]:
@@ -185,9 +188,6 @@ class PoolConfig:
         if self.docker != "dind":
             return (0, 0)
         return (self.cpu // 2, self.memory // 2)
-    # Keep the pool's images on every eligible node (runner_job/prewarm.nomad.hcl), so the first
-    # job on a node does not wait for the runner image to download.
-    prewarm: bool = False
 
     @property
     def nomad_job(self) -> str:
@@ -401,12 +401,6 @@ class _Table:
             raise self.error(key, f"expected a string, got {_kind(value)}")
         if not value.strip():
             raise self.error(key, "must not be empty")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key, default, required=False)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_kind(value)}")
         return value
 
     def optional_string(self, key: str) -> str | None:

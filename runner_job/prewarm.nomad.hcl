@@ -139,6 +139,9 @@ job "github-prewarm" {
           entrypoint   = ["sleep"]
           args         = ["2147483647"]
           network_mode = "none"
+          # Nothing but sleep runs here; the walls cost nothing.
+          privileged = false
+          pids_limit = 8
         }
 
         # sleep as PID 1 ignores SIGTERM: do not wait the default 5s for it on every update.

@@ -112,7 +112,10 @@ def test_holds_no_credential_and_nothing_else_to_read(task, group):
         "entrypoint",
         "args",
         "network_mode",
+        "privileged",
+        "pids_limit",
     }
+    assert task["config"]["privileged"] is False and task["config"]["pids_limit"] <= 8
 
 
 def test_reserves_next_to_nothing(task, group):
