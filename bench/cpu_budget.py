@@ -155,6 +155,14 @@ class Session:
     def __init__(self, worker: LocalWorker) -> None:
         self.clock = CpuClock(worker_process(worker))
         self.connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=60)
+        # Cron runs five minutes apart, as the default schedule fires them: the reconciler's
+        # rotation takes its place from the scheduled time.
+        self.scheduled_ms = int(time.time() // 300 * 300_000)
+
+    def scheduled(self) -> int:
+        """One Cron Trigger run (the next one of ``*/5 * * * *``)."""
+        self.scheduled_ms += 300_000
+        return self.get(f"/__test/scheduled?time={self.scheduled_ms}")  # cron: */5 by default
 
     def get(self, path: str) -> int:
         self.connection.request("GET", path)
@@ -229,7 +237,7 @@ def reconciler_rows(
     rows = []
 
     def run() -> int:
-        return session.get("/__test/scheduled")
+        return session.scheduled()
 
     def changed() -> int:
         github.touch_runs()
