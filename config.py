@@ -1,29 +1,58 @@
 """The one configuration file of a deployment, read and validated once.
 
-``load_config(path)`` reads a TOML file into frozen dataclasses (``AppConfig``); nothing else in
-the app reads the file or the environment for settings. Every problem is a ``ConfigError`` whose
-message names the file, the dotted field path and what is wrong, e.g.
+``load_config(path)`` reads a TOML file into frozen pydantic models (``AppConfig``); nothing else
+in the app reads the file or the environment for settings. Every problem is a ``ConfigError``
+whose message names the file, the dotted field path and what is wrong, e.g.
 ``examples/config.toml: github.repositories[2].pools: unknown pool 'gpu'``. Unknown keys are
 errors too, so a typo never silently falls back to a default.
 
+The models declare the file's shape (types, defaults, unknown keys refused) and are the source
+of ``config.schema.json`` (``python -m config --schema``), which editors reading TOML schemas
+use to complete and check the file. The wording of every problem is ours, not pydantic's:
+validators raise ``_problem(...)`` with the message, and ``_message`` turns the first error
+pydantic reports into ``<file>: <path>: <problem>``. Checks that need another section (a
+repository's pools, the owner of a repository, the defaults ``[github]`` gives its
+repositories) read what earlier sections left in the validation context: pydantic validates
+fields in the order they are declared, so ``pools`` comes before ``github``.
+
 No field holds a secret: credentials are sensitive Terraform variables or generated at deploy
-time (see the README). Standard library only, no I/O besides reading the one file.
+time (see the README). The app side only: ``handler/`` stays standard library.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import tomllib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Strict,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from handler.contract import (
     DEFAULT_WORKERS_PLAN,
     FORK_POLICIES,
     FORK_POLICY_REFUSE,
+    MAX_RECONCILE_REQUEST_BUDGET,
     MIN_RECONCILE_REQUEST_BUDGET,
     PLAN_DEFAULT_REQUEST_BUDGET,
     PLAN_MAX_REQUEST_BUDGET,
@@ -44,6 +73,7 @@ TASK_DRIVERS: Final = ("docker", "podman")
 # needs privileged mode: the docker driver only).
 DOCKER_MODES: Final = ("none", "dind")
 DIND_DRIVERS: Final = ("docker",)
+BACKEND_TYPES: Final = ("local", "s3", "remote")
 # How the runner tasks, the Worker's reads and the hooks' Terraform authenticate to GitHub: one
 # fine-grained token per role, or one GitHub App installation for all three (its private key a
 # sensitive Terraform variable, never a field here).
@@ -52,6 +82,7 @@ GITHUB_AUTH_KINDS: Final = ("token", "app")
 # pools' runner groups).
 RUNNER_SCOPES: Final = ("repository", "organization")
 DEFAULT_RUNNER_GROUP_ID: Final = 1
+SCHEMA_FILE: Final = Path(__file__).resolve().parent / "config.schema.json"
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -59,24 +90,22 @@ _OWNER = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,38})$")
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _NOMAD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-_CONSTRAINT_OPERATORS: Final = frozenset(
-    {
-        "=",
-        "!=",
-        ">",
-        ">=",
-        "<",
-        "<=",
-        "distinct_hosts",
-        "distinct_property",
-        "regexp",
-        "set_contains",
-        "set_contains_any",
-        "version",
-        "semver",
-        "is_set",
-        "is_not_set",
-    }
+_CONSTRAINT_OPERATORS: Final = (
+    "=",
+    "!=",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "distinct_hosts",
+    "distinct_property",
+    "regexp",
+    "set_contains",
+    "set_contains_any",
+    "version",
+    "semver",
+    "is_set",
+    "is_not_set",
 )
 # A tag that moves under you is not a pin.
 _FLOATING_TAGS: Final = frozenset({"latest", "stable", "edge", "main", "master", "nightly"})
@@ -86,100 +115,488 @@ OFFICIAL_RUNNER_IMAGE: Final = "ghcr.io/actions/actions-runner"
 # github.com registers no runner older than this (enforced since 2026-09-25).
 MIN_RUNNER_VERSION: Final = (2, 329, 0)
 _RUNNER_VERSION_TAG = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+DEFAULT_RECONCILE_MINUTES: Final = 5
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says where (file and field) and why."""
 
 
-@dataclass(frozen=True)
-class CloudflareConfig:
-    account_id: str
-    zone_id: str
-    zone_name: str
-    webhook_hostname: str
-    nomad_api_hostname: str
-    resource_prefix: str
+# --- Problems and their wording -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NomadConfig:
-    address: str
-    namespace: str
-    datacenters: tuple[str, ...]
-    node_pool: str
-    tunnel_origin: str
+def _problem(message: str, *field: str | int) -> PydanticCustomError:
+    """A validation problem in our words; ``field`` continues the path of where it was raised
+    (a model validator names the field it is about)."""
+    return PydanticCustomError("config", "{problem}", {"problem": message, "field": field})
 
 
-@dataclass(frozen=True)
-class RepositoryConfig:
-    name: str  # the repository name alone, without the owner
-    full_name: str  # "owner/name" as written in the configuration
-    pools: tuple[str, ...]
-    # Jobs of runs whose head repository is another one (fork pull requests): "refuse" or
-    # "allow" (handler.contract.FORK_POLICIES); the default comes from [github].
-    fork_pull_requests: str = FORK_POLICY_REFUSE
-    # The operator knows the repository is public and wants it served anyway: without this the
-    # github stack's plan fails for a public repository.
-    allow_public: bool = False
-    # The most runners this repository may hold at once, all its pools together (its own
-    # max_runners, else github.max_runners_per_repository); None: only the pools' caps apply.
-    max_runners: int | None = None
+def _kind(value: object) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    for python_type, name in kinds.items():
+        if type(value) is python_type:
+            return name
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
 
 
-@dataclass(frozen=True)
-class GitHubConfig:
-    owner: str
-    owner_type: Literal["user", "organization"]
-    repositories: tuple[RepositoryConfig, ...]
-    api_url: str
-    fork_pull_requests: str = FORK_POLICY_REFUSE  # the default of every repository
-    # "token": a fine-grained token per role (TF_VAR_github_runner_token, TF_VAR_github_read_token,
-    # GITHUB_TOKEN); "app": one GitHub App installation, its key in TF_VAR_github_app_private_key.
-    auth: Literal["token", "app"] = "token"
-    app_id: int | None = None  # the App's numeric id (auth = "app" only)
-    installation_id: int | None = None  # its installation on the owner (auth = "app" only)
-    # "repository": runners registered on each served repository; "organization": on the
-    # organization, into each pool's runner group (owner_type "organization" only).
-    runner_scope: Literal["repository", "organization"] = "repository"
+def _path(loc: tuple[str | int, ...]) -> str:
+    """``('github', 'repositories', 2, 'pools')`` as ``github.repositories[2].pools``."""
+    text = ""
+    for step in loc:
+        if isinstance(step, int):
+            text += f"[{step}]"
+        else:
+            text += f".{step}" if text else step
+    return text or "(top level)"
 
 
-@dataclass(frozen=True)
-class Constraint:
-    attribute: str
-    operator: str
-    value: str
+def _backend_problem(backend: object) -> tuple[tuple[str, ...], str]:
+    """The field and problem of a [backend] table whose ``type`` picks no backend."""
+    if not isinstance(backend, dict):
+        return (), f"expected a table, got {_kind(backend)}"
+    kind = backend.get("type")
+    if not isinstance(kind, str):
+        return ("type",), f"expected a string, got {_kind(kind)}"
+    return ("type",), f"expected 'local', 's3' or 'remote', got '{kind}'"
 
 
-@dataclass(frozen=True)
-class PoolConfig:
-    name: str
-    labels: tuple[str, ...]
-    image: str | None  # overrides images.runner for this pool
-    driver: str  # Nomad task driver; the jobspec's task configs are docker-style
-    cpu: int  # MHz
-    memory: int  # MB
-    idle_timeout_seconds: int
-    max_duration_seconds: int
-    max_runners: int
-    constraints: tuple[Constraint, ...]
-    # GitHub runner group the runners join: 1 is the default group; other groups exist only in
-    # organizations (and must be open to the repositories using the pool).
-    runner_group_id: int
-    # Nomad node pool of this pool's runners; None: nomad.node_pool (where cloudflared runs too).
-    node_pool: str | None = None
-    pids_limit: int = 4096  # processes and threads the runner task may hold at once
-    disk: int = 10240  # MB the allocation reserves on its node (Nomad ephemeral_disk)
-    # True: the image's own sudo rules (passwordless in the official image); False: the runner
-    # task runs without supplementary groups and with no-new-privileges, so sudo cannot work.
-    sudo: bool = True
-    # "none": no Docker daemon; "dind": a privileged Docker daemon sidecar in each allocation,
-    # taking half of cpu and memory (the containers of a job run inside it).
-    docker: Literal["none", "dind"] = "none"
-    registry_mirror: str | None = None  # a pull-through cache for the dind daemon (Docker Hub)
-    # Keep the pool's images on every eligible node (runner_job/prewarm.nomad.hcl), so the first
-    # job on a node does not wait for the runner image to download.
-    prewarm: bool = False
+def _message(source: str, error: ErrorDetails) -> str:
+    """One pydantic error as ``<file>: <dotted path>: <problem>``."""
+    loc = tuple(error["loc"])
+    # The backend union's errors carry the chosen member's tag ('s3') after 'backend'.
+    if len(loc) > 1 and loc[0] == "backend" and loc[1] in BACKEND_TYPES:
+        loc = loc[:1] + loc[2:]
+    kind = error["type"]
+    value = error["input"]
+    context = error.get("ctx") or {}
+    if kind == "config":
+        loc += tuple(context["field"])
+        problem = str(context["problem"])
+    elif kind == "missing":
+        problem = "missing required field"
+    elif kind == "extra_forbidden":
+        problem = "unknown field (check the spelling)"
+    elif kind in ("int_type", "int_parsing", "int_from_float"):
+        problem = f"expected an integer, got {_kind(value)}"
+    elif kind in ("bool_type", "bool_parsing"):
+        problem = f"expected true or false, got {_kind(value)}"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        problem = f"expected a table, got {_kind(value)}"
+    elif kind == "greater_than_equal":
+        problem = f"must be at least {context['ge']}, got {value}"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        field, problem = _backend_problem(value)
+        loc += field
+    else:  # a shape no validator of ours words: pydantic's own sentence
+        problem = error["msg"]
+    return f"{source}: {_path(loc)}: {problem}"
+
+
+# --- Field types: what a value must be, in our words -------------------------------------------
+
+
+def _text(value: object) -> str:
+    """A string with something in it (the required and defaulted string fields)."""
+    if not isinstance(value, str):
+        raise _problem(f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        raise _problem("must not be empty")
+    return value
+
+
+def _nonempty(value: object) -> str:
+    """An optional string, or a list's item: present means non-empty."""
+    if not isinstance(value, str) or not value.strip():
+        raise _problem(f"expected a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _list_of(what: str) -> Callable[[object], object]:
+    def check(value: object) -> object:
+        if not isinstance(value, list):
+            raise _problem(f"expected {what}, got {_kind(value)}")
+        return value
+
+    return check
+
+
+def _pattern(regex: re.Pattern[str], problem: Callable[[str], str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise _problem(problem(value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _choice(choices: tuple[str, ...], problem: Callable[[str], str]) -> BeforeValidator:
+    def check(value: object) -> str:
+        text = _text(value)
+        if text not in choices:
+            raise _problem(problem(text))
+        return text
+
+    return BeforeValidator(check)
+
+
+def _schema(**keywords: Any) -> Any:
+    """JSON Schema keywords for editors; the validators above enforce the same rules."""
+    return Field(json_schema_extra=keywords)
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+NonEmpty = Annotated[str, BeforeValidator(_nonempty)]
+Strings = Annotated[tuple[NonEmpty, ...], BeforeValidator(_list_of("a list of strings"))]
+Flag = Annotated[bool, Strict()]
+
+
+Integer = Annotated[int, Strict()]
+Positive = Annotated[Integer, Field(ge=1)]
+
+
+def _hostname(value: str) -> str:
+    labels = value.split(".")
+    if value != value.lower() or len(value) > 253 or len(labels) < 2:
+        raise _problem(f"'{value}' is not a lower-case DNS name like 'a.example.com'")
+    for label in labels:
+        if not _DNS_LABEL.match(label):
+            raise _problem(f"'{value}' is not a valid DNS name (bad label '{label}')")
+    return value
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _problem(f"'{value}' is not an http(s) URL")
+    if parts.query or parts.fragment or parts.username:
+        raise _problem(f"'{value}': no credentials, query or fragment allowed")
+    return value.rstrip("/")
+
+
+def _origin(value: str) -> str:
+    """An http(s) URL of a scheme, host and port only."""
+    value = _url(value)
+    if urlsplit(value).path:
+        raise _problem(f"'{value}': a scheme, host and port only, no path")
+    return value
+
+
+Hostname = Annotated[Text, AfterValidator(_hostname), _schema(format="hostname")]
+Url = Annotated[Text, AfterValidator(_url), _schema(pattern="^https?://")]
+Origin = Annotated[Text, AfterValidator(_origin), _schema(pattern="^https?://")]
+_NOMAD_NAME_RULES = (
+    _pattern(_NOMAD_NAME, lambda _: "expected letters, digits, '-' and '_' only"),
+    _schema(pattern=_NOMAD_NAME.pattern),
+)
+NomadName = Annotated[Text, *_NOMAD_NAME_RULES]
+OptionalNomadName = Annotated[NonEmpty, *_NOMAD_NAME_RULES]  # present means non-empty
+Hex32 = Annotated[
+    Text,
+    _pattern(_HEX32, lambda _: "expected 32 lower-case hex digits"),
+    _schema(pattern=_HEX32.pattern),
+]
+
+
+def _image(value: str) -> str:
+    """An image reference pinned to a tag or digest: never untagged, never a floating tag."""
+    if any(char.isspace() for char in value) or "${" in value or "%{" in value:
+        raise _problem(f"'{value}' is not an image reference")
+    if "@sha256:" in value:
+        return value
+    last = PurePosixPath(value.split("@", 1)[0]).name
+    if ":" not in last:
+        raise _problem(f"'{value}' is not pinned: add a version tag or a digest")
+    tag = last.rsplit(":", 1)[1]
+    if not tag or tag.lower() in _FLOATING_TAGS:
+        raise _problem(f"'{value}' uses the floating tag '{tag}': pin a version")
+    return value
+
+
+def _split_reference(image: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference; the tag is "" when there is none."""
+    name = image.split("@", 1)[0]
+    head, slash, last = name.rpartition("/")
+    repository, colon, tag = last.partition(":")
+    return f"{head}{slash}{repository}", tag if colon else ""
+
+
+def runner_version(image: str) -> tuple[int, int, int] | None:
+    """The actions/runner version of an official runner image reference, None for other images.
+
+    ``ghcr.io/actions/actions-runner:2.330.0`` (optionally ``@sha256:...`` after the tag) gives
+    ``(2, 330, 0)``. Only references ``load_config`` accepted are expected here.
+    """
+    repository, tag = _split_reference(image)
+    if repository != OFFICIAL_RUNNER_IMAGE:
+        return None
+    match = _RUNNER_VERSION_TAG.match(tag)
+    if match is None:
+        raise ValueError(f"'{image}' has no runner version tag")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def _runner_image(image: str) -> str:
+    """A runner image pin; the official image only by a release version GitHub still registers."""
+    image = _image(image)
+    repository, tag = _split_reference(image)
+    if repository != OFFICIAL_RUNNER_IMAGE:
+        return image  # another image: keeping its runner current is up to whoever builds it
+    if not tag:
+        raise _problem(
+            f"'{image}': pin the official runner by its release version (e.g. "
+            f"'{OFFICIAL_RUNNER_IMAGE}:2.330.0', a digest may follow), so that every plan can "
+            "check it against GitHub's runner version window"
+        )
+    if not _RUNNER_VERSION_TAG.match(tag):
+        raise _problem(
+            f"'{image}': the official runner's tags are release versions such as '2.330.0', "
+            f"not '{tag}'"
+        )
+    version = runner_version(image)
+    if version is not None and version < MIN_RUNNER_VERSION:
+        floor = ".".join(str(part) for part in MIN_RUNNER_VERSION)
+        raise _problem(
+            f"'{image}': GitHub registers no runner older than {floor}; pin a current release, "
+            "or remove the pin to follow the newest one"
+        )
+    return image
+
+
+def _dind_image(image: str) -> str:
+    image = _image(image)
+    # The docker library image's variant tags (dind, 29-dind, dind-rootless) all move: only a
+    # full version, or a digest, is a pin.
+    tag = PurePosixPath(image.split("@", 1)[0]).name.rsplit(":", 1)[-1]
+    if "@sha256:" not in image and not re.match(r"^\d+\.\d+\.\d+", tag):
+        raise _problem(
+            f"'{image}' uses the floating tag '{tag}': pin a full version such as "
+            "docker:29.7.2-dind"
+        )
+    return image
+
+
+Image = Annotated[Text, AfterValidator(_image)]
+RunnerImage = Annotated[NonEmpty, AfterValidator(_runner_image)]
+
+
+def _scope(info: ValidationInfo) -> dict[str, Any]:
+    """What earlier sections told later ones (see the module docstring); empty when a model is
+    validated on its own, outside ``parse_config``."""
+    context = info.context
+    return context if isinstance(context, dict) else {}
+
+
+class _Section(BaseModel):
+    """A table of the file: unknown keys refused, frozen once read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# --- The sections -------------------------------------------------------------------------------
+
+
+class CloudflareConfig(_Section):
+    """[cloudflare]: the account and zone the Worker and the Nomad API hostname live in."""
+
+    account_id: Hex32
+    """The Cloudflare account id (32 lower-case hex digits)."""
+    zone_id: Hex32
+    """The id of the zone both hostnames are in."""
+    zone_name: Hostname
+    """The zone's name, e.g. example.com."""
+    webhook_hostname: Hostname
+    """Where GitHub delivers webhooks (the Worker's route), within the zone."""
+    nomad_api_hostname: Hostname
+    """The Nomad API behind Cloudflare Access and the tunnel, within the zone."""
+    resource_prefix: Annotated[
+        Text,
+        _pattern(_PREFIX, lambda _: "expected lower-case letters, digits and '-'"),
+        _schema(pattern=_PREFIX.pattern),
+    ] = "github-runners"
+    """Prefix of the names of the Cloudflare resources created."""
+
+    @model_validator(mode="after")
+    def _hostnames_in_zone(self) -> CloudflareConfig:
+        for key in ("webhook_hostname", "nomad_api_hostname"):
+            host = getattr(self, key)
+            if not host.endswith(f".{self.zone_name}"):
+                raise _problem(f"'{host}' is not within the zone '{self.zone_name}'", key)
+        if self.webhook_hostname == self.nomad_api_hostname:
+            raise _problem("must differ from webhook_hostname", "nomad_api_hostname")
+        return self
+
+
+def _runner_namespace(namespace: str) -> str:
+    if namespace == "default":
+        # The Worker's token may dispatch any parameterized job in the namespace.
+        raise _problem(
+            "runner jobs need a namespace of their own, not Nomad's 'default' (the Worker's "
+            "token may dispatch any parameterized job in it)"
+        )
+    return namespace
+
+
+class NomadConfig(_Section):
+    """[nomad]: the cluster the runner jobs and cloudflared run on."""
+
+    address: Url
+    """The Nomad API address Terraform uses, e.g. https://nomad.example.com:4646."""
+    namespace: Annotated[NomadName, AfterValidator(_runner_namespace)] = DEFAULT_NAMESPACE
+    """The runner jobs' own namespace (not 'default')."""
+    datacenters: Annotated[Strings, _schema(minItems=1)] = ("*",)
+    """Datacenters the jobs may run in; '*' for all."""
+    node_pool: NomadName = "default"
+    """Nomad node pool of cloudflared and, unless a pool says otherwise, of the runners."""
+    tunnel_origin: Origin = "http://127.0.0.1:4646"
+    """Where cloudflared reaches the Nomad API from its node: a scheme, host and port only."""
+
+    @field_validator("datacenters")
+    @classmethod
+    def _some_datacenter(cls, datacenters: tuple[str, ...]) -> tuple[str, ...]:
+        if not datacenters:
+            raise _problem("must list at least one datacenter (or '*')")
+        return datacenters
+
+
+class ImagesConfig(_Section):
+    """[images]: the container images of the jobs, each pinned by a tag or digest."""
+
+    runner: RunnerImage | None = None
+    """The runner image; left out: the newest actions/runner release, looked up at every plan.
+    A pin of the official image is a release version and plans warn once GitHub's version window
+    leaves it behind."""
+    helper: Image
+    """The image of the tasks that mint and remove runner registrations (Python)."""
+    cloudflared: Image
+    """The cloudflared image of the tunnel job."""
+    dind: Annotated[NonEmpty, AfterValidator(_dind_image)] | None = None
+    """The Docker daemon of dind pools, a full version such as docker:29.7.2-dind; required
+    once a pool uses docker = "dind"."""
+
+
+class Constraint(_Section):
+    """A Nomad constraint on the nodes a pool's runners may use."""
+
+    attribute: Text
+    """e.g. ${attr.kernel.name}"""
+    operator: Annotated[
+        str,
+        _choice(_CONSTRAINT_OPERATORS, lambda op: f"unknown Nomad constraint operator '{op}'"),
+        _schema(enum=list(_CONSTRAINT_OPERATORS)),
+    ] = "="
+    value: NonEmpty = ""
+    """Operators such as is_set and distinct_hosts take no value."""
+
+
+class PoolConfig(_Section):
+    """One [[pools]] table: a kind of runner, its labels, image, resources and walls."""
+
+    name: Annotated[
+        Text,
+        _pattern(
+            POOL_NAME_PATTERN, lambda name: f"'{name}': expected lower-case letters, digits and '-'"
+        ),
+        _schema(pattern=POOL_NAME_PATTERN.pattern),
+    ]
+    """The pool's name; its runner job is github-runner-<name>."""
+    labels: Annotated[Strings, _schema(maxItems=100)]
+    """The runs-on labels this pool serves; must include self-hosted."""
+    image: RunnerImage | None = None
+    """Overrides images.runner for this pool."""
+    driver: Annotated[
+        str,
+        _choice(
+            TASK_DRIVERS,
+            lambda driver: f"'{driver}' is not supported (supported: {', '.join(TASK_DRIVERS)})",
+        ),
+        _schema(enum=list(TASK_DRIVERS)),
+    ] = "docker"
+    """Nomad task driver; the jobspec's task configs are docker-style."""
+    cpu: Annotated[Integer, Field(ge=100)] = 2000
+    """CPU in MHz."""
+    memory: Annotated[Integer, Field(ge=128)] = 4096
+    """Memory in MB."""
+    idle_timeout_seconds: Annotated[Integer, Field(ge=60)] = 600
+    """A runner that got no job within this long exits."""
+    max_duration_seconds: Annotated[Integer, Field(ge=60)] = 21600
+    """The longest a runner (and its job) may live."""
+    max_runners: Positive = 10
+    """The most runners of this pool at once."""
+    constraints: Annotated[tuple[Constraint, ...], BeforeValidator(_list_of("a list"))] = ()
+    """Nomad constraints on the nodes the runners may use."""
+    runner_group_id: Positive = 1
+    """GitHub runner group the runners join: 1 is the default group; other groups exist only in
+    organizations (and must be open to the repositories using the pool)."""
+    node_pool: OptionalNomadName | None = None
+    """Nomad node pool of this pool's runners; left out: nomad.node_pool."""
+    pids_limit: Annotated[Integer, Field(ge=64)] = 4096
+    """Processes and threads the runner task may hold at once."""
+    disk: Annotated[Integer, Field(ge=1024)] = 10240
+    """MB the allocation reserves on its node (Nomad ephemeral_disk)."""
+    sudo: Flag = True
+    """true: the image's own sudo rules (passwordless in the official image); false: the runner
+    task runs without supplementary groups and with no-new-privileges, so sudo cannot work."""
+    docker: Annotated[
+        Literal["none", "dind"],
+        _choice(
+            DOCKER_MODES,
+            lambda mode: (
+                f"'{mode}' is not a docker mode (known: "
+                + ", ".join(f'"{name}"' for name in DOCKER_MODES)
+                + ")"
+            ),
+        ),
+    ] = "none"
+    """"none": no Docker daemon; "dind": a privileged Docker daemon sidecar in each allocation,
+    taking half of cpu and memory (the containers of a job run inside it)."""
+    registry_mirror: Annotated[NonEmpty, AfterValidator(_origin)] | None = None
+    """A pull-through cache for the dind daemon (Docker Hub): a scheme, host and port."""
+    prewarm: Flag = False
+    """Keep the pool's images on every eligible node (runner_job/prewarm.nomad.hcl), so the
+    first job on a node does not wait for the runner image to download."""
+
+    @field_validator("labels")
+    @classmethod
+    def _runner_labels(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = [label.lower() for label in labels]
+        if SELF_HOSTED not in lowered:
+            raise _problem(f"must include '{SELF_HOSTED}'")
+        if len(set(lowered)) != len(lowered):
+            raise _problem("duplicate label (labels are case-insensitive)")
+        if len(labels) > 100:
+            raise _problem("GitHub allows at most 100 labels")
+        return labels
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolConfig:
+        if self.max_duration_seconds <= self.idle_timeout_seconds:
+            raise _problem("must be longer than idle_timeout_seconds", "max_duration_seconds")
+        if self.docker != "dind":
+            if self.registry_mirror is not None:
+                raise _problem(
+                    'only a pool with docker = "dind" has a daemon to use a mirror',
+                    "registry_mirror",
+                )
+            return self
+        if self.driver not in DIND_DRIVERS:
+            raise _problem(
+                f'"dind" needs the docker driver (its privileged mode, allowed by the client\'s '
+                f"allow_privileged); driver '{self.driver}' cannot run the daemon",
+                "docker",
+            )
+        if self.cpu < 1000 or self.memory < 2048:
+            raise _problem(
+                f'"dind" splits cpu and memory in half between the runner and its Docker '
+                f"daemon: give the pool at least cpu = 1000 and memory = 2048 (it has "
+                f"{self.cpu} and {self.memory})",
+                "docker",
+            )
+        return self
 
     @property
     def docker_share(self) -> tuple[int, int]:
@@ -198,40 +615,354 @@ class PoolConfig:
         return f"{PREWARM_JOB_PREFIX}{self.name}"
 
 
-@dataclass(frozen=True)
-class ImagesConfig:
-    # None: the newest actions/runner release, looked up at every plan (the default); otherwise
-    # a pinned reference, which plans warn about once GitHub's version window leaves it behind.
-    runner: str | None
-    helper: str
-    cloudflared: str
-    dind: str | None = None  # the Docker daemon of dind pools; required once a pool uses dind
+ForkPolicy = Annotated[
+    str,
+    _choice(
+        FORK_POLICIES,
+        lambda policy: (
+            "expected one of "
+            + ", ".join(f"'{choice}'" for choice in FORK_POLICIES)
+            + f", got '{policy}'"
+        ),
+    ),
+    _schema(enum=list(FORK_POLICIES)),
+]
 
 
-@dataclass(frozen=True)
-class BackendConfig:
-    """Where Terraform keeps each stack's state.
-
-    ``local``: ``{path}/{stack}.tfstate`` with ``path`` relative to the stack's directory;
-    ``s3``: ``s3://{bucket}/{key_prefix}/{stack}.tfstate``; ``remote``: HCP Terraform /
-    Terraform Enterprise workspaces ``{workspace_prefix}{stack}``. Credentials for remote
-    backends come from their usual environment variables, never from here.
-    """
-
-    type: Literal["local", "s3", "remote"]
-    settings: Mapping[str, str]
+def _repository_name(name: str) -> str:
+    if not _REPO_NAME.match(name) or name in (".", ".."):
+        raise _problem(f"'{name}' is not a GitHub repository name")
+    return name
 
 
-@dataclass(frozen=True)
-class ReconcileConfig:
+def _name_or_table(schema: dict[str, Any]) -> None:
+    """In the file a repository is its name alone, or a table."""
+    table = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [
+        {"type": "string", "description": "The repository's name (its pools: all pools)."},
+        table,
+    ]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+class RepositoryConfig(_Section):
+    """A served repository: its name ("app"), or a table such as { name = "app", pools = [...],
+    fork_pull_requests = "refuse", allow_public = false, max_runners = 2 }."""
+
+    model_config = ConfigDict(json_schema_extra=_name_or_table)
+
+    name: Annotated[Text, AfterValidator(_repository_name)]
+    """The repository's name, optionally as owner/name with github.owner as the owner."""
+    # Left out: every pool, filled in from what [[pools]] told the validation context.
+    pools: Annotated[Strings, Field(json_schema_extra=_no_default)] = ()
+    """The pools its jobs may use; left out: all pools."""
+    fork_pull_requests: ForkPolicy = FORK_POLICY_REFUSE
+    """Jobs of runs whose head repository is another one (fork pull requests): "refuse" or
+    "allow"; left out: github.fork_pull_requests."""
+    allow_public: Flag = False
+    """The operator knows the repository is public and wants it served anyway: without this the
+    github stack's plan fails for a public repository."""
+    max_runners: Positive | None = None
+    """The most runners this repository may hold at once, all its pools together; left out:
+    github.max_runners_per_repository, else only the pools' caps apply."""
+
+    _owner: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_github_defaults(cls, raw: Any, info: ValidationInfo) -> Any:
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if not isinstance(raw, dict):
+            raise _problem(f"expected a repository name or a table, got {_kind(raw)}")
+        scope = _scope(info)
+        entry = dict(raw)
+        name = entry.get("name")
+        owner = scope.get("owner")
+        if isinstance(name, str) and "/" in name and owner is not None:
+            given_owner, _, entry["name"] = name.partition("/")
+            if given_owner.lower() != owner.lower():
+                raise _problem(f"'{name}' is not owned by github.owner '{owner}'", "name")
+        if "pools" not in entry and "pool_names" in scope:
+            entry["pools"] = list(scope["pool_names"])
+        entry.setdefault("fork_pull_requests", scope.get("fork_default", FORK_POLICY_REFUSE))
+        if "max_runners" not in entry and scope.get("default_cap") is not None:
+            entry["max_runners"] = scope["default_cap"]
+        return entry
+
+    @field_validator("pools")
+    @classmethod
+    def _known_pools(cls, chosen: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not chosen:
+            raise _problem("list at least one pool (or leave it out for all)")
+        pool_names = _scope(info).get("pool_names")
+        if pool_names is not None:
+            for pool in chosen:
+                if pool not in pool_names:
+                    known = ", ".join(pool_names)
+                    raise _problem(f"unknown pool '{pool}' (known pools: {known})")
+        if len(set(chosen)) != len(chosen):
+            raise _problem("duplicate pool")
+        return chosen
+
+    @model_validator(mode="after")
+    def _owned(self, info: ValidationInfo) -> RepositoryConfig:
+        self._owner = _scope(info).get("owner", "")
+        return self
+
+    @property
+    def full_name(self) -> str:
+        """ "owner/name" with github.owner as written in the configuration."""
+        return f"{self._owner}/{self.name}"
+
+
+class GitHubConfig(_Section):
+    """[github]: the owner of the served repositories and how their jobs are served."""
+
+    owner: Annotated[
+        Text,
+        _pattern(_OWNER, lambda owner: f"'{owner}' is not a GitHub user or organization name"),
+        _schema(pattern=_OWNER.pattern),
+    ]
+    """The user or organization that owns the repositories."""
+    owner_type: Annotated[
+        Literal["user", "organization"],
+        _choice(
+            ("user", "organization"),
+            lambda kind: f"expected 'user' or 'organization', got '{kind}'",
+        ),
+    ] = "organization"
+    """Whether the owner is a user or an organization (runner groups exist only in the latter)."""
+    api_url: Url = "https://api.github.com"
+    """The GitHub REST API."""
+    fork_pull_requests: ForkPolicy = FORK_POLICY_REFUSE
+    """The default of every repository for jobs of fork pull requests: "refuse" or "allow"."""
+    max_runners_per_repository: Positive | None = None
+    """The default cap of runners per repository (all its pools together)."""
+    repositories: Annotated[
+        tuple[RepositoryConfig, ...], BeforeValidator(_list_of("a list")), _schema(minItems=1)
+    ]
+    """The served repositories: names, or tables with their own pools, fork policy and cap."""
+    auth: Annotated[
+        Literal["token", "app"],
+        _choice(
+            GITHUB_AUTH_KINDS,
+            lambda kind: (
+                "expected one of "
+                + ", ".join(f"'{choice}'" for choice in GITHUB_AUTH_KINDS)
+                + f", got '{kind}'"
+            ),
+        ),
+    ] = "token"
+    """"token": a fine-grained token per role (TF_VAR_github_runner_token,
+    TF_VAR_github_read_token, GITHUB_TOKEN); "app": one GitHub App installation, its key in
+    TF_VAR_github_app_private_key (never in this file)."""
+    app_id: Positive | None = None
+    """The App's numeric id (auth = "app" only)."""
+    installation_id: Positive | None = None
+    """Its installation on the owner (auth = "app" only)."""
+    runner_scope: Annotated[
+        Literal["repository", "organization"],
+        _choice(
+            RUNNER_SCOPES,
+            lambda scope: (
+                "expected one of "
+                + ", ".join(f"'{choice}'" for choice in RUNNER_SCOPES)
+                + f", got '{scope}'"
+            ),
+        ),
+    ] = "repository"
+    """"repository": runners registered on each served repository; "organization": on the
+    organization, into each pool's runner group (owner_type "organization" only)."""
+
+    @field_validator("owner")
+    @classmethod
+    def _tell_owner(cls, owner: str, info: ValidationInfo) -> str:
+        _scope(info)["owner"] = owner
+        return owner
+
+    @field_validator("fork_pull_requests")
+    @classmethod
+    def _tell_fork_default(cls, policy: str, info: ValidationInfo) -> str:
+        _scope(info)["fork_default"] = policy
+        return policy
+
+    @field_validator("max_runners_per_repository")
+    @classmethod
+    def _tell_default_cap(cls, cap: int | None, info: ValidationInfo) -> int | None:
+        _scope(info)["default_cap"] = cap
+        return cap
+
+    @model_validator(mode="after")
+    def _auth_and_scope(self) -> GitHubConfig:
+        for key in ("app_id", "installation_id"):
+            # Both are shown on the App's settings and installation pages.
+            if self.auth == "token" and getattr(self, key) is not None:
+                raise _problem('only with auth = "app" (auth is "token")', key)
+            if self.auth == "app" and getattr(self, key) is None:
+                raise _problem("missing required field", key)
+        if self.runner_scope == "organization" and self.owner_type != "organization":
+            raise _problem(
+                f"organization runners need an organization owner (github.owner_type is "
+                f"'{self.owner_type}'): use \"repository\"",
+                "runner_scope",
+            )
+        return self
+
+    @field_validator("repositories")
+    @classmethod
+    def _distinct(cls, repositories: tuple[RepositoryConfig, ...]) -> tuple[RepositoryConfig, ...]:
+        if not repositories:
+            raise _problem("list at least one repository")
+        seen: set[str] = set()
+        for index, repository in enumerate(repositories):
+            lowered = repository.full_name.lower()
+            if lowered in seen:
+                raise _problem(f"duplicate repository '{repository.full_name}'", index)
+            seen.add(lowered)
+        return repositories
+
+
+def _relative_path(path: str) -> str:
+    path = path.rstrip("/")
+    if PurePosixPath(path).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", path):
+        raise _problem("must be relative (absolute paths differ per machine)")
+    return path
+
+
+class LocalBackend(_Section):
+    """Local state files ``{path}/{stack}.tfstate``, ``path`` relative to the directory that
+    holds cdktf.out/ (the project root for `make synth`)."""
+
+    type: Literal["local"] = "local"
+    path: Annotated[Text, AfterValidator(_relative_path)] = "terraform-state"
+
+    @property
+    def settings(self) -> Mapping[str, str]:
+        return {"path": self.path}
+
+
+class S3Backend(_Section):
+    """State in ``s3://{bucket}/{key_prefix}/{stack}.tfstate``; credentials from the AWS
+    environment variables, never from here."""
+
+    type: Literal["s3"]
+    bucket: Text
+    region: Text
+    key_prefix: Annotated[Text, AfterValidator(lambda prefix: prefix.strip("/"))] = (
+        "nomad-github-runners"
+    )
+    endpoint: NonEmpty | None = None
+    dynamodb_table: NonEmpty | None = None
+
+    @property
+    def settings(self) -> Mapping[str, str]:
+        settings = {"bucket": self.bucket, "region": self.region, "key_prefix": self.key_prefix}
+        for optional in ("endpoint", "dynamodb_table"):
+            value = getattr(self, optional)
+            if value is not None:
+                settings[optional] = value
+        return settings
+
+
+class RemoteBackend(_Section):
+    """HCP Terraform / Terraform Enterprise workspaces ``{workspace_prefix}{stack}``; the token
+    from Terraform's own credentials, never from here."""
+
+    type: Literal["remote"]
+    organization: Text
+    workspace_prefix: Text = "github-runners-"
+    hostname: Text = "app.terraform.io"
+
+    @property
+    def settings(self) -> Mapping[str, str]:
+        return {
+            "organization": self.organization,
+            "workspace_prefix": self.workspace_prefix,
+            "hostname": self.hostname,
+        }
+
+
+def _backend_type(value: Any) -> str | None:
+    """The [backend] member ``type`` picks: "local" when left out; None when it picks none."""
+    kind = value.get("type", "local") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in BACKEND_TYPES else None
+
+
+# Where Terraform keeps each stack's state: ``type`` ("local", "s3" or "remote") and its
+# ``settings`` (the other fields of the table, defaults filled in).
+BackendConfig = Annotated[
+    Annotated[LocalBackend, Tag("local")]
+    | Annotated[S3Backend, Tag("s3")]
+    | Annotated[RemoteBackend, Tag("remote")],
+    Discriminator(_backend_type),
+]
+
+
+def _divides_the_hour(minutes: int) -> int:
+    # A cron step that does not divide the hour fires unevenly (*/7: minute 56, then 0).
+    if minutes > 60 or 60 % minutes:
+        raise _problem(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), got {minutes}")
+    return minutes
+
+
+class ReconcileConfig(_Section):
     """How often the Worker's reconciler looks for queued jobs the webhooks did not serve, which
     Workers plan it is sized for (``plan``: ``free``, 10 ms of CPU per invocation, or ``paid``)
     and how many outbound requests one run may send (``request_budget``: by default 10 on the
     Free plan, 40 on a paid one; at most 40 on Free, 950 on paid)."""
 
-    interval_minutes: int
-    request_budget: int = PLAN_DEFAULT_REQUEST_BUDGET[DEFAULT_WORKERS_PLAN]
-    plan: str = DEFAULT_WORKERS_PLAN
+    interval_minutes: Annotated[
+        Positive,
+        AfterValidator(_divides_the_hour),
+        _schema(enum=[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]),
+    ] = DEFAULT_RECONCILE_MINUTES
+    """Minutes between runs: a divisor of 60."""
+    plan: Annotated[
+        str,
+        _choice(
+            WORKERS_PLANS,
+            lambda plan: (
+                "expected "
+                + " or ".join(f"'{name}'" for name in WORKERS_PLANS)
+                + f" (your Workers plan), got '{plan}'"
+            ),
+        ),
+        _schema(enum=list(WORKERS_PLANS)),
+    ] = DEFAULT_WORKERS_PLAN
+    """The Workers plan the reconciler is sized for: "free" or "paid"."""
+    # Declared after plan: its default is the plan's (a factory sees the fields before it).
+    request_budget: Annotated[
+        Integer,
+        Field(ge=MIN_RECONCILE_REQUEST_BUDGET),
+        _schema(maximum=MAX_RECONCILE_REQUEST_BUDGET),
+    ] = Field(
+        default_factory=lambda fields: PLAN_DEFAULT_REQUEST_BUDGET[
+            fields.get("plan", DEFAULT_WORKERS_PLAN)
+        ]
+    )
+    """Outbound requests one run may send; left out: 10 on the Free plan, 40 on a paid one."""
+
+    @model_validator(mode="after")
+    def _within_the_plan(self) -> ReconcileConfig:
+        most = PLAN_MAX_REQUEST_BUDGET[self.plan]
+        if self.request_budget > most:
+            allowance = (
+                "the Free plan allows 50 subrequests and 10 ms of CPU per invocation; on a paid "
+                "plan set plan = 'paid'"
+                if self.plan == "free"
+                else "Workers allow 1,000 subrequests per invocation on paid plans, KV included"
+            )
+            raise _problem(
+                f"must be at most {most} with plan = '{self.plan}' ({allowance}), got "
+                f"{self.request_budget}",
+                "request_budget",
+            )
+        return self
 
     @property
     def cron(self) -> str:
@@ -239,19 +970,80 @@ class ReconcileConfig:
         return "0 * * * *" if self.interval_minutes == 60 else f"*/{self.interval_minutes} * * * *"
 
 
-DEFAULT_RECONCILE_MINUTES: Final = 5
+class AppConfig(_Section):
+    """A deployment's configuration file (nomad-github-runners)."""
 
+    model_config = ConfigDict(title="nomad-github-runners configuration")
 
-@dataclass(frozen=True)
-class AppConfig:
-    source: str
     cloudflare: CloudflareConfig
     nomad: NomadConfig
-    github: GitHubConfig
-    pools: tuple[PoolConfig, ...]
     images: ImagesConfig
-    backend: BackendConfig
-    reconcile: ReconcileConfig = ReconcileConfig(DEFAULT_RECONCILE_MINUTES)
+    pools: Annotated[
+        tuple[PoolConfig, ...],
+        BeforeValidator(_list_of("a list of tables ([[pools]])")),
+        _schema(minItems=1),
+    ]
+    """The kinds of runner: one [[pools]] table each."""
+    github: GitHubConfig
+    backend: BackendConfig = LocalBackend()
+    """Where Terraform keeps each stack's state; left out: local files under terraform-state/."""
+    reconcile: ReconcileConfig = ReconcileConfig()
+    """The Worker's reconciler (a Cron Trigger)."""
+
+    _source: str = PrivateAttr(default="<config>")
+
+    @field_validator("pools")
+    @classmethod
+    def _distinct_pools(
+        cls, pools: tuple[PoolConfig, ...], info: ValidationInfo
+    ) -> tuple[PoolConfig, ...]:
+        if not pools:
+            raise _problem("define at least one [[pools]] table")
+        names: list[str] = []
+        for index, pool in enumerate(pools):
+            if pool.name in names:
+                raise _problem(f"duplicate pool '{pool.name}'", index, "name")
+            names.append(pool.name)
+        _scope(info)["pool_names"] = tuple(names)
+        return pools
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> AppConfig:
+        for index, pool in enumerate(self.pools):
+            if pool.docker == "dind" and self.images.dind is None:
+                raise _problem(
+                    f"missing required field: pools[{index}] ('{pool.name}') has docker = "
+                    '"dind" and needs a pinned Docker daemon image, e.g. docker:29.7.2-dind',
+                    "images",
+                    "dind",
+                )
+        for index, pool in enumerate(self.pools):
+            if pool.runner_group_id == DEFAULT_RUNNER_GROUP_ID:
+                continue
+            if self.github.owner_type == "user":
+                raise _problem(
+                    "runner groups exist only in organizations (github.owner_type is "
+                    "'user'): leave it at 1",
+                    "pools",
+                    index,
+                    "runner_group_id",
+                )
+            if self.github.runner_scope != "organization":
+                # A repository's own runners have no runner group: GitHub puts them in the
+                # default one whatever the request says.
+                raise _problem(
+                    f"runner group {pool.runner_group_id} holds organization runners: set "
+                    'github.runner_scope = "organization", or leave it at 1',
+                    "pools",
+                    index,
+                    "runner_group_id",
+                )
+        return self
+
+    @property
+    def source(self) -> str:
+        """The file (or the name given) the configuration was read from."""
+        return self._source
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:
@@ -288,6 +1080,9 @@ class AppConfig:
         )
 
 
+# --- Reading ------------------------------------------------------------------------------------
+
+
 def load_config(path: str | Path) -> AppConfig:
     """Read and validate one configuration file."""
     source = str(path)
@@ -310,654 +1105,69 @@ def loads_config(text: str, *, source: str = "<config>") -> AppConfig:
 
 
 def parse_config(document: Mapping[str, Any], *, source: str = "<config>") -> AppConfig:
-    """Validate an already parsed document (what ``tomllib`` returns)."""
-    root = _Table(document, source, "")
-    with root:
-        cloudflare = _cloudflare(root.table("cloudflare"))
-        nomad = _nomad(root.table("nomad"))
-        images = _images(root.table("images"))
-        pools = _pools(root)
-        for index, pool in enumerate(pools):
-            if pool.docker == "dind" and images.dind is None:
-                raise root.error(
-                    "images.dind",
-                    f"missing required field: pools[{index}] ('{pool.name}') has docker = "
-                    '"dind" and needs a pinned Docker daemon image, e.g. docker:29.7.2-dind',
-                )
-        github = _github(root.table("github"), pools)
-        backend = _backend(root.optional_table("backend"))
-        reconcile = _reconcile(root.optional_table("reconcile"))
-        for index, pool in enumerate(pools):
-            if pool.runner_group_id == DEFAULT_RUNNER_GROUP_ID:
-                continue
-            if github.owner_type == "user":
-                raise root.error(
-                    f"pools[{index}].runner_group_id",
-                    "runner groups exist only in organizations (github.owner_type is "
-                    "'user'): leave it at 1",
-                )
-            if github.runner_scope != "organization":
-                # A repository's own runners have no runner group: GitHub puts them in the
-                # default one whatever the request says.
-                raise root.error(
-                    f"pools[{index}].runner_group_id",
-                    f"runner group {pool.runner_group_id} holds organization runners: set "
-                    'github.runner_scope = "organization", or leave it at 1',
-                )
-    return AppConfig(
-        source=source,
-        cloudflare=cloudflare,
-        nomad=nomad,
-        github=github,
-        pools=pools,
-        images=images,
-        backend=backend,
-        reconcile=reconcile,
-    )
+    """Validate an already parsed document (what ``tomllib`` returns); the first problem found
+    is the error."""
+    try:
+        config = AppConfig.model_validate(dict(document), context={})
+    except ValidationError as error:
+        raise ConfigError(_message(source, error.errors(include_url=False)[0])) from None
+    config._source = source
+    return config
 
 
-class _Table:
-    """Typed access to one TOML table that remembers its path and which keys were read.
+# --- The JSON Schema ----------------------------------------------------------------------------
 
-    Used as a context manager: leaving it reports any key nobody asked for (a typo, or a field
-    this version does not know).
+
+class _FileSchema(GenerateJsonSchema):
+    """The schema of the TOML file as editors read it: TOML has no null, so an optional field is
+    its value's schema (left out, not null); no per-field titles (the descriptions say more)."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if schema.get("default", ...) is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file, generated from the models.
+
+    Written for Draft 2020-12 and kept to keywords Draft 7 reads the same way, without a
+    ``$schema`` keyword: Taplo validates with a draft-7 validator (the Rust jsonschema crate
+    without its 2019-09/2020-12 features) and follows ``#/$defs/...`` references itself.
     """
-
-    def __init__(self, data: Mapping[str, Any], source: str, path: str) -> None:
-        self._data = data
-        self._source = source
-        self._path = path
-        self._seen: set[str] = set()
-
-    def where(self, key: str | None = None) -> str:
-        if key is None:
-            return self._path or "(top level)"
-        return f"{self._path}.{key}" if self._path else key
-
-    def error(self, key: str | None, message: str) -> ConfigError:
-        return ConfigError(f"{self._source}: {self.where(key)}: {message}")
-
-    def __enter__(self) -> _Table:
-        return self
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        if kind is not None:
-            return
-        unknown = sorted(set(self._data) - self._seen)
-        if unknown:
-            raise self.error(unknown[0], "unknown field (check the spelling)")
-
-    def _get(self, key: str, default: Any = None, *, required: bool = True) -> Any:
-        self._seen.add(key)
-        if key not in self._data:
-            if required:
-                raise self.error(key, "missing required field")
-            return default
-        return self._data[key]
-
-    def string(self, key: str, default: str | None = None) -> str:
-        value = self._get(key, default, required=default is None)
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_kind(value)}")
-        if not value.strip():
-            raise self.error(key, "must not be empty")
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        value = self._get(key, None, required=False)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"expected a non-empty string, got {_kind(value)}")
-        return value
-
-    def integer(self, key: str, default: int | None = None, *, minimum: int = 1) -> int:
-        value = self._get(key, default, required=default is None)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(key, f"expected an integer, got {_kind(value)}")
-        if value < minimum:
-            raise self.error(key, f"must be at least {minimum}, got {value}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key, default, required=False)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_kind(value)}")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.string(key, default)
-        if value not in choices:
-            known = ", ".join(f"'{choice}'" for choice in choices)
-            raise self.error(key, f"expected one of {known}, got '{value}'")
-        return value
-
-    def strings(self, key: str, default: list[str] | None = None) -> tuple[str, ...]:
-        value = self._get(key, default, required=default is None)
-        if not isinstance(value, list):
-            raise self.error(key, f"expected a list of strings, got {_kind(value)}")
-        for index, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
-                raise self.error(
-                    f"{key}[{index}]", f"expected a non-empty string, got {_kind(item)}"
-                )
-        return tuple(value)
-
-    def table(self, key: str) -> _Table:
-        value = self._get(key)
-        if not isinstance(value, dict):
-            raise self.error(key, f"expected a table, got {_kind(value)}")
-        return _Table(value, self._source, self.where(key))
-
-    def optional_table(self, key: str) -> _Table:
-        value = self._get(key, {}, required=False)
-        if not isinstance(value, dict):
-            raise self.error(key, f"expected a table, got {_kind(value)}")
-        return _Table(value, self._source, self.where(key))
-
-    def tables(self, key: str, *, required: bool = True) -> Iterator[_Table]:
-        value = self._get(key, [], required=required)
-        if not isinstance(value, list):
-            raise self.error(key, f"expected a list of tables ([[{key}]]), got {_kind(value)}")
-        for index, item in enumerate(value):
-            if not isinstance(item, dict):
-                raise self.error(f"{key}[{index}]", f"expected a table, got {_kind(item)}")
-            yield _Table(item, self._source, self.where(f"{key}[{index}]"))
-
-    def raw_value(self, key: str) -> Any:
-        """The field's value as written (None when absent); the key counts as read."""
-        return self._get(key, None, required=False)
-
-    def raw_list(self, key: str) -> list[Any]:
-        value = self._get(key, [], required=False)
-        if not isinstance(value, list):
-            raise self.error(key, f"expected a list, got {_kind(value)}")
-        return value
-
-    def child(self, data: Mapping[str, Any], key: str) -> _Table:
-        return _Table(data, self._source, self.where(key))
+    return AppConfig.model_json_schema(schema_generator=_FileSchema, mode="validation")
 
 
-def _kind(value: object) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    for python_type, name in kinds.items():
-        if type(value) is python_type:
-            return name
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
+def schema_text() -> str:
+    """``config.schema.json`` as committed: the generated schema, stable key order."""
+    return json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
-def _hostname(table: _Table, key: str) -> str:
-    value = table.string(key)
-    labels = value.split(".")
-    if value != value.lower() or len(value) > 253 or len(labels) < 2:
-        raise table.error(key, f"'{value}' is not a lower-case DNS name like 'a.example.com'")
-    for label in labels:
-        if not _DNS_LABEL.match(label):
-            raise table.error(key, f"'{value}' is not a valid DNS name (bad label '{label}')")
-    return value
+def main(argv: list[str]) -> int:
+    """``python -m config --schema``: print the schema; ``--write-schema``: update the file."""
+    if argv == ["--schema"]:
+        sys.stdout.write(schema_text())
+        return 0
+    if argv == ["--write-schema"]:
+        SCHEMA_FILE.write_text(schema_text(), encoding="utf-8")
+        return 0
+    if len(argv) == 1 and not argv[0].startswith("-"):
+        try:
+            load_config(argv[0])
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            return 1
+        print(f"{argv[0]}: valid")
+        return 0
+    print("usage: python -m config (--schema | --write-schema | FILE)", file=sys.stderr)
+    return 2
 
 
-def _url(table: _Table, key: str, default: str | None = None) -> str:
-    value = table.string(key, default)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise table.error(key, f"'{value}' is not an http(s) URL")
-    if parts.query or parts.fragment or parts.username:
-        raise table.error(key, f"'{value}': no credentials, query or fragment allowed")
-    return value.rstrip("/")
-
-
-def _cloudflare(table: _Table) -> CloudflareConfig:
-    with table:
-        account_id = table.string("account_id")
-        if not _HEX32.match(account_id):
-            raise table.error("account_id", "expected 32 lower-case hex digits")
-        zone_id = table.string("zone_id")
-        if not _HEX32.match(zone_id):
-            raise table.error("zone_id", "expected 32 lower-case hex digits")
-        zone_name = _hostname(table, "zone_name")
-        hostnames = {}
-        for key in ("webhook_hostname", "nomad_api_hostname"):
-            host = _hostname(table, key)
-            if not host.endswith(f".{zone_name}"):
-                raise table.error(key, f"'{host}' is not within the zone '{zone_name}'")
-            hostnames[key] = host
-        if hostnames["webhook_hostname"] == hostnames["nomad_api_hostname"]:
-            raise table.error("nomad_api_hostname", "must differ from webhook_hostname")
-        prefix = table.string("resource_prefix", "github-runners")
-        if not _PREFIX.match(prefix):
-            raise table.error("resource_prefix", "expected lower-case letters, digits and '-'")
-    return CloudflareConfig(
-        account_id=account_id,
-        zone_id=zone_id,
-        zone_name=zone_name,
-        webhook_hostname=hostnames["webhook_hostname"],
-        nomad_api_hostname=hostnames["nomad_api_hostname"],
-        resource_prefix=prefix,
-    )
-
-
-def _nomad(table: _Table) -> NomadConfig:
-    with table:
-        address = _url(table, "address")
-        namespace = table.string("namespace", DEFAULT_NAMESPACE)
-        if not _NOMAD_NAME.match(namespace):
-            raise table.error("namespace", "expected letters, digits, '-' and '_' only")
-        if namespace == "default":
-            # The Worker's token may dispatch any parameterized job in the namespace.
-            raise table.error(
-                "namespace",
-                "runner jobs need a namespace of their own, not Nomad's 'default' (the Worker's "
-                "token may dispatch any parameterized job in it)",
-            )
-        datacenters = table.strings("datacenters", ["*"])
-        if not datacenters:
-            raise table.error("datacenters", "must list at least one datacenter (or '*')")
-        node_pool = table.string("node_pool", "default")
-        if not _NOMAD_NAME.match(node_pool):
-            raise table.error("node_pool", "expected letters, digits, '-' and '_' only")
-        tunnel_origin = _url(table, "tunnel_origin", "http://127.0.0.1:4646")
-        if urlsplit(tunnel_origin).path:
-            # cloudflared refuses such an ingress rule: requests keep their own path.
-            raise table.error(
-                "tunnel_origin", f"'{tunnel_origin}': a scheme, host and port only, no path"
-            )
-    return NomadConfig(
-        address=address,
-        namespace=namespace,
-        datacenters=datacenters,
-        node_pool=node_pool,
-        tunnel_origin=tunnel_origin,
-    )
-
-
-def _image(table: _Table, key: str, value: str) -> str:
-    """An image reference pinned to a tag or digest: never untagged, never a floating tag."""
-    if any(char.isspace() for char in value) or "${" in value or "%{" in value:
-        raise table.error(key, f"'{value}' is not an image reference")
-    if "@sha256:" in value:
-        return value
-    last = PurePosixPath(value.split("@", 1)[0]).name
-    if ":" not in last:
-        raise table.error(key, f"'{value}' is not pinned: add a version tag or a digest")
-    tag = last.rsplit(":", 1)[1]
-    if not tag or tag.lower() in _FLOATING_TAGS:
-        raise table.error(key, f"'{value}' uses the floating tag '{tag}': pin a version")
-    return value
-
-
-def _split_reference(image: str) -> tuple[str, str]:
-    """(repository, tag) of an image reference; the tag is "" when there is none."""
-    name = image.split("@", 1)[0]
-    head, slash, last = name.rpartition("/")
-    repository, colon, tag = last.partition(":")
-    return f"{head}{slash}{repository}", tag if colon else ""
-
-
-def runner_version(image: str) -> tuple[int, int, int] | None:
-    """The actions/runner version of an official runner image reference, None for other images.
-
-    ``ghcr.io/actions/actions-runner:2.330.0`` (optionally ``@sha256:...`` after the tag) gives
-    ``(2, 330, 0)``. Only references ``load_config`` accepted are expected here.
-    """
-    repository, tag = _split_reference(image)
-    if repository != OFFICIAL_RUNNER_IMAGE:
-        return None
-    match = _RUNNER_VERSION_TAG.match(tag)
-    if match is None:
-        raise ValueError(f"'{image}' has no runner version tag")
-    major, minor, patch = (int(part) for part in match.groups())
-    return major, minor, patch
-
-
-def _runner_image(table: _Table, key: str, value: str) -> str:
-    """A runner image pin; the official image only by a release version GitHub still registers."""
-    image = _image(table, key, value)
-    repository, tag = _split_reference(image)
-    if repository != OFFICIAL_RUNNER_IMAGE:
-        return image  # another image: keeping its runner current is up to whoever builds it
-    if not tag:
-        raise table.error(
-            key,
-            f"'{image}': pin the official runner by its release version (e.g. "
-            f"'{OFFICIAL_RUNNER_IMAGE}:2.330.0', a digest may follow), so that every plan can "
-            "check it against GitHub's runner version window",
-        )
-    if not _RUNNER_VERSION_TAG.match(tag):
-        raise table.error(
-            key,
-            f"'{image}': the official runner's tags are release versions such as '2.330.0', "
-            f"not '{tag}'",
-        )
-    version = runner_version(image)
-    if version is not None and version < MIN_RUNNER_VERSION:
-        floor = ".".join(str(part) for part in MIN_RUNNER_VERSION)
-        raise table.error(
-            key,
-            f"'{image}': GitHub registers no runner older than {floor}; pin a current release, "
-            "or remove the pin to follow the newest one",
-        )
-    return image
-
-
-def _images(table: _Table) -> ImagesConfig:
-    with table:
-        pinned = table.optional_string("runner")
-        runner = None if pinned is None else _runner_image(table, "runner", pinned)
-        helper = _image(table, "helper", table.string("helper"))
-        cloudflared = _image(table, "cloudflared", table.string("cloudflared"))
-        dind = table.optional_string("dind")
-        if dind is not None:
-            dind = _image(table, "dind", dind)
-            # The docker library image's variant tags (dind, 29-dind, dind-rootless) all move:
-            # only a full version, or a digest, is a pin.
-            tag = PurePosixPath(dind.split("@", 1)[0]).name.rsplit(":", 1)[-1]
-            if "@sha256:" not in dind and not re.match(r"^\d+\.\d+\.\d+", tag):
-                raise table.error(
-                    "dind",
-                    f"'{dind}' uses the floating tag '{tag}': pin a full version such as "
-                    "docker:29.7.2-dind",
-                )
-    return ImagesConfig(runner=runner, helper=helper, cloudflared=cloudflared, dind=dind)
-
-
-def _pools(root: _Table) -> tuple[PoolConfig, ...]:
-    pools: list[PoolConfig] = []
-    for table in root.tables("pools"):
-        with table:
-            name = table.string("name")
-            if not POOL_NAME_PATTERN.match(name):
-                raise table.error("name", f"'{name}': expected lower-case letters, digits and '-'")
-            if any(pool.name == name for pool in pools):
-                raise table.error("name", f"duplicate pool '{name}'")
-            labels = table.strings("labels")
-            lowered = [label.lower() for label in labels]
-            if SELF_HOSTED not in lowered:
-                raise table.error("labels", f"must include '{SELF_HOSTED}'")
-            if len(set(lowered)) != len(lowered):
-                raise table.error("labels", "duplicate label (labels are case-insensitive)")
-            if len(labels) > 100:
-                raise table.error("labels", "GitHub allows at most 100 labels")
-            image = table.optional_string("image")
-            if image is not None:
-                image = _runner_image(table, "image", image)
-            idle = table.integer("idle_timeout_seconds", 600, minimum=60)
-            maximum = table.integer("max_duration_seconds", 21600, minimum=60)
-            if maximum <= idle:
-                raise table.error(
-                    "max_duration_seconds", "must be longer than idle_timeout_seconds"
-                )
-            pool = PoolConfig(
-                name=name,
-                labels=labels,
-                image=image,
-                driver=_driver(table),
-                cpu=table.integer("cpu", 2000, minimum=100),
-                memory=table.integer("memory", 4096, minimum=128),
-                idle_timeout_seconds=idle,
-                max_duration_seconds=maximum,
-                max_runners=table.integer("max_runners", 10),
-                constraints=_constraints(table),
-                runner_group_id=table.integer("runner_group_id", 1),
-                node_pool=_pool_node_pool(table),
-                pids_limit=table.integer("pids_limit", 4096, minimum=64),
-                disk=table.integer("disk", 10240, minimum=1024),
-                sudo=table.boolean("sudo", True),
-                **_docker(table),
-                prewarm=table.boolean("prewarm", False),
-            )
-        pools.append(pool)
-    if not pools:
-        raise root.error("pools", "define at least one [[pools]] table")
-    return tuple(pools)
-
-
-def _pool_node_pool(table: _Table) -> str | None:
-    node_pool = table.optional_string("node_pool")
-    if node_pool is not None and not _NOMAD_NAME.match(node_pool):
-        raise table.error("node_pool", "expected letters, digits, '-' and '_' only")
-    return node_pool
-
-
-def _docker(table: _Table) -> dict[str, Any]:
-    """The pool's docker mode and registry mirror, checked against its driver and resources."""
-    mode = table.string("docker", "none")
-    if mode not in DOCKER_MODES:
-        known = ", ".join(f'"{name}"' for name in DOCKER_MODES)
-        raise table.error("docker", f"'{mode}' is not a docker mode (known: {known})")
-    mirror = table.optional_string("registry_mirror")
-    if mode != "dind":
-        if mirror is not None:
-            raise table.error(
-                "registry_mirror", 'only a pool with docker = "dind" has a daemon to use a mirror'
-            )
-        return {"docker": "none", "registry_mirror": None}
-    driver = table.string("driver", "docker")
-    if driver not in DIND_DRIVERS:
-        raise table.error(
-            "docker",
-            f'"dind" needs the docker driver (its privileged mode, allowed by the client\'s '
-            f"allow_privileged); driver '{driver}' cannot run the daemon",
-        )
-    cpu = table.integer("cpu", 2000, minimum=100)
-    memory = table.integer("memory", 4096, minimum=128)
-    if cpu < 1000 or memory < 2048:
-        raise table.error(
-            "docker",
-            f'"dind" splits cpu and memory in half between the runner and its Docker daemon: '
-            f"give the pool at least cpu = 1000 and memory = 2048 (it has {cpu} and {memory})",
-        )
-    if mirror is not None:
-        mirror = _url(table, "registry_mirror")
-        if urlsplit(mirror).path:
-            raise table.error(
-                "registry_mirror", f"'{mirror}': a scheme, host and port only, no path"
-            )
-    return {"docker": "dind", "registry_mirror": mirror}
-
-
-def _driver(table: _Table) -> str:
-    driver = table.string("driver", "docker")
-    if driver not in TASK_DRIVERS:
-        known = ", ".join(TASK_DRIVERS)
-        raise table.error("driver", f"'{driver}' is not supported (supported: {known})")
-    return driver
-
-
-def _constraints(table: _Table) -> tuple[Constraint, ...]:
-    constraints = []
-    for index, raw in enumerate(table.raw_list("constraints")):
-        key = f"constraints[{index}]"
-        if not isinstance(raw, dict):
-            raise table.error(key, f"expected a table, got {_kind(raw)}")
-        with table.child(raw, key) as entry:
-            attribute = entry.string("attribute")
-            operator = entry.string("operator", "=")
-            if operator not in _CONSTRAINT_OPERATORS:
-                raise entry.error("operator", f"unknown Nomad constraint operator '{operator}'")
-            # Operators such as is_set and distinct_hosts take no value.
-            value = entry.optional_string("value") or ""
-        constraints.append(Constraint(attribute=attribute, operator=operator, value=value))
-    return tuple(constraints)
-
-
-def _github(table: _Table, pools: tuple[PoolConfig, ...]) -> GitHubConfig:
-    pool_names = tuple(pool.name for pool in pools)
-    with table:
-        owner = table.string("owner")
-        if not _OWNER.match(owner):
-            raise table.error("owner", f"'{owner}' is not a GitHub user or organization name")
-        owner_type = table.string("owner_type", "organization")
-        if owner_type not in ("user", "organization"):
-            raise table.error(
-                "owner_type", f"expected 'user' or 'organization', got '{owner_type}'"
-            )
-        api_url = _url(table, "api_url", "https://api.github.com")
-        auth = _auth(table)
-        runner_scope = table.choice("runner_scope", RUNNER_SCOPES, "repository")
-        if runner_scope == "organization" and owner_type != "organization":
-            raise table.error(
-                "runner_scope",
-                f"organization runners need an organization owner (github.owner_type is "
-                f"'{owner_type}'): use \"repository\"",
-            )
-        fork_default = table.choice("fork_pull_requests", FORK_POLICIES, FORK_POLICY_REFUSE)
-        default_cap = _optional_integer(table, "max_runners_per_repository")
-        repositories: list[RepositoryConfig] = []
-        seen: set[str] = set()
-        raw_repositories = table.raw_list("repositories")
-        if not raw_repositories:
-            raise table.error("repositories", "list at least one repository")
-        for index, raw in enumerate(raw_repositories):
-            key = f"repositories[{index}]"
-            repository = _repository(table, key, raw, owner, pool_names, fork_default)
-            if repository.max_runners is None and default_cap is not None:
-                repository = replace(repository, max_runners=default_cap)
-            lowered = repository.full_name.lower()
-            if lowered in seen:
-                raise table.error(key, f"duplicate repository '{repository.full_name}'")
-            seen.add(lowered)
-            repositories.append(repository)
-    return GitHubConfig(
-        owner=owner,
-        owner_type="user" if owner_type == "user" else "organization",
-        repositories=tuple(repositories),
-        api_url=api_url,
-        fork_pull_requests=fork_default,
-        auth="app" if auth[0] == "app" else "token",
-        app_id=auth[1],
-        installation_id=auth[2],
-        runner_scope="organization" if runner_scope == "organization" else "repository",
-    )
-
-
-def _auth(table: _Table) -> tuple[str, int | None, int | None]:
-    """``auth`` and, for an App, its id and installation id (the key is never in the file)."""
-    auth = table.choice("auth", GITHUB_AUTH_KINDS, "token")
-    if auth == "token":
-        for key in ("app_id", "installation_id"):
-            if table.raw_value(key) is not None:
-                raise table.error(key, 'only with auth = "app" (auth is "token")')
-        return auth, None, None
-    # Both are shown on the App's settings and installation pages; the provider wants numbers.
-    return auth, table.integer("app_id"), table.integer("installation_id")
-
-
-def _repository(
-    table: _Table,
-    key: str,
-    raw: Any,
-    owner: str,
-    pool_names: tuple[str, ...],
-    fork_default: str,
-) -> RepositoryConfig:
-    """A repository is a name (``"app"``) or a table (``{ name = "app", pools = [...],
-    fork_pull_requests = "refuse", allow_public = false, max_runners = 2 }``)."""
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict):
-        raise table.error(key, f"expected a repository name or a table, got {_kind(raw)}")
-    with table.child(raw, key) as entry:
-        name = entry.string("name")
-        if "/" in name:
-            given_owner, _, name = name.partition("/")
-            if given_owner.lower() != owner.lower():
-                raise entry.error(
-                    "name", f"'{given_owner}/{name}' is not owned by github.owner '{owner}'"
-                )
-        if not _REPO_NAME.match(name) or name in (".", ".."):
-            raise entry.error("name", f"'{name}' is not a GitHub repository name")
-        chosen = entry.strings("pools", list(pool_names))
-        if not chosen:
-            raise entry.error("pools", "list at least one pool (or leave it out for all)")
-        for pool in chosen:
-            if pool not in pool_names:
-                known = ", ".join(pool_names)
-                raise entry.error("pools", f"unknown pool '{pool}' (known pools: {known})")
-        if len(set(chosen)) != len(chosen):
-            raise entry.error("pools", "duplicate pool")
-        forks = entry.choice("fork_pull_requests", FORK_POLICIES, fork_default)
-        allow_public = entry.boolean("allow_public", False)
-        cap = _optional_integer(entry, "max_runners")
-    return RepositoryConfig(
-        name=name,
-        full_name=f"{owner}/{name}",
-        pools=chosen,
-        fork_pull_requests=forks,
-        allow_public=allow_public,
-        max_runners=cap,
-    )
-
-
-def _optional_integer(table: _Table, key: str) -> int | None:
-    """A positive integer, or None when the field is absent."""
-    if table.raw_value(key) is None:
-        return None
-    return table.integer(key)
-
-
-def _backend(table: _Table) -> BackendConfig:
-    with table:
-        kind = table.string("type", "local")
-        settings: dict[str, str] = {}
-        if kind == "local":
-            # Relative to the directory that holds cdktf.out/ (the project root for `make synth`).
-            path = table.string("path", "terraform-state").rstrip("/")
-            if PurePosixPath(path).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", path):
-                raise table.error("path", "must be relative (absolute paths differ per machine)")
-            settings["path"] = path
-        elif kind == "s3":
-            settings["bucket"] = table.string("bucket")
-            settings["region"] = table.string("region")
-            settings["key_prefix"] = table.string("key_prefix", "nomad-github-runners").strip("/")
-            for optional in ("endpoint", "dynamodb_table"):
-                value = table.optional_string(optional)
-                if value is not None:
-                    settings[optional] = value
-        elif kind == "remote":
-            settings["organization"] = table.string("organization")
-            settings["workspace_prefix"] = table.string("workspace_prefix", "github-runners-")
-            settings["hostname"] = table.string("hostname", "app.terraform.io")
-        else:
-            raise table.error("type", f"expected 'local', 's3' or 'remote', got '{kind}'")
-    backend_type: Literal["local", "s3", "remote"] = (
-        "local" if kind == "local" else "s3" if kind == "s3" else "remote"
-    )
-    return BackendConfig(type=backend_type, settings=settings)
-
-
-def _reconcile(table: _Table) -> ReconcileConfig:
-    with table:
-        minutes = table.integer("interval_minutes", DEFAULT_RECONCILE_MINUTES)
-        # A cron step that does not divide the hour fires unevenly (*/7: minute 56, then 0).
-        if minutes > 60 or 60 % minutes:
-            raise table.error(
-                "interval_minutes",
-                f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), got {minutes}",
-            )
-        plan = table.string("plan", DEFAULT_WORKERS_PLAN)
-        if plan not in WORKERS_PLANS:
-            known = " or ".join(f"'{name}'" for name in WORKERS_PLANS)
-            raise table.error("plan", f"expected {known} (your Workers plan), got '{plan}'")
-        budget = table.integer(
-            "request_budget",
-            PLAN_DEFAULT_REQUEST_BUDGET[plan],
-            minimum=MIN_RECONCILE_REQUEST_BUDGET,
-        )
-        if budget > PLAN_MAX_REQUEST_BUDGET[plan]:
-            allowance = (
-                "the Free plan allows 50 subrequests and 10 ms of CPU per invocation; on a paid "
-                "plan set plan = 'paid'"
-                if plan == "free"
-                else "Workers allow 1,000 subrequests per invocation on paid plans, KV included"
-            )
-            raise table.error(
-                "request_budget",
-                f"must be at most {PLAN_MAX_REQUEST_BUDGET[plan]} with plan = '{plan}' "
-                f"({allowance}), got {budget}",
-            )
-    return ReconcileConfig(interval_minutes=minutes, request_budget=budget, plan=plan)
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -8,8 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from config import ConfigError, load_config, loads_config, parse_config, runner_version
+from config import (
+    ConfigError,
+    load_config,
+    loads_config,
+    parse_config,
+    runner_version,
+)
 from handler.contract import Routing, webhook_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -729,3 +736,63 @@ class TestPrewarm:
         assert error_of(mutate(("pools", 0, "prewarm"), value)) == (
             f"{SOURCE}: pools[0].prewarm: expected true or false, got {kind}"
         )
+
+
+class TestShapes:
+    """Errors of shapes pydantic checks (tables, lists, the backend's type), in our wording."""
+
+    def test_a_section_that_is_not_a_table(self) -> None:
+        assert error_of(mutate(("nomad",), "nomad.example.com")) == (
+            f"{SOURCE}: nomad: expected a table, got a string"
+        )
+
+    def test_pools_that_are_not_a_list_of_tables(self) -> None:
+        assert error_of(mutate(("pools",), {"name": "x"})) == (
+            f"{SOURCE}: pools: expected a list of tables ([[pools]]), got a table"
+        )
+        assert error_of(mutate(("pools", 0), "linux-x64")) == (
+            f"{SOURCE}: pools[0]: expected a table, got a string"
+        )
+
+    def test_a_repository_that_is_neither_a_name_nor_a_table(self) -> None:
+        assert error_of(mutate(("github", "repositories", 1), 7)) == (
+            f"{SOURCE}: github.repositories[1]: expected a repository name or a table, "
+            "got an integer"
+        )
+
+    def test_an_empty_pool_choice(self) -> None:
+        document = mutate(("github", "repositories", 1), {"name": "api", "pools": []})
+        assert error_of(document) == (
+            f"{SOURCE}: github.repositories[1].pools: list at least one pool (or leave it out "
+            "for all)"
+        )
+
+    @pytest.mark.parametrize(
+        ("backend", "problem"),
+        [
+            ({"type": "s3", "region": "eu-west-1"}, "backend.bucket: missing required field"),
+            ({"type": "s3", "bucket": "b", "region": "r", "path": "x"}, "backend.path: unknown"),
+            ({"type": "remote"}, "backend.organization: missing required field"),
+            ({"type": 3}, "backend.type: expected a string, got an integer"),
+            ("local", "backend: expected a table, got a string"),
+        ],
+    )
+    def test_backend_errors_name_the_field_not_the_union_member(
+        self, backend: object, problem: str
+    ) -> None:
+        assert error_of(example() | {"backend": backend}).startswith(f"{SOURCE}: {problem}")
+
+    def test_backend_settings_fill_their_defaults(self) -> None:
+        backend = parse_config(
+            example() | {"backend": {"type": "s3", "bucket": "b", "region": "r"}}, source=SOURCE
+        ).backend
+        assert (backend.type, dict(backend.settings)) == (
+            "s3",
+            {"bucket": "b", "region": "r", "key_prefix": "nomad-github-runners"},
+        )
+
+    def test_models_are_frozen(self) -> None:
+        config = parse_config(example(), source=SOURCE)
+        with pytest.raises(ValidationError):
+            config.pools[0].cpu = 1  # type: ignore[misc]
+        assert config.source == SOURCE
