@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft7Validator, Draft202012Validator
 from pydantic import ValidationError
 
 from config import (
@@ -16,7 +20,9 @@ from config import (
     loads_config,
     parse_config,
     runner_version,
+    schema_text,
 )
+from config import main as config_main
 from handler.contract import Routing, webhook_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -796,3 +802,88 @@ class TestShapes:
         with pytest.raises(ValidationError):
             config.pools[0].cpu = 1  # type: ignore[misc]
         assert config.source == SOURCE
+
+
+def walk_property_names(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "properties":
+                yield from value
+            yield from walk_property_names(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from walk_property_names(item)
+
+
+class TestSchema:
+    """config.schema.json: generated from the models, referenced by the examples, and what a
+    JSON Schema validator (as in editors) makes of the examples and of mistakes."""
+
+    SCHEMA = REPO_ROOT / "config.schema.json"
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = json.loads(self.SCHEMA.read_text(encoding="utf-8"))
+        return schema
+
+    def test_the_committed_schema_is_what_the_models_generate(self) -> None:
+        assert self.SCHEMA.read_text(encoding="utf-8") == schema_text(), (
+            "config.schema.json is stale: run `python -m config --write-schema`"
+        )
+
+    def test_the_command_prints_the_schema(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert config_main(["--schema"]) == 0
+        assert json.loads(capsys.readouterr().out) == self.schema()
+
+    @pytest.mark.parametrize("draft", [Draft202012Validator, Draft7Validator])
+    def test_the_schema_is_a_valid_schema(self, draft: Any) -> None:
+        """Draft 2020-12, and Draft 7 too: Taplo's validator reads the file as draft 7."""
+        draft.check_schema(self.schema())
+
+    @pytest.mark.parametrize("draft", [Draft202012Validator, Draft7Validator])
+    @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+    def test_every_example_validates_against_the_schema(self, path: Path, draft: Any) -> None:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+        errors = [error.message for error in draft(self.schema()).iter_errors(document)]
+        assert errors == []
+
+    @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+    def test_every_example_points_editors_at_the_schema(self, path: Path) -> None:
+        """Taplo's schema directive: a header comment, its path relative to the document."""
+        first_line = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first_line.startswith("#:schema ")
+        target = (path.parent / first_line.removeprefix("#:schema ").strip()).resolve()
+        assert target == self.SCHEMA
+
+    @pytest.mark.parametrize(
+        ("path", "value"),
+        [
+            (("pools", 0, "memroy"), 1024),
+            (("secrets",), {"github_token": "x"}),
+            (("pools", 0, "cpu"), "2000"),
+            (("pools", 0, "sudo"), "no"),
+            (("pools", 0, "driver"), "exec"),
+            (("nomad", "datacenters"), []),
+            (("github", "repositories", 1), {"pools": ["linux-x64"]}),
+            (("github", "repositories", 1), {"name": "api", "fork_pull_requests": "Allow"}),
+            (("backend",), {"type": "consul"}),
+            (("backend",), {"type": "s3", "region": "eu-west-1"}),
+            (("reconcile",), {"request_budget": 951}),
+            (("cloudflare", "account_id"), "not-hex"),
+        ],
+    )
+    def test_the_schema_refuses_what_the_models_refuse(
+        self, path: tuple[Any, ...], value: Any
+    ) -> None:
+        """The editor's check agrees with load_config on these mistakes (not on every rule:
+        the cross-field ones, such as a repository's pools, only load_config knows)."""
+        document = mutate(path, value)
+        with pytest.raises(ConfigError):
+            parse_config(document, source=SOURCE)
+        assert not Draft202012Validator(self.schema()).is_valid(document)
+
+    def test_no_field_looks_like_a_secret(self) -> None:
+        names = set(walk_property_names(self.schema()))
+        assert "repositories" in names  # the walk does reach nested tables
+        secret = re.compile(r"token|secret|password|private|credential|(^|_)key$")
+        assert sorted(name for name in names if secret.search(name)) == []
