@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +44,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(REPO_ROOT / "examples" / "config.toml")  # follows the newest runner
 # What the nomad stack deployed for it: the newest release at the time of the deploy.
 DEPLOYED_RUNNER = "ghcr.io/actions/actions-runner:2.329.0"
-PINNED = replace(CONFIG, images=replace(CONFIG.images, runner=DEPLOYED_RUNNER))
+PINNED = CONFIG.model_copy(
+    update={"images": CONFIG.images.model_copy(update={"runner": DEPLOYED_RUNNER})}
+)
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 # Planted credentials: none of them may ever appear in doctor's output.
 RUNNER_TOKEN = "planted-runner-token-4d5e6f"
@@ -405,11 +407,10 @@ class TestRunnerToken:
         """Repositories are checked several at a time; the report keeps the configured order."""
         names = [f"service-{index:02d}" for index in range(12)]
         repositories = tuple(
-            replace(CONFIG.github.repositories[0], name=name, full_name=f"example-org/{name}")
-            for name in names
+            CONFIG.github.repositories[0].model_copy(update={"name": name}) for name in names
         )
-        installation.config = replace(
-            CONFIG, github=replace(CONFIG.github, repositories=repositories)
+        installation.config = CONFIG.model_copy(
+            update={"github": CONFIG.github.model_copy(update={"repositories": repositories})}
         )
         installation.github.tokens[RUNNER_TOKEN] = {
             f"example-org/{name}": "admin" for name in names[::2]
@@ -772,8 +773,8 @@ class TestDindPrivileged:
 
     @pytest.fixture
     def dind(self, installation):
-        pool = replace(CONFIG.pools[0], docker="dind", node_pool="dind-runners")
-        installation.config = replace(CONFIG, pools=(pool,))
+        pool = CONFIG.pools[0].model_copy(update={"docker": "dind", "node_pool": "dind-runners"})
+        installation.config = CONFIG.model_copy(update={"pools": (pool,)})
         installation.nomad.nodes = [
             self.node("dind-1", privileged=True),
             self.node("dind-2", privileged=True),
@@ -865,8 +866,8 @@ class TestRunnerVersion:
         assert not outcome.passed and "deployed job is not readable" in outcome.detail
 
     def test_a_github_enterprise_server_does_not_enforce_the_window(self, installation):
-        github = replace(CONFIG.github, api_url="https://ghes.example.com/api/v3")
-        installation.config = replace(CONFIG, github=github)
+        github = CONFIG.github.model_copy(update={"api_url": "https://ghes.example.com/api/v3"})
+        installation.config = CONFIG.model_copy(update={"github": github})
         installation.now = datetime(2026, 12, 25, tzinfo=UTC)
         installation.github.fail_next(503)  # github.com unreachable from an air-gapped site
         outcome = installation.the_outcome(checks.check_runner_version, "linux-x64")
