@@ -889,3 +889,24 @@ class TestSchema:
         assert "repositories" in names  # the walk does reach nested tables
         secret = re.compile(r"token|secret|password|private|credential|(^|_)key$")
         assert sorted(name for name in names if secret.search(name)) == []
+
+
+class TestCommand:
+    """``python -m config FILE``: the full validation alone, as a command."""
+
+    def test_a_valid_file(self, capsys: pytest.CaptureFixture[str]) -> None:
+        path = str(EXAMPLES / "two-pools.toml")
+        assert config_main([path]) == 0
+        assert capsys.readouterr().out == f"{path}: valid\n"
+
+    def test_an_invalid_file_prints_the_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "bad.toml"
+        path.write_text((EXAMPLES / "config.toml").read_text() + "\n[secrets]\ntoken = 'x'\n")
+        assert config_main([str(path)]) == 1
+        assert capsys.readouterr().err == f"{path}: secrets: unknown field (check the spelling)\n"
+
+    def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert config_main([]) == 2
+        assert "usage:" in capsys.readouterr().err
