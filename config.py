@@ -248,8 +248,9 @@ def _schema(**keywords: Any) -> Any:
     return Field(json_schema_extra=keywords)
 
 
-Text = Annotated[str, BeforeValidator(_text)]
-NonEmpty = Annotated[str, BeforeValidator(_nonempty)]
+# min_length never fails after these validators: it puts minLength in the schema.
+Text = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
+NonEmpty = Annotated[str, BeforeValidator(_nonempty), Field(min_length=1)]
 Strings = Annotated[tuple[NonEmpty, ...], BeforeValidator(_list_of("a list of strings"))]
 Flag = Annotated[bool, Strict()]
 

@@ -872,6 +872,8 @@ class TestSchema:
             (("backend",), {"type": "s3", "region": "eu-west-1"}),
             (("reconcile",), {"request_budget": 951}),
             (("cloudflare", "account_id"), "not-hex"),
+            (("github", "owner"), ""),
+            (("pools", 0, "labels"), ["self-hosted", ""]),
         ],
     )
     def test_the_schema_refuses_what_the_models_refuse(
