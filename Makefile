@@ -19,7 +19,7 @@ export WRANGLER_SEND_METRICS := false
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: synth test install lint format serve-handler doctor bench clean tools
+.PHONY: synth test install lint format schema serve-handler doctor bench clean tools
 
 $(VENV)/.synced: Pipfile.lock
 	@echo "==> installing Python dependencies from Pipfile.lock into $(VENV)/"
@@ -51,6 +51,10 @@ lint: $(VENV)/.synced
 format: $(VENV)/.synced
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# config.schema.json from the configuration models (a test fails while it is stale).
+schema: $(VENV)/.synced
+	$(PY) -m config --write-schema
 
 # System tools the tests call (Debian packages): installed only when missing.
 tools:
