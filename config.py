@@ -841,6 +841,7 @@ class LocalBackend(_Section):
 
     type: Literal["local"] = "local"
     path: Annotated[Text, AfterValidator(_relative_path)] = "terraform-state"
+    """The state directory, relative (absolute paths differ per machine)."""
 
     @property
     def settings(self) -> Mapping[str, str]:
@@ -853,12 +854,17 @@ class S3Backend(_Section):
 
     type: Literal["s3"]
     bucket: Text
+    """The S3 bucket of the state files."""
     region: Text
+    """The bucket's region."""
     key_prefix: Annotated[Text, AfterValidator(lambda prefix: prefix.strip("/"))] = (
         "nomad-github-runners"
     )
+    """The key prefix of the state files."""
     endpoint: NonEmpty | None = None
+    """An S3-compatible endpoint other than AWS's."""
     dynamodb_table: NonEmpty | None = None
+    """A DynamoDB table for state locking."""
 
     @property
     def settings(self) -> Mapping[str, str]:
@@ -876,8 +882,11 @@ class RemoteBackend(_Section):
 
     type: Literal["remote"]
     organization: Text
+    """The HCP Terraform / Terraform Enterprise organization."""
     workspace_prefix: Text = "github-runners-"
+    """Each stack's workspace is this prefix and the stack's name."""
     hostname: Text = "app.terraform.io"
+    """The HCP Terraform or Terraform Enterprise host."""
 
     @property
     def settings(self) -> Mapping[str, str]:
