@@ -721,8 +721,20 @@ class RepositoryConfig(_Section):
         return f"{self._owner}/{self.name}"
 
 
+def _app_ids(schema: dict[str, Any]) -> None:
+    """For editors: what the [github] validator below requires of auth, in JSON Schema (Draft 7
+    has if/then/else too, so Taplo checks it as well)."""
+    schema["if"] = {"properties": {"auth": {"const": "app"}}, "required": ["auth"]}
+    schema["then"] = {"required": ["app_id", "installation_id"]}
+    schema["else"] = {
+        "not": {"anyOf": [{"required": ["app_id"]}, {"required": ["installation_id"]}]}
+    }
+
+
 class GitHubConfig(_Section):
     """[github]: the owner of the served repositories and how their jobs are served."""
+
+    model_config = ConfigDict(json_schema_extra=_app_ids)
 
     owner: Annotated[
         Text,

@@ -874,6 +874,8 @@ class TestSchema:
             (("cloudflare", "account_id"), "not-hex"),
             (("github", "owner"), ""),
             (("pools", 0, "labels"), ["self-hosted", ""]),
+            (("github", "app_id"), 3),
+            (("github", "auth"), "app"),
         ],
     )
     def test_the_schema_refuses_what_the_models_refuse(
@@ -885,6 +887,15 @@ class TestSchema:
         with pytest.raises(ConfigError):
             parse_config(document, source=SOURCE)
         assert not Draft202012Validator(self.schema()).is_valid(document)
+
+    def test_an_app_with_both_ids_is_what_the_schema_accepts(self) -> None:
+        document = example()
+        document["github"].update(auth="app", app_id=123, installation_id=456)
+        parse_config(document, source=SOURCE)
+        assert Draft202012Validator(self.schema()).is_valid(document)
+        assert Draft7Validator(self.schema()).is_valid(document)
+        del document["github"]["installation_id"]
+        assert not Draft7Validator(self.schema()).is_valid(document)
 
     def test_no_field_looks_like_a_secret(self) -> None:
         names = set(walk_property_names(self.schema()))
