@@ -932,11 +932,21 @@ def _divides_the_hour(minutes: int) -> int:
     return minutes
 
 
+def _budget_of_the_plan(schema: dict[str, Any]) -> None:
+    """For editors: the Free plan's bound on request_budget (plan left out is "free")."""
+    schema["if"] = {"properties": {"plan": {"const": "paid"}}, "required": ["plan"]}
+    schema["else"] = {
+        "properties": {"request_budget": {"maximum": PLAN_MAX_REQUEST_BUDGET["free"]}}
+    }
+
+
 class ReconcileConfig(_Section):
     """How often the Worker's reconciler looks for queued jobs the webhooks did not serve, which
     Workers plan it is sized for (``plan``: ``free``, 10 ms of CPU per invocation, or ``paid``)
     and how many outbound requests one run may send (``request_budget``: by default 10 on the
     Free plan, 40 on a paid one; at most 40 on Free, 950 on paid)."""
+
+    model_config = ConfigDict(json_schema_extra=_budget_of_the_plan)
 
     interval_minutes: Annotated[
         Positive,

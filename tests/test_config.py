@@ -871,6 +871,9 @@ class TestSchema:
             (("backend",), {"type": "consul"}),
             (("backend",), {"type": "s3", "region": "eu-west-1"}),
             (("reconcile",), {"request_budget": 951}),
+            (("reconcile",), {"request_budget": 41}),
+            (("reconcile",), {"plan": "free", "request_budget": 41}),
+            (("reconcile",), {"plan": "paid", "request_budget": 951}),
             (("cloudflare", "account_id"), "not-hex"),
             (("github", "owner"), ""),
             (("pools", 0, "labels"), ["self-hosted", ""]),
@@ -896,6 +899,12 @@ class TestSchema:
         assert Draft7Validator(self.schema()).is_valid(document)
         del document["github"]["installation_id"]
         assert not Draft7Validator(self.schema()).is_valid(document)
+
+    def test_a_paid_plan_lifts_the_budget_bound_in_the_schema_too(self) -> None:
+        document = example() | {"reconcile": {"plan": "paid", "request_budget": 400}}
+        parse_config(document, source=SOURCE)
+        assert Draft7Validator(self.schema()).is_valid(document)
+        assert Draft202012Validator(self.schema()).is_valid(document)
 
     def test_no_field_looks_like_a_secret(self) -> None:
         names = set(walk_property_names(self.schema()))
