@@ -83,6 +83,7 @@ bench: install
 	$(PY) bench/handler_core.py
 	$(PY) bench/worker_runtime.py
 	$(PY) bench/synth_scaling.py
+	$(PY) bench/config_load.py
 	$(PY) bench/burst.py
 
 clean:
