@@ -12,7 +12,19 @@ What each check relies on, from the services' source and docs:
   "Administration: read", ``GET .../actions/runs`` "Actions: read", ``GET .../hooks`` and
   ``.../hooks/{id}/deliveries`` "Webhooks: read". A repository outside the token's selection is a
   404, a missing permission a 403. Write access cannot be proven without writing, so the runner
-  token's "write" and the hooks token's "write" are not checked.
+  token's "write" and the hooks token's "write" are not checked. With ``runner_scope =
+  "organization"`` the runner token lists ``GET /orgs/{org}/actions/runners`` instead (the
+  organization permission "Self-hosted runners").
+* GitHub App (``auth = "app"``, :mod:`doctor.github_app`): one installation token replaces the
+  three tokens. Its answer's ``permissions`` (GitHub's names: ``administration``, ``actions``,
+  ``repository_hooks``, ``organization_self_hosted_runners``; ``read`` < ``write``) are what
+  every token of the installation may do, write included; ``GET /installation/repositories``
+  lists the repositories it reaches. The hooks checks read with that token.
+* Runner groups (``runner_scope = "organization"``): ``GET
+  /orgs/{org}/actions/runner-groups/{id}`` has ``visibility`` (``all``, ``selected`` or
+  ``private``: every private repository) and ``allows_public_repositories``; only a
+  ``selected`` group has a list, ``GET .../runner-groups/{id}/repositories``. Both need the
+  organization permission "Self-hosted runners: read".
 * Nomad: ``/v1/status/leader`` answers without any ACL token, so whatever refuses it on the
   Nomad API hostname is Access; ``GET /v1/var/{path}`` checks the read capability before it
   looks the variable up (403 ``Permission denied``); ``GET /v1/vars?prefix=`` lists metadata
@@ -31,6 +43,7 @@ when its plugin config has ``allow_privileged``) only when a pool has ``docker =
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,7 +52,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
 from config import OFFICIAL_RUNNER_IMAGE, AppConfig, PoolConfig, RepositoryConfig
-from doctor import versions
+from doctor import github_app, versions
 from doctor.state import (
     ACCESS_CLIENT_ID_OUTPUT,
     ACCESS_CLIENT_SECRET_OUTPUT,
@@ -117,6 +130,8 @@ class Context:
     nomad_api_url: str  # https://{nomad_api_hostname}: Access, the tunnel, then Nomad
     nomad_address: str  # where Terraform reaches Nomad (nomad.address), with NOMAD_TOKEN
     releases_url: str = RUNNER_RELEASES_URL
+    # The real clock, for the App's JWT (GitHub checks its iat and exp); ``now`` may be fixed.
+    clock: Callable[[], float] = time.time
     parallel: int = 8  # requests in flight at once (GitHub allows 100 concurrent per token)
     # Every credential read so far, for the redactor; and answers shared between checks.
     secrets: set[str] = field(default_factory=set)
@@ -155,6 +170,12 @@ class Context:
         if not value:
             return None
         self.secrets.update({raw, value})
+        if "-----BEGIN" in value:
+            # A PEM key: each base64 line too, should anything ever print one line of it.
+            lines = value.replace("\\n", "\n").splitlines()
+            self.secrets.update(
+                line.strip() for line in lines if "-----" not in line and len(line.strip()) >= 16
+            )
         return value
 
     def state_value(self, stack: str, name: str) -> str:
@@ -271,12 +292,31 @@ def _token_reaches(
     yield from ctx.each(reach, ctx.config.github.repositories)
 
 
-def check_runner_token(ctx: Context) -> Iterator[Outcome]:
-    """The runner token lists the repository's runners: "Administration: read" at least.
+def _app_auth(ctx: Context) -> bool:
+    return ctx.config.github.auth == "app"
 
-    Minting a runner config needs "Administration: read and write", and no read-only request
-    proves write; a token with read only fails later, in the register task (403).
+
+def _organization_scope(ctx: Context) -> bool:
+    return ctx.config.github.runner_scope == "organization"
+
+
+def _org_path(ctx: Context) -> str:
+    return f"/orgs/{quote(ctx.config.github.owner, safe='')}"
+
+
+def check_runner_token(ctx: Context) -> Iterator[Outcome]:
+    """The runner token lists the repository's runners: "Administration: read" at least; with
+    organization scope it lists the organization's runners ("Self-hosted runners: read").
+
+    Minting a runner config needs "read and write", and no read-only request proves write; a
+    token with read only fails later, in the register task (403). With ``auth = "app"`` there
+    is no runner token: the App checks stand for it.
     """
+    if _app_auth(ctx):
+        return
+    if _organization_scope(ctx):
+        yield _runner_token_reaches_organization(ctx)
+        return
     yield from _token_reaches(
         ctx,
         env_name=RUNNER_TOKEN_ENV,
@@ -288,8 +328,51 @@ def check_runner_token(ctx: Context) -> Iterator[Outcome]:
     )
 
 
+def _runner_token_reaches_organization(ctx: Context) -> Outcome:
+    organization = ctx.config.github.owner
+    part = f"runner token reaches the runners of organization {organization}"
+    token = ctx.credential(RUNNER_TOKEN_ENV)
+    if token is None:
+        return failed(
+            part,
+            f"{RUNNER_TOKEN_ENV} is not set",
+            f"export {RUNNER_TOKEN_ENV} (the deploy's token)",
+        )
+    try:
+        answer = _github_get(ctx, token, f"{_org_path(ctx)}/actions/runners?per_page=1")
+    except Unreachable as error:
+        return failed(part, str(error), "check the network path to github.api_url")
+    if answer.status == 200:
+        return passed(
+            part,
+            "listed the organization's runners (Self-hosted runners: read; write is not "
+            "provable without writing)",
+        )
+    said = f"GitHub answered {answer.status} {_github_message(answer)!r}"
+    then = "; then deploy nomad (it puts the token in the credential Variables)"
+    if answer.status == 401:
+        fix = f"set {RUNNER_TOKEN_ENV} to a valid token (this one is expired, revoked or mistyped)"
+    elif _rate_limited(answer):
+        fix = "the token's rate limit is used up: run doctor again after it resets (1 h)"
+    elif answer.status == 403:
+        fix = (
+            f'give the token in {RUNNER_TOKEN_ENV} the organization permission "Self-hosted '
+            f'runners: read and write" on {organization}'
+        )
+    elif answer.status == 404:
+        fix = (
+            f"make the token in {RUNNER_TOKEN_ENV} with resource owner {organization} (a "
+            "fine-grained token belongs to one owner), or fix github.owner"
+        )
+    else:
+        fix = "GitHub failed to answer: run doctor again; if it persists see githubstatus.com"
+    return failed(part, said, f"{fix}{then}")
+
+
 def check_read_token(ctx: Context) -> Iterator[Outcome]:
     """The reconciler's token lists workflow runs: "Actions: read", all the reconciler needs."""
+    if _app_auth(ctx):
+        return
     yield from _token_reaches(
         ctx,
         env_name=READ_TOKEN_ENV,
@@ -301,14 +384,305 @@ def check_read_token(ctx: Context) -> Iterator[Outcome]:
     )
 
 
+# -- GitHub App ---------------------------------------------------------------------------------
+
+_APP_SETTINGS_FIX: Final = "see the GitHub App checks above (its permissions and repositories)"
+_LEVELS: Final = {"read": 1, "write": 2, "admin": 3}
+# GitHub's permission name, the level needed, how its settings page calls it, who needs it.
+_APP_NEEDS: Final = {
+    "repository": (
+        ("administration", "write", "Repository: Administration", "the register/deregister tasks"),
+    ),
+    "organization": (
+        (
+            "organization_self_hosted_runners",
+            "write",
+            "Organization: Self-hosted runners",
+            "the register/deregister tasks",
+        ),
+    ),
+    "both": (
+        ("actions", "read", "Repository: Actions", "the Worker (reconciler, fork check)"),
+        ("repository_hooks", "write", "Repository: Webhooks", "Terraform's github stack"),
+    ),
+}
+_LEVEL_NAMES: Final = {"read": "Read-only", "write": "Read and write", "admin": "Admin"}
+
+
+def _installation_token(ctx: Context) -> github_app.InstallationToken | github_app.MintError:
+    """The run's one installation token (minted on first use), or why there is none."""
+
+    def mint() -> github_app.InstallationToken | github_app.MintError:
+        github = ctx.config.github
+        key = ctx.credential(github_app.APP_KEY_ENV)
+        if key is None:
+            return github_app.MintError(
+                f"{github_app.APP_KEY_ENV} is not set",
+                f'export {github_app.APP_KEY_ENV}="$(cat app.pem)" (the deploy\'s App key)',
+            )
+        assert github.app_id is not None and github.installation_id is not None  # config checks
+        try:
+            return github_app.mint(
+                ctx.http,
+                api_url=ctx.github_api_url,
+                app_id=github.app_id,
+                installation_id=github.installation_id,
+                key_pem=key,
+                now=ctx.clock(),
+                remember=ctx.secrets.add,
+            )
+        except github_app.MintError as error:
+            return error
+        except Unreachable as error:
+            return github_app.MintError(str(error), "check the network path to github.api_url")
+
+    minted: github_app.InstallationToken | github_app.MintError = ctx.cached("app-token", mint)
+    return minted
+
+
+def check_github_app(ctx: Context) -> Iterator[Outcome]:
+    """With ``auth = "app"``: the key mints an installation token, the installation has every
+    permission each role needs for the runner scope, and it reaches every served repository."""
+    if not _app_auth(ctx):
+        return
+    github = ctx.config.github
+    minted = _installation_token(ctx)
+    part = f"App {github.app_id} mints a token for installation {github.installation_id}"
+    if isinstance(minted, github_app.MintError):
+        yield failed(part, minted.detail, minted.fix)
+        return
+    yield passed(
+        part,
+        f"minted an installation token valid until {minted.expires_at} (repository access: "
+        f"{minted.repository_selection})",
+    )
+    needs = _APP_NEEDS[github.runner_scope] + _APP_NEEDS["both"]
+    for key, level, name, role in needs:
+        wanted = f"{name}: {_LEVEL_NAMES[level]}"
+        part = f"App grants {role} {wanted}"
+        has = minted.permissions.get(key)
+        if has is not None and _LEVELS.get(has, 0) >= _LEVELS[level]:
+            yield passed(part, f"the installation token has {key}: {has}")
+            continue
+        seen = f"{key}: {has}" if has else f"no {key} permission"
+        yield failed(
+            part,
+            f"the installation token has {seen} ({github.runner_scope} scope needs {level})",
+            f"set {wanted} in the App's settings (Permissions & events), then accept the new "
+            "permissions on the installation (the owner's Settings > GitHub Apps > Configure: "
+            "GitHub asks the owner to approve them); tokens minted after that carry them",
+        )
+    yield from _installation_repositories(ctx, minted)
+
+
+def _installation_repositories(
+    ctx: Context, minted: github_app.InstallationToken
+) -> Iterator[Outcome]:
+    part = "App installation's repositories readable"
+    names: set[str] = set()
+    page, total = 1, None
+    while total is None or len(names) < total:
+        try:
+            answer = _github_get(
+                ctx, minted.token, f"/installation/repositories?per_page=100&page={page}"
+            )
+        except Unreachable as error:
+            yield failed(part, str(error), "check the network path to github.api_url")
+            return
+        if answer.status != 200:
+            said = f"GitHub answered {answer.status} {_github_message(answer)!r}"
+            yield failed(part, said, "run doctor again; if it persists see githubstatus.com")
+            return
+        document = answer.json()
+        listed = [
+            str(repository.get("full_name", "")).lower()
+            for repository in document.get("repositories") or []
+            if isinstance(repository, dict)
+        ]
+        total = int(document.get("total_count") or 0)
+        names.update(listed)
+        if not listed:
+            break
+        page += 1
+    for repo in ctx.config.github.repositories:
+        part = f"App installation includes {repo.full_name}"
+        if repo.full_name.lower() in names:
+            yield passed(part, f"among the installation's {len(names)} repositories")
+        else:
+            yield failed(
+                part,
+                f"not among the installation's {len(names)} repositories: no role can reach it "
+                "(no runner, no reconciler, no hook)",
+                f"add {repo.full_name} to the App's installation (the owner's Settings > GitHub "
+                "Apps > Configure > Repository access: Only select repositories), or fix "
+                "github.owner/repositories if the name is wrong",
+            )
+
+
+# -- Runner groups (organization scope) ---------------------------------------------------------
+
+
+def _runner_group_token(ctx: Context) -> tuple[str | None, str]:
+    """The credential that reads runner groups, or None, and how to name it in a fix."""
+    if _app_auth(ctx):
+        minted = _installation_token(ctx)
+        if isinstance(minted, github_app.InstallationToken):
+            return minted.token, "the App"
+        return None, "the App"
+    return ctx.credential(RUNNER_TOKEN_ENV), f"the token in {RUNNER_TOKEN_ENV}"
+
+
+def check_runner_groups(ctx: Context) -> Iterator[Outcome]:
+    """With organization scope: each pool's runner group admits the pool's repositories and no
+    other kind: not every repository (``visibility`` all or private), not public ones.
+
+    A runner of the group takes any queued job of any repository the group admits whose labels
+    match (README, Runner scope): a group open to all repositories lets every repository of
+    the organization run code on these nodes; one open to public repositories lets strangers'
+    fork pull requests do so. Repositories the group admits beyond the served ones are named,
+    not failed: admitting them is the owner's choice.
+    """
+    if not _organization_scope(ctx):
+        return
+    groups: dict[int, list[PoolConfig]] = {}
+    for pool in ctx.config.pools:
+        groups.setdefault(pool.runner_group_id, []).append(pool)
+    token, holder = _runner_group_token(ctx)
+    for group_id, pools in groups.items():
+        yield _runner_group(ctx, token, holder, group_id, pools)
+
+
+def _runner_group(
+    ctx: Context, token: str | None, holder: str, group_id: int, pools: list[PoolConfig]
+) -> Outcome:
+    organization = ctx.config.github.owner
+    names = ", ".join(pool.name for pool in pools)
+    part = f"runner group {group_id} of pool {names} admits only its repositories"
+    if token is None:
+        missing = (
+            "fix the GitHub App check above first"
+            if _app_auth(ctx)
+            else f"export {RUNNER_TOKEN_ENV} (the deploy's token)"
+        )
+        return failed(part, "no credential to read the runner group with", missing)
+    path = f"{_org_path(ctx)}/actions/runner-groups/{group_id}"
+    try:
+        answer = _github_get(ctx, token, path)
+    except Unreachable as error:
+        return failed(part, str(error), "check the network path to github.api_url")
+    said = f"GitHub answered {answer.status} {_github_message(answer)!r}"
+    if answer.status == 404:
+        return failed(
+            part,
+            f"{said}: {organization} has no runner group {group_id}",
+            f"set the runner_group_id of pool {names} to the id of a group of {organization} "
+            "(the number at the end of its settings URL: Organization Settings > Actions > "
+            "Runner groups), then deploy nomad",
+        )
+    if answer.status != 200:
+        return failed(
+            part,
+            said,
+            f'give {holder} the organization permission "Self-hosted runners" (read and write) '
+            f"on {organization}",
+        )
+    group = answer.json()
+    title = f"runner group {group_id} ({group.get('name')})"
+    settings = f"{organization}'s Settings > Actions > Runner groups > {group.get('name')}"
+    visibility = group.get("visibility")
+    public = bool(group.get("allows_public_repositories")) or bool(
+        group.get("inherited_allows_public_repositories")
+    )
+    problems = []
+    if visibility in ("all", "private"):
+        reach = "every repository" if visibility == "all" else "every private repository"
+        problems.append(
+            f"{title} admits {reach} of {organization} (Repository access: {visibility}): any of "
+            "their jobs can take these runners"
+        )
+    if public:
+        problems.append(f"{title} allows public repositories: a fork's pull request can run on it")
+    if problems:
+        return failed(
+            part,
+            "; ".join(problems),
+            f"in {settings}: Repository access 'Selected repositories' with only the served "
+            "ones, 'Allow public repositories' unticked"
+            + (
+                " (or a group of your own: the Default group is open to all)"
+                if group.get("default")
+                else ""
+            ),
+        )
+    admitted, public_listed, unread = _runner_group_repositories(ctx, token, path)
+    if unread is not None:
+        return failed(part, unread, "run doctor again; if it persists see githubstatus.com")
+    served = [
+        repo.full_name
+        for repo in ctx.config.github.repositories
+        if any(pool.name in repo.pools for pool in pools)
+    ]
+    outside = [name for name in served if name.lower() not in admitted]
+    if outside:
+        return failed(
+            part,
+            f"{title} does not admit {', '.join(outside)}: their jobs never get these runners",
+            f"add them to the group's selected repositories in {settings}",
+        )
+    extra = sorted(admitted - {name.lower() for name in served})
+    note = ""
+    if extra:
+        note = (
+            f"; it also admits {', '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}, whose "
+            "jobs can take these runners"
+        )
+    if public_listed:
+        note += f"; lists public {', '.join(public_listed[:8])}, which it does not admit"
+    return passed(part, f"{title} admits the selected {len(admitted)} private repositories{note}")
+
+
+def _runner_group_repositories(
+    ctx: Context, token: str, path: str
+) -> tuple[set[str], list[str], str | None]:
+    """(private repositories, public ones, error) of a ``selected`` group's list."""
+    private: set[str] = set()
+    public: list[str] = []
+    page, total = 1, None
+    while total is None or len(private) + len(public) < total:
+        try:
+            answer = _github_get(ctx, token, f"{path}/repositories?per_page=100&page={page}")
+        except Unreachable as error:
+            return private, public, str(error)
+        if answer.status != 200:
+            return private, public, f"GitHub answered {answer.status} {_github_message(answer)!r}"
+        document = answer.json()
+        listed = [item for item in document.get("repositories") or [] if isinstance(item, dict)]
+        total = int(document.get("total_count") or 0)
+        for item in listed:
+            name = str(item.get("full_name", "")).lower()
+            if item.get("private") is False or item.get("visibility") == "public":
+                public.append(name)
+            else:
+                private.add(name)
+        if not listed:
+            break
+        page += 1
+    return private, public, None
+
+
 def _expected_hook_url(ctx: Context, full_name: str) -> str:
     return f"https://{ctx.config.cloudflare.webhook_hostname}{webhook_path(full_name)}"
 
 
 def check_hooks(ctx: Context) -> Iterator[Outcome]:
     """Per repository: the hooks token lists hooks, our hook is as the github stack declares it,
-    and its recent deliveries succeeded."""
-    token = ctx.credential(HOOKS_TOKEN_ENV)
+    and its recent deliveries succeeded. With ``auth = "app"`` the installation token reads them
+    (the github stack's provider manages the hooks with the App too)."""
+    if _app_auth(ctx):
+        minted = _installation_token(ctx)
+        token = minted.token if isinstance(minted, github_app.InstallationToken) else None
+    else:
+        token = ctx.credential(HOOKS_TOKEN_ENV)
     yield from ctx.each(
         lambda repo: list(_repository_hook(ctx, token, repo.full_name)),
         ctx.config.github.repositories,
@@ -317,6 +691,15 @@ def check_hooks(ctx: Context) -> Iterator[Outcome]:
 
 def _repository_hook(ctx: Context, token: str | None, name: str) -> Iterator[Outcome]:
     token_part, hook_part = f"hooks token reaches {name}", f"hook of {name}"
+    if _app_auth(ctx):
+        token_part = f"App installation token reads the hooks of {name}"
+    if token is None and _app_auth(ctx):
+        yield failed(
+            token_part,
+            "no installation token: the App did not mint one",
+            "fix the GitHub App check above first",
+        )
+        return
     if token is None:
         yield failed(token_part, f"{HOOKS_TOKEN_ENV} is not set", f"export {HOOKS_TOKEN_ENV}")
         return
@@ -333,6 +716,8 @@ def _repository_hook(ctx: Context, token: str | None, name: str) -> Iterator[Out
             repo=name,
             admin_only=True,
         )
+        if _app_auth(ctx) and answer.status in (403, 404):
+            fix = f"{_APP_SETTINGS_FIX}: the App needs Repository Webhooks on {name}"
         yield failed(token_part, said, fix)
         return
     yield passed(token_part, "listed the repository's hooks (Webhooks: read)")
@@ -1141,9 +1526,11 @@ def _may_run(ctx: Context, node: Mapping[str, Any], node_pool: str) -> bool:
 
 
 CHECKS: Final[tuple[tuple[str, Check], ...]] = (
+    ("GitHub: App installation", check_github_app),
     ("GitHub: runner token", check_runner_token),
     ("GitHub: read token", check_read_token),
     ("GitHub: hooks and deliveries", check_hooks),
+    ("GitHub: runner groups", check_runner_groups),
     ("Worker: webhook hostname", check_webhook_health),
     ("Worker: /status", check_worker_status),
     ("Cloudflare: Access gate", check_access_gate),

@@ -1,4 +1,9 @@
-"""GET requests for doctor's probes: the only HTTP doctor sends, so it cannot change anything.
+"""GET requests for doctor's probes, and the one POST that mints a GitHub App installation token.
+
+Doctor changes nothing: ``get`` is every probe, and ``mint_installation_token`` sends the only
+other request, ``POST /app/installations/{id}/access_tokens`` with no body, which creates a
+one-hour token and changes nothing in GitHub (it refuses any other URL). Both return an
+:class:`Answer`.
 
 ``UrllibHttp().get(url, headers)`` returns an :class:`Answer` (status, lower-cased headers,
 body) for any HTTP status, follows no redirect (a redirect to an Access login page is an answer
@@ -10,6 +15,7 @@ Standard library only.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -20,6 +26,7 @@ from typing import Any, Final, Protocol
 TIMEOUT_SECONDS: Final = 10.0
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 USER_AGENT: Final = "nomad-github-runners-doctor"
+_ACCESS_TOKENS_PATH: Final = re.compile(r"/app/installations/[0-9]+/access_tokens\Z")
 
 
 class Unreachable(Exception):
@@ -45,6 +52,8 @@ class Answer:
 
 class Http(Protocol):
     def get(self, url: str, headers: Mapping[str, str]) -> Answer: ...
+
+    def mint_installation_token(self, url: str, headers: Mapping[str, str]) -> Answer: ...
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -77,8 +86,20 @@ class UrllibHttp:
         )
 
     def get(self, url: str, headers: Mapping[str, str]) -> Answer:
+        return self._send(url, headers, "GET", None)
+
+    def mint_installation_token(self, url: str, headers: Mapping[str, str]) -> Answer:
+        """``POST`` with an empty body to an ``/app/installations/{id}/access_tokens`` URL only."""
+        path = "/" + url.partition("://")[2].partition("/")[2].partition("?")[0]
+        if not _ACCESS_TOKENS_PATH.search(path):
+            raise ValueError(f"doctor only POSTs to /app/installations/{{id}}/access_tokens: {url}")
+        return self._send(url, headers, "POST", b"")
+
+    def _send(
+        self, url: str, headers: Mapping[str, str], method: str, data: bytes | None
+    ) -> Answer:
         request = urllib.request.Request(  # noqa: S310 (http(s) URLs from the validated config)
-            url, headers={"User-Agent": USER_AGENT, **headers}, method="GET"
+            url, data=data, headers={"User-Agent": USER_AGENT, **headers}, method=method
         )
         try:
             with self._opener.open(request, timeout=self._timeout) as response:

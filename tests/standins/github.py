@@ -62,11 +62,18 @@ GitHub Apps (``apps``: App id -> its public key, PEM; ``installations``: install
   (verified by the ``openssl`` CLI against its public key); any failure is 401 with GitHub's
   message. An installation that is unknown, of another App, or revoked (``revoke_installation``)
   is 404 "Not Found". Otherwise 201 ``{"token", "expires_at", "permissions",
-  "repository_selection"}``: the token (``ghs_...``) has the installation's grants until
+  "repository_selection"}``: ``permissions`` as GitHub names them (``administration``,
+  ``actions``, ``repository_hooks``, ``organization_self_hosted_runners``, ``metadata``:
+  ``read`` or ``write``), derived from the grants unless the installation sets its own; the token
+  (``ghs_...``) has the installation's grants until
   ``expires_at`` (``installation_token_seconds``, one hour by default), then answers 401 "Bad
   credentials", as do its tokens once the installation is revoked. Every JWT seen is kept
   (``jwts``: header, claims, when) for tests to inspect. Installation tokens carry their own
   ``x-ratelimit-limit`` (``INSTALLATION_RATE_LIMIT``), distinct from a personal token's;
+* ``GET /installation/repositories?per_page=..&page=..`` with an installation token: 200
+  ``{"total_count", "repository_selection", "repositories": [repository, ...]}``, the
+  repositories its grants name (``private`` and ``visibility`` from ``public_repositories``);
+  any other credential is 403;
 * ``GET /rate_limit``: 200 ``{"resources": {"core": ...}, "rate": ...}`` (``limit``,
   ``remaining``, ``used``, ``reset``) for any valid credential, with the same ``x-ratelimit-*``
   headers; as on GitHub it does not count against the quota (it is not counted in
@@ -74,7 +81,15 @@ GitHub Apps (``apps``: App id -> its public key, PEM; ``installations``: install
 * organization runners: the same runner endpoints under ``/orgs/{org}/actions/runners``
   (``generate-jitconfig``, the list, ``/{id}`` GET and DELETE), for a credential granted
   ``"org_runners"`` on ``"org:{org}"`` (the organization permission "Self-hosted runners: read
-  and write"); a repository's runners and the organization's are separate.
+  and write"); a repository's runners and the organization's are separate;
+* organization runner groups, for the same credential: ``GET
+  /orgs/{org}/actions/runner-groups/{id}`` (the ``runner-groups-org`` object: ``id``, ``name``,
+  ``visibility`` ``all`` | ``selected`` | ``private``, ``default``, ``selected_repositories_url``
+  only when ``selected``, ``runners_url``, ``inherited``, ``allows_public_repositories``,
+  ``restricted_to_workflows``, ``selected_workflows``; 404 for an unknown id) and ``GET
+  .../runner-groups/{id}/repositories?per_page=..&page=..`` (``{"total_count",
+  "repositories"}``, the selected ones); every id in ``runner_groups`` is a group (1 is
+  "Default", open to all repositories), ``add_runner_group`` sets one up.
 
 Every request is recorded; ``fail_next`` injects answers (e.g. a 502) for the next requests
 instead of handling them; ``lose_next_answer`` handles the next request and then loses GitHub's
@@ -130,6 +145,8 @@ _HOOKS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/hooks(?:/(\d+)/deliveries)?$"
 _RELEASES_PATH = "/repos/actions/runner/releases"
 _ACCESS_TOKENS_PATH = re.compile(r"^/app/installations/(\d+)/access_tokens$")
 _ORG_RUNNERS_PATH = re.compile(r"^/orgs/([^/]+)/actions/runners(?:/([^/]+))?$")
+_RUNNER_GROUP_PATH = re.compile(r"^/orgs/([^/]+)/actions/runner-groups/(\d+)(/repositories)?$")
+_INSTALLATION_REPOSITORIES_PATH = "/installation/repositories"
 _RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)(/jobs)?)?$")
 # Not shaped like a real fine-grained token, so secret scanners do not flag the fixture.
 ACTIONS_READ_TOKEN = "standin-actions-read-token-for-tests-3"
@@ -173,11 +190,78 @@ class Runner:
 @dataclass
 class Installation:
     """An App's installation: what its tokens may do, as ``tokens`` grants (scope ->
-    permission, e.g. ``{"org:octo-org": "org_runners", "octo-org/app": "actions_read"}``)."""
+    permission or set of permissions, e.g. ``{"org:octo-org": "org_runners", "octo-org/app":
+    {"actions_read", "hooks"}}``); the repository scopes are the installation's repositories.
+
+    ``permissions`` is what the access_tokens answer reports; None derives it from the grants
+    (GitHub grants an App's permissions on all its repositories alike, so tests grant them
+    alike). ``repository_selection`` is ``selected`` or ``all``.
+    """
 
     app_id: int
-    grants: dict[str, str]
+    grants: dict[str, Any]
     revoked: bool = False
+    permissions: dict[str, str] | None = None
+    repository_selection: str = "selected"
+
+    def reported_permissions(self) -> dict[str, str]:
+        if self.permissions is not None:
+            return dict(self.permissions)
+        reported = {"metadata": "read"}
+        for granted in self.grants.values():
+            for name in _granted(granted):
+                if name in _GRANT_PERMISSIONS:
+                    key, level = _GRANT_PERMISSIONS[name]
+                    reported[key] = level
+        return reported
+
+    def repositories(self) -> list[str]:
+        return [scope for scope in self.grants if not scope.startswith("org:")]
+
+
+# What each grant of the stand-in is in GitHub's App permission names.
+_GRANT_PERMISSIONS: dict[str, tuple[str, str]] = {
+    "admin": ("administration", "write"),
+    "actions_read": ("actions", "read"),
+    "hooks": ("repository_hooks", "write"),
+    "org_runners": ("organization_self_hosted_runners", "write"),
+}
+
+
+def _granted(granted: Any) -> set[str]:
+    return {granted} if isinstance(granted, str) else set(granted)
+
+
+@dataclass
+class RunnerGroup:
+    """An organization runner group as GitHub keeps it (``repositories``: the selected ones)."""
+
+    id: int
+    name: str
+    visibility: str = "all"
+    repositories: list[str] = field(default_factory=list)
+    allows_public_repositories: bool = False
+    default: bool = False
+    inherited: bool = False
+
+    def as_json(self, organization: str) -> dict[str, Any]:
+        base = f"https://api.github.com/orgs/{organization}/actions/runner-groups/{self.id}"
+        document: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "visibility": self.visibility,
+            "default": self.default,
+            "runners_url": f"{base}/runners",
+            "hosted_runners_url": f"{base}/hosted-runners",
+            "inherited": self.inherited,
+            "allows_public_repositories": self.allows_public_repositories,
+            "restricted_to_workflows": False,
+            "selected_workflows": [],
+            "workflow_restrictions_read_only": False,
+        }
+        if self.visibility == "selected":
+            document["selected_repositories_url"] = f"{base}/repositories"
+        return document
 
 
 @dataclass
@@ -218,6 +302,9 @@ class GitHubStandIn:
             else {ADMIN_TOKEN: {REPOSITORY: "admin"}, READ_ONLY_TOKEN: {REPOSITORY: "read"}}
         )
         self.runner_groups = runner_groups
+        self.group_settings: dict[int, RunnerGroup] = {}
+        # "owner/repo" (lower-case) of the repositories that are public (all others private)
+        self.public_repositories: set[str] = set()
         self.apps = dict(apps or {})
         self.installations = dict(installations or {})
         self.installation_token_seconds = installation_token_seconds
@@ -454,6 +541,29 @@ class GitHubStandIn:
                 },
             )
 
+    def add_runner_group(
+        self,
+        group_id: int,
+        name: str,
+        *,
+        visibility: str = "selected",
+        repositories: tuple[str, ...] = (),
+        allows_public_repositories: bool = False,
+    ) -> RunnerGroup:
+        """An organization runner group (``visibility`` ``all``, ``selected`` or ``private``)."""
+        with self._lock:
+            group = RunnerGroup(
+                group_id,
+                name,
+                visibility,
+                list(repositories),
+                allows_public_repositories,
+                default=group_id == 1,
+            )
+            self.group_settings[group_id] = group
+            self.runner_groups = self.runner_groups | {group_id}
+            return group
+
     def revoke_installation(self, installation_id: int) -> None:
         """The App is uninstalled (or suspended): no new token, and its tokens stop working."""
         with self._lock:
@@ -506,6 +616,11 @@ class GitHubStandIn:
         exchange = _ACCESS_TOKENS_PATH.match(route)
         if exchange and method == "POST":
             return self._access_token(int(exchange.group(1)), headers)
+        if route == _INSTALLATION_REPOSITORIES_PATH and method == "GET":
+            return self._installation_repositories(parse_qs(query), headers)
+        group = _RUNNER_GROUP_PATH.match(route)
+        if group and method == "GET":
+            return self._runner_group(group, parse_qs(query), headers)
         organization = _ORG_RUNNERS_PATH.match(route)
         if organization:
             scope = f"org:{organization.group(1).lower()}"
@@ -592,9 +707,63 @@ class GitHubStandIn:
                 return _error(403, f"Resource not accessible by {kind}")
         if permission is None:
             return _error(404, "Not Found")
-        if permission != needed:
+        if needed not in _granted(permission):
             return _error(403, f"Resource not accessible by {kind}")
         return None
+
+    def _installation_repositories(
+        self, query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """``GET /installation/repositories``: only an installation token may ask."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if not token or scheme.lower() not in ("bearer", "token"):
+            return _error(401, "Requires authentication")
+        issued = self.issued.get(token)
+        if issued is None:
+            if token in self.tokens:
+                return _error(403, "Resource not accessible by personal access token")
+            return _error(401, "Bad credentials")
+        installation = self.installations[issued.installation_id]
+        if installation.revoked or time.time() >= issued.expires_at:
+            return _error(401, "Bad credentials")
+        listed = [self._repository(name) for name in installation.repositories()]
+        page, per_page = _page(query)
+        return (
+            200,
+            {
+                "total_count": len(listed),
+                "repository_selection": installation.repository_selection,
+                "repositories": listed[(page - 1) * per_page : page * per_page],
+            },
+            {},
+        )
+
+    def _runner_group(
+        self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        organization = match.group(1)
+        refused = self._authorize(headers, f"org:{organization.lower()}", "org_runners")
+        if refused is not None:
+            return refused
+        group_id = int(match.group(2))
+        if group_id not in self.runner_groups:
+            return _error(404, "Not Found")
+        group = self.group_settings.get(group_id) or RunnerGroup(
+            group_id, "Default" if group_id == 1 else f"group-{group_id}", default=group_id == 1
+        )
+        if match.group(3) is None:
+            return 200, group.as_json(organization), {}
+        listed = [self._repository(name) for name in group.repositories]
+        page, per_page = _page(query)
+        window = listed[(page - 1) * per_page : page * per_page]
+        return 200, {"total_count": len(listed), "repositories": window}, {}
+
+    def _repository(self, full_name: str) -> dict[str, Any]:
+        public = full_name.lower() in self.public_repositories
+        return _minimal_repository(full_name) | {
+            "private": not public,
+            "visibility": "public" if public else "private",
+        }
 
     def _releases(self, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         token = headers.get("authorization", "").partition(" ")[2]
@@ -665,8 +834,8 @@ class GitHubStandIn:
         document = {
             "token": token,
             "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
-            "permissions": {"metadata": "read"},
-            "repository_selection": "selected",
+            "permissions": installation.reported_permissions(),
+            "repository_selection": installation.repository_selection,
         }
         return 201, document, {}
 
@@ -784,6 +953,12 @@ class GitHubStandIn:
         runner = Runner(next(self._ids), name, repository, list(labels), group, jit)
         self.runners[runner.id] = runner
         return 201, {"runner": runner.as_json(), "encoded_jit_config": jit}, {}
+
+
+def _page(query: dict[str, list[str]]) -> tuple[int, int]:
+    """(page, per_page) as GitHub reads them: 30 a page by default, at most 100."""
+    per_page = min(int(query.get("per_page", ["30"])[-1]), 100)
+    return max(int(query.get("page", ["1"])[-1]), 1), per_page
 
 
 def _unbase64url(part: str) -> bytes:
