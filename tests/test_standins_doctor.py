@@ -3,16 +3,21 @@
 Nomad (read from its source at 2.0.x): ``/v1/status/leader`` checks no ACL; a Variable read is
 refused before the lookup; a Variables listing is silently filtered; a client token lists and
 reads only its own policies; the origin address has no Access gate. GitHub: hooks and their
-deliveries need "Webhooks: read"; the releases list is public.
+deliveries need "Webhooks: read"; the releases list is public. GitHub Apps: the token answer's
+``permissions`` in GitHub's names, the installation's repositories, organization runner groups
+and their repository lists (GitHub's REST docs for Apps and for self-hosted runner groups).
 """
 
 import json
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.standins.github import GitHubStandIn
+from doctor.github_app import app_jwt
+from tests.app_keys import app_key
+from tests.standins.github import GitHubStandIn, Installation
 from tests.standins.nomad import ACCESS_CLIENT_ID, ACCESS_CLIENT_SECRET, AclPolicy, NomadStandIn
 
 MANAGEMENT = "management-token-for-standin-tests"
@@ -153,3 +158,117 @@ class TestGitHub:
         assert status == 200 and json.loads(body)[0]["tag_name"] == "v2.330.0"
         bad = {"Authorization": "Bearer nope"}
         assert get(f"{github.url}/repos/actions/runner/releases", bad)[0] == 401
+
+
+APP_ID = 4242
+INSTALLATION_ID = 777
+
+
+@pytest.fixture
+def app_github():
+    """An App installed on o/r and o/s with Actions and Webhooks, and Self-hosted runners on o."""
+    grants = {"o/r": frozenset({"actions_read", "hooks"}), "o/s": "actions_read"}
+    grants["org:o"] = "org_runners"
+    with GitHubStandIn(
+        tokens={"pat": {"o/r": "admin"}},
+        apps={APP_ID: app_key().public_pem},
+        installations={INSTALLATION_ID: Installation(APP_ID, grants)},
+        runner_groups=frozenset({1}),
+    ) as stand_in:
+        yield stand_in
+
+
+def mint(github):
+    """An installation token, the way the Worker and doctor ask for one."""
+
+    jwt = app_jwt(str(APP_ID), app_key().private_pem.decode(), time.time())
+    request = urllib.request.Request(
+        f"{github.url}/app/installations/{INSTALLATION_ID}/access_tokens",
+        data=b"",
+        method="POST",
+        headers={"Authorization": f"Bearer {jwt}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 201
+        return json.loads(response.read())
+
+
+class TestGitHubApp:
+    def test_the_token_answer_reports_the_installations_permissions(self, app_github):
+        answer = mint(app_github)
+        assert answer["permissions"] == {
+            "metadata": "read",
+            "actions": "read",
+            "repository_hooks": "write",
+            "organization_self_hosted_runners": "write",
+        }
+        assert answer["repository_selection"] == "selected"
+
+    def test_an_installation_may_set_the_permissions_it_reports(self, app_github):
+        app_github.installations[INSTALLATION_ID].permissions = {"administration": "read"}
+        assert mint(app_github)["permissions"] == {"administration": "read"}
+
+    def test_a_repository_may_hold_several_permissions(self, app_github):
+        token = mint(app_github)["token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert get(f"{app_github.url}/repos/o/r/hooks", bearer)[0] == 200
+        assert get(f"{app_github.url}/repos/o/r/actions/runs", bearer)[0] == 200
+        assert get(f"{app_github.url}/repos/o/s/hooks", bearer)[0] == 403
+        assert get(f"{app_github.url}/repos/o/r/actions/runners", bearer)[0] == 403
+
+    def test_installation_repositories_are_paginated_and_carry_visibility(self, app_github):
+        app_github.public_repositories.add("o/s")
+        bearer = {"Authorization": f"Bearer {mint(app_github)['token']}"}
+        status, body = get(f"{app_github.url}/installation/repositories?per_page=1", bearer)
+        document = json.loads(body)
+        assert status == 200 and document["total_count"] == 2
+        assert document["repository_selection"] == "selected"
+        assert [(r["full_name"], r["private"]) for r in document["repositories"]] == [("o/r", True)]
+        _, body = get(f"{app_github.url}/installation/repositories?per_page=1&page=2", bearer)
+        (second,) = json.loads(body)["repositories"]
+        assert second["full_name"] == "o/s" and second["visibility"] == "public"
+
+    def test_installation_repositories_refuse_other_credentials(self, app_github):
+        url = f"{app_github.url}/installation/repositories"
+        assert get(url, {"Authorization": "Bearer pat"})[0] == 403
+        assert get(url, {"Authorization": "Bearer nope"})[0] == 401
+        assert get(url)[0] == 401
+
+
+class TestRunnerGroups:
+    def test_the_default_group_is_open_to_all(self, app_github):
+        bearer = {"Authorization": f"Bearer {mint(app_github)['token']}"}
+        status, body = get(f"{app_github.url}/orgs/o/actions/runner-groups/1", bearer)
+        group = json.loads(body)
+        assert status == 200 and group["default"] is True and group["visibility"] == "all"
+        assert "selected_repositories_url" not in group
+        assert group["allows_public_repositories"] is False
+
+    def test_a_selected_group_lists_its_repositories(self, app_github):
+        app_github.add_runner_group(4, "gpu", repositories=("o/r",))
+        bearer = {"Authorization": f"Bearer {mint(app_github)['token']}"}
+        _, body = get(f"{app_github.url}/orgs/o/actions/runner-groups/4", bearer)
+        group = json.loads(body)
+        assert group["visibility"] == "selected" and group["name"] == "gpu"
+        assert group["selected_repositories_url"].endswith(
+            "/orgs/o/actions/runner-groups/4/repositories"
+        )
+        status, body = get(f"{app_github.url}/orgs/o/actions/runner-groups/4/repositories", bearer)
+        document = json.loads(body)
+        assert status == 200 and document["total_count"] == 1
+        assert document["repositories"][0]["full_name"] == "o/r"
+        # A group set up here is one the runner endpoints accept too.
+        assert 4 in app_github.runner_groups
+
+    def test_an_unknown_group_and_a_credential_without_the_organization_permission(
+        self, app_github
+    ):
+        bearer = {"Authorization": f"Bearer {mint(app_github)['token']}"}
+        assert get(f"{app_github.url}/orgs/o/actions/runner-groups/9", bearer)[0] == 404
+        # A token of one of the organization's repositories, without "Self-hosted runners".
+        assert (
+            get(
+                f"{app_github.url}/orgs/o/actions/runner-groups/1", {"Authorization": "Bearer pat"}
+            )[0]
+            == 403
+        )
