@@ -5,7 +5,8 @@
 credentials the deploy already uses, prints one PASS/FAIL line per part (and, on a failure, the
 one thing to change), and exits 0 only when every part passed.
 
-Read-only by construction: the HTTP client (:mod:`doctor.web`) can only send GET requests, and
+Read-only by construction: the HTTP client (:mod:`doctor.web`) can only send GET requests (and,
+with a GitHub App, the one POST that mints an installation token, which changes nothing), and
 the values that exist only in Terraform state are read with ``terraform output -json``
 (:mod:`doctor.state`). No secret is ever printed: every line goes through a redactor that knows
 each credential doctor holds. Standard library only, and nothing here imports cdktf, so it starts

@@ -31,6 +31,7 @@ from doctor.checks import (
     Outcome,
     run_checks,
 )
+from doctor.github_app import APP_KEY_ENV
 from doctor.state import TerraformOutputs
 from doctor.web import UrllibHttp
 
@@ -44,6 +45,7 @@ KNOWN_CREDENTIALS = (
     HOOKS_TOKEN_ENV,
     NOMAD_TOKEN_ENV,
     RELEASES_TOKEN_ENV,
+    APP_KEY_ENV,  # with each line of it (Context.credential)
     "CLOUDFLARE_API_TOKEN",
     "TF_TOKEN_app_terraform_io",
     "AWS_SECRET_ACCESS_KEY",
