@@ -717,7 +717,10 @@ def _repository_hook(ctx: Context, token: str | None, name: str) -> Iterator[Out
             admin_only=True,
         )
         if _app_auth(ctx) and answer.status in (403, 404):
-            fix = f"{_APP_SETTINGS_FIX}: the App needs Repository Webhooks on {name}"
+            fix = (
+                f"{_APP_SETTINGS_FIX}: the App needs Repository Webhooks, and {name} in its "
+                "installation"
+            )
         yield failed(token_part, said, fix)
         return
     yield passed(token_part, "listed the repository's hooks (Webhooks: read)")

@@ -297,7 +297,7 @@ class TestHooksWithTheApp:
             the_installation(app).grants[name.lower()] = "actions_read"
         outcome = app.the_outcome(checks.check_hooks, f"hooks of {REPOS[0]}")
         assert not outcome.passed and "403" in outcome.detail
-        assert "Repository Webhooks" in outcome.fix
+        assert f"Repository Webhooks, and {REPOS[0]} in its installation" in outcome.fix
 
 
 class TestRunnerGroups:
