@@ -13,7 +13,6 @@ import base64
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
@@ -43,16 +42,17 @@ REPOS = [repo.full_name for repo in CONFIG.github.repositories]
 
 
 def app_config(scope: str = "organization") -> AppConfig:
-    github = replace(
-        CONFIG.github,
-        auth="app",
-        app_id=APP_ID,
-        installation_id=INSTALLATION_ID,
-        runner_scope=scope,  # type: ignore[arg-type]
+    github = CONFIG.github.model_copy(
+        update={
+            "auth": "app",
+            "app_id": APP_ID,
+            "installation_id": INSTALLATION_ID,
+            "runner_scope": scope,
+        }
     )
     group = GROUP_ID if scope == "organization" else 1
-    pools = tuple(replace(pool, runner_group_id=group) for pool in CONFIG.pools)
-    return replace(CONFIG, github=github, pools=pools)
+    pools = tuple(pool.model_copy(update={"runner_group_id": group}) for pool in CONFIG.pools)
+    return CONFIG.model_copy(update={"github": github, "pools": pools})
 
 
 def org_grants() -> dict[str, object]:
@@ -206,9 +206,8 @@ class TestMint:
         assert "clock is off" in outcome.fix
 
     def test_a_wrong_installation_id(self, app):
-        app.config = replace(
-            app.config, github=replace(app.config.github, installation_id=INSTALLATION_ID + 1)
-        )
+        github = app.config.github.model_copy(update={"installation_id": INSTALLATION_ID + 1})
+        app.config = app.config.model_copy(update={"github": github})
         outcome = self.outcome(app)
         assert not outcome.passed and "404" in outcome.detail
         assert f"has no installation {INSTALLATION_ID + 1}" in outcome.fix
@@ -315,8 +314,8 @@ class TestRunnerGroups:
         assert repo_app.outcomes(checks.check_runner_groups) == []
 
     def test_the_default_group_admits_every_repository(self, app):
-        pools = tuple(replace(pool, runner_group_id=1) for pool in app.config.pools)
-        app.config = replace(app.config, pools=pools)
+        pools = tuple(pool.model_copy(update={"runner_group_id": 1}) for pool in app.config.pools)
+        app.config = app.config.model_copy(update={"pools": pools})
         outcome = app.the_outcome(checks.check_runner_groups, "runner group 1")
         assert not outcome.passed
         assert "admits every repository of example-org (Repository access: all)" in outcome.detail
@@ -366,9 +365,11 @@ class TestOrganizationScopeWithTokens:
 
     @pytest.fixture
     def org_tokens(self, installation: Installation) -> Installation:  # noqa: F811
-        github = replace(CONFIG.github, runner_scope="organization")
-        pools = tuple(replace(pool, runner_group_id=GROUP_ID) for pool in CONFIG.pools)
-        installation.config = replace(CONFIG, github=github, pools=pools)
+        github = CONFIG.github.model_copy(update={"runner_scope": "organization"})
+        pools = tuple(
+            pool.model_copy(update={"runner_group_id": GROUP_ID}) for pool in CONFIG.pools
+        )
+        installation.config = CONFIG.model_copy(update={"github": github, "pools": pools})
         token = installation.env["TF_VAR_github_runner_token"]
         installation.github.tokens[token] = {f"org:{ORG}": "org_runners"}
         installation.github.add_runner_group(GROUP_ID, "nomad-runners", repositories=tuple(REPOS))
