@@ -62,7 +62,9 @@ ping_url="http://${docker_host#tcp://}/_ping"
 trap 'log "Nomad is stopping the task; the runner was never started"; exit 143' TERM INT
 
 started=$SECONDS
-deadline=$((SECONDS + wait_seconds))
+# SECONDS counts whole seconds of the clock, not of the shell: it can tick a moment after the
+# start. One more second makes the wait at least wait_seconds long (at most one second more).
+deadline=$((SECONDS + wait_seconds + 1))
 until answer="$(curl --silent --max-time "$probe_seconds" "$ping_url" 2>/dev/null)" &&
   [[ $answer == OK ]]; do
   if ((SECONDS >= deadline)); then
