@@ -5,7 +5,7 @@ Three agreements live here and nowhere else:
 * the Worker's bindings (name, type, what each holds), which the Cloudflare stack must declare
   exactly;
 * the Nomad dispatch meta keys, which the handler sends and the runner jobspec requires;
-* the routing document (pools, served repositories and each repository's fork policy) that the
+* the routing document (pools, served repositories, each repository's fork policy and cap) that the
   stacks render from the typed configuration and the Worker reads from its ``ROUTING`` binding,
   plus the per-repository webhook path and secret derivation that the GitHub stack and the Worker
   must compute identically.

@@ -35,8 +35,10 @@ Limits, so one run stays cheap and bounded:
   when Nomad is unreachable, and at a wall-time deadline.
 
 It needs ``GITHUB_READ_TOKEN``: a fine-grained token with only "Actions: read" on the served
-repositories. The credential that mints runners stays in Nomad Variables. The GitHub side is plain
-data (requests built and answers parsed here); the adapters send the requests.
+repositories (with a GitHub App's bindings instead, the adapter mints an installation token
+before the run: :mod:`handler.github_auth`). The credential that mints runners stays in Nomad
+Variables. The GitHub side is plain data (requests built and answers parsed here); the adapters
+send the requests.
 """
 
 from __future__ import annotations

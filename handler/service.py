@@ -12,9 +12,9 @@ a 5xx; Nomad's idempotency token makes the retry safe.
 presenting ``Authorization: Bearer <STATUS_TOKEN>``, and 401 to anyone else.
 
 Before a job of a repository whose fork policy is ``refuse`` is dispatched, its run is looked up
-(:mod:`handler.forks`, ``GITHUB_READ_TOKEN``): a run from a fork, or one whose head repository
-cannot be told, is ignored with its reason code; a failed lookup dispatches nothing now (the
-reconciler tries again later). Never dispatched blind.
+(:mod:`handler.forks`, ``GITHUB_READ_TOKEN`` or a GitHub App's installation token): a run from
+a fork, or one whose head repository cannot be told, is ignored with its reason code; a failed
+lookup dispatches nothing now (the reconciler tries again later). Never dispatched blind.
 
 Statuses: 202 dispatched (or already dispatched, or deferred at the pool's or the repository's
 cap or for a failed run lookup: the reconciler dispatches it later), 200 ignored (with a reason)

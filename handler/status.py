@@ -7,7 +7,8 @@ per pool:
 
 * ``jobs``: ledger records (jobs of ours seen by a webhook or the reconciler);
 * ``dispatched``: jobs a runner was dispatched for, of which ``reconciled`` by the reconciler;
-* ``deferred`` (waiting for the pool's cap) and ``failed`` (Nomad refused or was unreachable):
+* ``deferred`` (waiting for the pool's or the repository's cap) and ``failed`` (Nomad refused
+  or was unreachable):
   jobs with no runner yet, which the reconciler retries while they are queued;
 * ``ignored``: jobs of ours not dispatched, by reason code (``recorded``: only later actions
   were seen; ``awaiting_approval``; ``stale``; ``fork_pull_request`` and
