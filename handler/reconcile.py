@@ -36,9 +36,9 @@ Limits, so one run stays cheap and bounded:
 
 It needs ``GITHUB_READ_TOKEN``: a fine-grained token with only "Actions: read" on the served
 repositories (with a GitHub App's bindings instead, the adapter mints an installation token
-before the run: :mod:`handler.github_auth`). The credential that mints runners stays in Nomad
-Variables. The GitHub side is plain data (requests built and answers parsed here); the adapters
-send the requests.
+before the run: :mod:`handler.github_auth`). With tokens, the credential that mints runners
+stays in Nomad Variables. The GitHub side is plain data (requests built and answers parsed
+here); the adapters send the requests.
 """
 
 from __future__ import annotations
