@@ -53,8 +53,9 @@ GITHUB_APP_ID_BINDING: Final = "GITHUB_APP_ID"
 GITHUB_APP_INSTALLATION_ID_BINDING: Final = "GITHUB_APP_INSTALLATION_ID"
 GITHUB_APP_PRIVATE_KEY_BINDING: Final = "GITHUB_APP_PRIVATE_KEY"
 
-# Outbound requests per reconciler run. The default fits the Workers Free plan (50 subrequests per
-# invocation); the maximum leaves room under the paid plans' 1,000 for KV and the rest.
+# Outbound requests per reconciler run. This default is the paid plan's (PLAN_DEFAULT_REQUEST_BUDGET
+# below gives each plan its own: 10 on the Free plan, whose 10 ms of CPU bound a run before its 50
+# subrequests do); the maximum leaves room under the paid plans' 1,000 for KV and the rest.
 DEFAULT_RECONCILE_REQUEST_BUDGET: Final = 40
 MIN_RECONCILE_REQUEST_BUDGET: Final = 10
 MAX_RECONCILE_REQUEST_BUDGET: Final = 950
