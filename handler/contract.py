@@ -55,7 +55,8 @@ GITHUB_APP_PRIVATE_KEY_BINDING: Final = "GITHUB_APP_PRIVATE_KEY"
 
 # Outbound requests per reconciler run. This default is the paid plan's (PLAN_DEFAULT_REQUEST_BUDGET
 # below gives each plan its own: 10 on the Free plan, whose 10 ms of CPU bound a run before its 50
-# subrequests do); the maximum leaves room under the paid plans' 1,000 for KV and the rest.
+# subrequests do); the maximum leaves room for KV and the rest under the 1,000 subrequests paid
+# plans long allowed (Cloudflare's limits page now says 10,000 for them).
 DEFAULT_RECONCILE_REQUEST_BUDGET: Final = 40
 MIN_RECONCILE_REQUEST_BUDGET: Final = 10
 MAX_RECONCILE_REQUEST_BUDGET: Final = 950
