@@ -987,7 +987,8 @@ class ReconcileConfig(_Section):
                 "the Free plan allows 50 subrequests and 10 ms of CPU per invocation; on a paid "
                 "plan set plan = 'paid'"
                 if self.plan == "free"
-                else "Workers allow 1,000 subrequests per invocation on paid plans, KV included"
+                else "a run stays within the 1,000 subrequests per invocation paid plans long "
+                "allowed, KV included, and within its 20 s deadline"
             )
             raise _problem(
                 f"must be at most {most} with plan = '{self.plan}' ({allowance}), got "

@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print(
         f"==> done in {elapsed:.1f} s: stacks {', '.join(DEPLOY_ORDER)} in {args.out}/stacks/\n"
-        f"    deploy in this order: cdktf deploy {' '.join(DEPLOY_ORDER)}",
+        f"    deploy in this order: npx --no-install cdktf deploy {' '.join(DEPLOY_ORDER)}\n"
+        f"    then check the installation: make doctor CONFIG=...",
         file=sys.stderr,
     )
     return 0
