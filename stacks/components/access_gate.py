@@ -34,7 +34,7 @@ class ServiceTokenGate(Construct):
             "service_token",
             account_id=account_id,
             name=f"{name} (dispatch Worker)",
-            duration="8760h",  # one year; rotate by bumping client_secret_version
+            duration="8760h",  # one year; replace it before then (README, Limits)
         )
         self.policy = ZeroTrustAccessPolicy(
             self,
