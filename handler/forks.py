@@ -28,6 +28,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from handler import contract
+from handler.github_errors import github_message
 from handler.nomad import HttpRequest
 
 SAME_REPOSITORY: Final = "same_repository"
@@ -111,21 +112,10 @@ def origin_of_run(run: Any, repository: str) -> str:
     return SAME_REPOSITORY if head.lower() == base.lower() else FORK
 
 
-def _message(body: bytes) -> str:
-    try:
-        document: Any = json.loads(body)
-        text = document.get("message") if isinstance(document, dict) else None
-    except ValueError:
-        text = None
-    if not isinstance(text, str) or not text:
-        text = body.decode("utf-8", errors="replace")
-    return " ".join(text.split())[:_MAX_REASON] or "(empty body)"
-
-
 def interpret_run(status: int, body: bytes, repository: str) -> str:
     """The verdict of one ``GET .../actions/runs/{id}`` answer; RunLookupError unless 200."""
     if status != 200:
-        raise RunLookupError(f"GitHub answered {status}: {_message(body)}")
+        raise RunLookupError(f"GitHub answered {status}: {github_message(body, _MAX_REASON)}")
     try:
         document: Any = json.loads(body)
     except ValueError:

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from handler import contract
+from handler.github_errors import github_message
 from handler.nomad import HttpRequest
 
 GITHUB_API_VERSION: Final = "2022-11-28"
@@ -148,15 +149,6 @@ def installation_token_request(api_url: str, installation_id: str, jwt: str) -> 
     return HttpRequest("POST", url, _headers(jwt), b"")
 
 
-def _message(body: bytes) -> str:
-    try:
-        document: Any = json.loads(body)
-        text = document.get("message") if isinstance(document, dict) else None
-    except ValueError:
-        text = None
-    return " ".join(str(text or "no message").split())[:_MAX_REASON]
-
-
 def _timestamp(text: object) -> float | None:
     if not isinstance(text, str):
         return None
@@ -182,7 +174,7 @@ def interpret_installation_token(
         if isinstance(token, str) and token and expires is not None:
             return token, expires
         raise GitHubAuthError(f"{head} without token and expires_at")
-    said = _message(body)
+    said = github_message(body, _MAX_REASON)
     if status == 401:
         fix = (
             "it refused the JWT: GITHUB_APP_PRIVATE_KEY is not this App's key (or was "
@@ -335,7 +327,9 @@ async def rate_limit_status(
         credential.forget()
     quota = read_rate_limit(headers)
     if status != 200 or quota is None:
-        return document | {"error": f"GitHub answered {status} ({_message(body)})"}
+        return document | {
+            "error": f"GitHub answered {status} ({github_message(body, _MAX_REASON)})"
+        }
     document |= {key: quota[key] for key in ("limit", "remaining") if key in quota}
     if "used" in quota:
         document["used"] = quota["used"]

@@ -58,6 +58,7 @@ from handler import contract, forks
 from handler.contract import FORK_POLICY_REFUSE
 from handler.decide import Dispatch, decide
 from handler.events import WORKFLOW_JOB, PayloadError, WorkflowJobEvent, parse_event
+from handler.github_errors import github_message
 from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
 from handler.nomad import HttpRequest, NomadError, interpret_job_status, job_request
 from handler.service import (
@@ -221,22 +222,11 @@ def jobs_request(github: GitHubReadSettings, repository: str, run_id: int) -> Ht
     return HttpRequest("GET", url, _headers(github.token), b"")
 
 
-def _message(body: bytes) -> str:
-    try:
-        document: Any = json.loads(body)
-        text = document.get("message") if isinstance(document, dict) else None
-    except ValueError:
-        text = None
-    if not isinstance(text, str) or not text:
-        text = body.decode("utf-8", errors="replace")
-    return " ".join(text.split())[:_MAX_REASON] or "(empty body)"
-
-
 def raise_for_github_error(status: int, headers: Mapping[str, str], body: bytes) -> None:
     """Raise the :class:`GitHubError` an answer stands for; return for 200 and 304."""
     if status in (200, 304):
         return
-    reason = _message(body)
+    reason = github_message(body, _MAX_REASON)
     limited = (
         headers.get("x-ratelimit-remaining") == "0"
         or "retry-after" in headers
