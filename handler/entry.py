@@ -185,6 +185,12 @@ class KvLedger:
         except Exception as error:
             raise LedgerUnavailable(type(error).__name__) from None
 
+    async def delete(self, key: str) -> None:
+        try:
+            await self._namespace.delete(key)
+        except Exception as error:
+            raise LedgerUnavailable(type(error).__name__) from None
+
     async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
         options: dict[str, Any] = {"prefix": prefix}
         if cursor:
@@ -291,10 +297,15 @@ class Default(WorkerEntrypoint):
         )
         reply = await handle(incoming, settings, ports, utc_now())
         print(json.dumps(reply.log, sort_keys=True))
+        if reply.text is not None:  # GET /metrics: Prometheus text, not JSON
+            headers = {"content-type": reply.content_type, **dict(reply.headers)}
+            return Response(reply.text, status=reply.status, headers=headers)
         return _reply(reply.status, reply.document, reply.headers)
 
     def _after_reply(self, delivery: str | None, pending: Coroutine[Any, Any, str]) -> None:
-        """Run ``pending`` (a ledger write) after the answer, kept alive by ``waitUntil``."""
+        """Run ``pending`` (a ledger write, and after a completion the dispatch of deferred
+        jobs into the freed slot) after the answer, kept alive by ``waitUntil``; its outcome is
+        logged unless it is a plain "written" or "unchanged"."""
 
         async def finish() -> None:
             outcome = await pending

@@ -70,6 +70,10 @@ class LedgerRecord:
     # Optional payload fields some delivery of this job lacked or carried malformed (names only,
     # from handler.events.OPTIONAL_FIELDS, so at most a handful).
     missing_fields: tuple[str, ...] = ()
+    # Time to runner: when a runner took the job (the ``started_at`` of its in_progress or
+    # completed delivery, GitHub's clock), and when it was first deferred at a cap.
+    started_at: float | None = None
+    deferred_at: float | None = None
 
     def to_json(self) -> str:
         document = asdict(self)
@@ -96,7 +100,8 @@ class LedgerRecord:
 
         KV allows 1024 bytes of metadata per key; this stays far below (no repository name,
         no runner name). Keys: p pool, s state, o dispatch outcome, q created_at, d dispatched_at,
-        r reconciled, x cancelled before assignment, c child known.
+        t started_at, f first deferred at, r reconciled, x cancelled before assignment, c child
+        known.
         """
         document = {
             "p": self.pool,
@@ -104,6 +109,8 @@ class LedgerRecord:
             "o": self.dispatch_outcome,
             "q": self.created_at,
             "d": self.dispatched_at,
+            "t": self.started_at,
+            "f": self.deferred_at,
             "r": int(self.reconciled),
             "x": int(self.cancelled_before_assignment),
             "c": int(self.child_id is not None),
@@ -129,10 +136,15 @@ class Observation:
     dispatch_outcome: str | None
     at: float
     created_at: float | None = None  # the job's created_at, unix seconds
-    source: str = "webhook"  # or "reconciler"
+    source: str = "webhook"  # or "reconciler", or "completion" (a slot freed by one)
     missing_fields: tuple[str, ...] = ()  # optional payload fields this delivery lacked
+    # When a runner took the job: only from in_progress and completed deliveries (a queued one's
+    # started_at is its queued moment).
+    started_at: float | None = None
 
 
+# The dispatch outcome of a job held back at its pool's or its repository's cap.
+DEFERRED_OUTCOME: Final = "deferred"
 # The outcome of a delivery that was only recorded (not a queued one): it fills an empty outcome
 # and never replaces what a dispatch attempt found (dispatched, deferred, failed, ...).
 _RECORDED_OUTCOME: Final = "not dispatched: recorded"
@@ -167,6 +179,17 @@ def replays_a_started_job(record: LedgerRecord) -> bool:
     return has_started(record) and decided
 
 
+def waits_for_a_slot(record: LedgerRecord) -> bool:
+    """True while the record says the job is queued, deferred at a cap, with no runner yet: the
+    one kind of job a freed slot may be given to."""
+    return (
+        record.state == "queued"
+        and record.child_id is None
+        and record.dispatch_outcome == DEFERRED_OUTCOME
+        and not record.cancelled_before_assignment
+    )
+
+
 def record_changed(stored: LedgerRecord | None, merged: LedgerRecord) -> bool:
     """True when ``merged`` says something ``stored`` does not: the write is worth its quota.
 
@@ -199,6 +222,7 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
         seen.action == "completed" and seen.conclusion == "cancelled" and seen.runner_id is None
     )
     new_child = seen.dispatch_outcome == "dispatched" and seen.child_id is not None
+    deferred = seen.dispatch_outcome == DEFERRED_OUTCOME
     if existing is None:
         return LedgerRecord(
             repository=seen.repository,
@@ -220,6 +244,8 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
             dispatched_at=seen.at if new_child else None,
             reconciled=new_child and seen.source == "reconciler",
             missing_fields=_missing(seen.missing_fields),
+            started_at=seen.started_at,
+            deferred_at=seen.at if deferred else None,
         )
     forward = _rank(seen.action) >= _rank(existing.state)
     # Only the first dispatch that started a child counts: a later replay changes nothing.
@@ -247,6 +273,9 @@ def merge(existing: LedgerRecord | None, seen: Observation) -> LedgerRecord:
         reconciled=existing.reconciled or (first_child and seen.source == "reconciler"),
         run_attempt=existing.run_attempt or seen.run_attempt,
         missing_fields=_missing((*existing.missing_fields, *seen.missing_fields)),
+        # The first start and the first deferral count; later ones (a replay) change nothing.
+        started_at=existing.started_at or seen.started_at,
+        deferred_at=existing.deferred_at or (seen.at if deferred else None),
     )
 
 

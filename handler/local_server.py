@@ -173,6 +173,10 @@ class MemoryLedger:
         more = len(keys) > self.PAGE_SIZE
         return LedgerPage(entries=entries, cursor=page[-1] if more else None)
 
+    async def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
     def snapshot(self) -> dict[str, str]:
         with self._lock:
             return {key: value for key, (value, _, _) in self._entries.items()}
@@ -217,7 +221,14 @@ def make_server(
                 method=self.command, path=urlsplit(self.path).path, headers=headers, body=body
             )
             reply = asyncio.run(handle(request, settings, ports, utc_now()))
-            self._answer(reply.status, reply.document, reply.log, reply.headers)
+            self._answer(
+                reply.status,
+                reply.document,
+                reply.log,
+                reply.headers,
+                reply.text,
+                reply.content_type,
+            )
 
         def _answer(
             self,
@@ -225,12 +236,14 @@ def make_server(
             document: Mapping[str, Any],
             log: Mapping[str, Any],
             extra_headers: tuple[tuple[str, str], ...],
+            text: str | None = None,
+            content_type: str = "application/json",
         ) -> None:
             # Log before answering: whoever reads the log after the answer finds the line there.
             print(json.dumps(log, sort_keys=True), file=log_stream, flush=True)
-            payload = json.dumps(document).encode()
+            payload = text.encode() if text is not None else json.dumps(document).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for name, value in extra_headers:
                 self.send_header(name, value)

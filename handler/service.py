@@ -26,16 +26,17 @@ unreachable. No secret is ever put in a reply or a log record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from handler import contract, forks
+from handler import contract, deferred, forks
 from handler.contract import FORK_POLICY_REFUSE, REPOSITORY_PATTERN, WEBHOOK_PATH_PREFIX, Routing
-from handler.decide import Dispatch, Ignore, decide
+from handler.decide import STALE_AFTER, Dispatch, Ignore, decide
 from handler.events import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -54,7 +55,10 @@ from handler.ledger import (
     merge,
     record_changed,
     replays_a_started_job,
+    waits_for_a_slot,
 )
+from handler.metrics import CONTENT_TYPE as METRICS_TYPE
+from handler.metrics import render_metrics
 from handler.nomad import (
     DispatchAccepted,
     HttpRequest,
@@ -63,7 +67,9 @@ from handler.nomad import (
     dispatch_request,
     interpret_children_response,
     interpret_dispatch_response,
+    interpret_job_status,
     interpret_summary_response,
+    job_request,
     repository_children_request,
     summary_request,
 )
@@ -73,6 +79,8 @@ from handler.status import summarize
 MAX_BODY_BYTES: Final = 1024 * 1024
 HEALTH_PATH: Final = "/healthz"
 STATUS_PATH: Final = "/status"
+# The same figures as /status, for a Prometheus scrape, behind the same token.
+METRICS_PATH: Final = "/metrics"
 # Status reads at most this many KV list pages (1000 keys each): one call per 1000 jobs.
 STATUS_MAX_PAGES: Final = 20
 # GitHub gives up after 10 s. Two attempts of at most 4 s each, the second only started while
@@ -82,6 +90,7 @@ RETRY_WITHIN_SECONDS: Final = 4.5
 _MAX_LOGGED_TEXT: Final = 100
 # Ignore code of a queued delivery for a job the ledger has at in_progress or later.
 ALREADY_STARTED: Final = "already_started"
+STALE_AFTER_SECONDS: Final = STALE_AFTER.total_seconds()
 
 
 class ConfigurationError(ValueError):
@@ -115,6 +124,10 @@ class LedgerStore(Protocol):
 
     async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
         """One page (up to 1000 keys, KV's maximum) of keys under ``prefix``, with metadata."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it is absent)."""
         ...
 
 
@@ -195,6 +208,9 @@ class Reply:
     document: Mapping[str, Any]
     log: Mapping[str, Any]
     headers: tuple[tuple[str, str], ...] = ()
+    # When set, the body is this text (``GET /metrics``) instead of ``document`` as JSON.
+    text: str | None = None
+    content_type: str = "application/json"
 
 
 @functools.lru_cache(maxsize=4)
@@ -317,12 +333,12 @@ async def handle(
         if method not in ("GET", "HEAD"):
             return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET, HEAD"),))
         return delivery.reply(200, "healthy", "ok")
-    if request.path == STATUS_PATH:
+    if request.path in (STATUS_PATH, METRICS_PATH):
         if method != "GET":
             return delivery.reply(405, "rejected", "use GET", headers=(("Allow", "GET"),))
         # Checked before the cache: a cached answer is as private as a fresh one.
         if not status_authorized(settings, request.headers):
-            reason = "GET /status needs Authorization: Bearer <STATUS_TOKEN>"
+            reason = f"GET {request.path} needs Authorization: Bearer <STATUS_TOKEN>"
             challenge = (("WWW-Authenticate", 'Bearer realm="status"'),)
             return delivery.reply(401, "rejected", reason, headers=challenge)
         cache = ports.status_cache
@@ -335,6 +351,12 @@ async def handle(
                 return delivery.reply(503, "failed", reason)
             if cache is not None:
                 cache.keep(ports.monotonic(), document)
+        if request.path == METRICS_PATH:
+            # Ledger figures only: a scrape every few seconds must not cost GitHub requests.
+            answer = delivery.reply(200, "metrics", "per-pool figures in Prometheus text format")
+            return replace(
+                answer, document={}, text=render_metrics(document), content_type=METRICS_TYPE
+            )
         if ports.github_rate_limit is not None:
             # Beside the cached counts, not in them: it is the credential's own reading.
             document = {**document, "github_rate_limit": await ports.github_rate_limit()}
@@ -420,6 +442,12 @@ async def _handle_workflow_job(
         at=now.timestamp(),
         created_at=job.created_at.timestamp() if job.created_at else None,
         missing_fields=job.missing,
+        # A queued delivery's started_at is its queued moment; only a runner's start counts.
+        started_at=(
+            job.started_at.timestamp()
+            if job.started_at and event.action in ("in_progress", "completed")
+            else None
+        ),
     )
     if isinstance(decision, Ignore):
         delivery.log.update(pool=decision.pool, code=decision.code)
@@ -429,7 +457,11 @@ async def _handle_workflow_job(
                 child_id=None,
                 dispatch_outcome=f"not dispatched: {decision.code}",
             )
-            await _record(seen, ports, delivery)
+            if event.action == "completed" and job.runner_id:
+                # A runner finished a job of this pool: its slot goes to the oldest deferred job.
+                await _record(seen, ports, delivery, then_fill=(settings, now))
+            else:
+                await _record(seen, ports, delivery)
         extra = {"code": decision.code, "pool": decision.pool}
         if decision.code == forks.LOOKUP_FAILED_CODE:
             # Not a verdict: the job stays queued and the reconciler tries again, as at the cap.
@@ -694,12 +726,25 @@ async def dispatch_job(
     )
 
 
-async def _record(seen: Observation, ports: Ports, delivery: _Delivery) -> None:
+async def _record(
+    seen: Observation,
+    ports: Ports,
+    delivery: _Delivery,
+    *,
+    then_fill: tuple[Settings, datetime] | None = None,
+) -> None:
+    """Record ``seen``; with ``then_fill`` (a completion), then give the freed slot away
+    (:func:`record_completion`). After the answer when the adapter can (``ports.defer``)."""
+    work: Coroutine[Any, Any, str]
+    if then_fill is None:
+        work = record_observation(seen, ports.ledger)
+    else:
+        work = record_completion(seen, then_fill[0], ports, then_fill[1])
     if ports.defer is None:
-        delivery.log["ledger"] = await record_observation(seen, ports.ledger)
+        delivery.log["ledger"] = await work
         return
     # The ledger is a record, not a lock: nothing in the answer depends on it being written.
-    ports.defer(delivery.log.get("delivery"), record_observation(seen, ports.ledger))
+    ports.defer(delivery.log.get("delivery"), work)
     delivery.log["ledger"] = "deferred"
 
 
@@ -710,23 +755,286 @@ async def record_observation(
     says nothing new, so nothing is written) or "failed: why" (never raises).
 
     With ``unless_child_recorded``, a record that already names ``seen.child_id`` is left as it
-    is ("unchanged"): a replay then costs a KV read, not a write.
+    is ("unchanged"): a replay then costs a KV read, not a write. A record that turns
+    ``deferred`` for the first time also gets its key in the pool's deferred index
+    (:mod:`handler.deferred`): one more write, once per deferred job.
     """
+    outcome, _ = await _merge_and_store(seen, ledger, unless_child_recorded=unless_child_recorded)
+    return outcome
+
+
+async def _merge_and_store(
+    seen: Observation, ledger: LedgerStore, *, unless_child_recorded: bool = False
+) -> tuple[str, LedgerRecord | None]:
+    """:func:`record_observation`'s work; also returns the record as it was before."""
     key = ledger_key(seen.repository, seen.job_id)
+    existing: LedgerRecord | None = None
     try:
         stored = await ledger.get(key)
         existing = LedgerRecord.from_json(stored) if stored else None
         if unless_child_recorded and existing is not None and existing.child_id == seen.child_id:
-            return "unchanged"
+            return "unchanged", existing
         record = merge(existing, seen)
         # Read, merge, compare: a replay, or a known body under a new delivery id, changes
         # nothing but bookkeeping and costs no write (KV writes are the scarce quota).
         if not record_changed(existing, record):
-            return "unchanged"
+            return "unchanged", existing
         await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
+        if waits_for_a_slot(record) and (existing is None or not waits_for_a_slot(existing)):
+            entry = deferred.DeferredJob(
+                pool=record.pool,
+                repository=record.repository,
+                job_id=record.job_id,
+                run_id=record.run_id,
+                created_at=record.created_at or record.first_seen,
+            )
+            await ledger.put(entry.key(), "", deferred.INDEX_TTL_SECONDS, entry.metadata())
     except LedgerUnavailable as error:
-        return f"failed: {_loggable(str(error))}"
-    return "written"
+        return f"failed: {_loggable(str(error))}", existing
+    return "written", existing
+
+
+async def record_completion(
+    seen: Observation, settings: Settings, ports: Ports, now: datetime
+) -> str:
+    """Record a ``completed`` delivery that names a runner, then, the first time the ledger sees
+    the job complete, hand the freed slot to the pool's oldest deferred jobs
+    (:func:`fill_freed_slots`); the outcome for the log ("written; filled: ...")."""
+    outcome, before = await _merge_and_store(seen, ports.ledger)
+    if outcome != "written" or (before is not None and before.state == "completed"):
+        # A replay (or a ledger that cannot be written): whoever wrote the completion first
+        # gave its slot away; doing it again would hand one slot out twice.
+        return outcome
+    report = await fill_freed_slots(
+        seen.pool, settings, ports, now, freed_child=before.child_id if before else None
+    )
+    return f"{outcome}; filled: {report.describe()}"
+
+
+@dataclass
+class FillReport:
+    """What one completion's freed slot came to; ``describe()`` is its log text."""
+
+    listed: int = 0  # deferred jobs the pool's index listed
+    own_slot: bool = False  # the completed job's child still counted, so counted as gone
+    dispatched: int = 0
+    already_dispatched: int = 0  # another completion (or the reconciler) got there first
+    skipped: int = 0  # no runner needed any more: started, cancelled, given to another runner
+    held: int = 0  # left in the queue: its repository at its cap, or GitHub did not answer
+    operations: int = 0  # outbound requests and KV operations spent
+    stopped: str | None = None  # full | budget | failed | index unavailable
+
+    def describe(self) -> str:
+        return (
+            f"dispatched {self.dispatched} of {self.listed} deferred "
+            f"(own slot {'yes' if self.own_slot else 'no'}, replays {self.already_dispatched}, "
+            f"skipped {self.skipped}, held {self.held}, stopped {self.stopped or 'no'}, "
+            f"{self.operations} operations)"
+        )
+
+
+async def fill_freed_slots(
+    pool_name: str,
+    settings: Settings,
+    ports: Ports,
+    now: datetime,
+    *,
+    freed_child: str | None,
+) -> FillReport:
+    """Dispatch the pool's oldest deferred jobs into the capacity a finished runner frees.
+
+    GitHub sends ``completed`` the moment a job ends, while the runner's allocation still runs
+    its deregister task, so Nomad counts that child for a few seconds more. When the ledger
+    names the completed job's child (``freed_child``) and Nomad still counts it, that slot is
+    this completion's own: the first deferred job gets it whatever the pool's count says (two
+    completions at once each fill their own slot, and neither can take the other's, which is
+    still counted). Any further job goes only into capacity the pool's count shows free, read
+    afresh before each one. Jobs come from the pool's deferred index (:mod:`handler.deferred`),
+    oldest ``created_at`` first; each is dispatched only while the ledger still says it waits
+    and GitHub (with ``GITHUB_READ_TOKEN``) still says ``queued``. The job id stays the
+    idempotency token, so a job another completion dispatched meanwhile is a replay at Nomad
+    and takes no slot. Bounded by :data:`FILL_BUDGET` operations (the Free plan allows 50
+    subrequests per invocation) and :data:`FILL_MAX_JOBS` candidates; never raises.
+    """
+    report = FillReport()
+    try:
+        pool = settings.routing.pool(pool_name)
+    except KeyError:
+        return report
+    ledger = ports.ledger
+    own_slot = False
+    if freed_child is not None:
+        report.operations += 1
+        own_slot = await _still_counted(freed_child, settings, ports)
+    report.own_slot = own_slot
+    try:
+        report.operations += 1
+        page = await ledger.list(deferred.pool_prefix(pool.name), None)
+    except LedgerUnavailable:
+        report.stopped = "index unavailable"
+        return report
+    waiting = [
+        job
+        for key, metadata in page.entries
+        if (job := deferred.DeferredJob.from_entry(pool.name, key, metadata)) is not None
+    ]
+    report.listed = len(waiting)
+    count: int | None = None  # the pool's count, read afresh after each dispatch
+    for job in waiting[:FILL_MAX_JOBS]:
+        # At most: summary, ledger read, GitHub, repository children, two dispatch attempts,
+        # ledger read and write, index delete.
+        if report.operations + 9 > FILL_BUDGET:
+            report.stopped = "budget"
+            break
+        if own_slot:
+            active = pool.max_runners - 1  # the freed slot: one dispatch, whatever the count
+        elif count is not None:
+            active = count
+        else:
+            report.operations += 1
+            try:
+                status, body = await asyncio.wait_for(
+                    ports.transport.send(
+                        summary_request(
+                            nomad_addr=settings.nomad_addr,
+                            namespace=settings.routing.namespace,
+                            nomad_job=pool.nomad_job,
+                            credentials=settings.credentials,
+                        )
+                    ),
+                    ATTEMPT_TIMEOUT_SECONDS,
+                )
+                active = interpret_summary_response(status, body)
+            except (NomadError, TimeoutError, TransportError, OSError):
+                report.stopped = "failed"
+                break
+            count = active
+        if active >= pool.max_runners:
+            report.stopped = "full"
+            break
+        verdict = await _still_waiting(job, settings, ports, now, report)
+        if verdict != "waiting":
+            if verdict == "gone":
+                report.skipped += 1
+                await _forget(job, ledger, report)
+            else:
+                report.held += 1
+            continue
+        decision = Dispatch(
+            pool=pool,
+            meta={
+                contract.META_REPOSITORY: job.repository,
+                contract.META_JOB_ID: str(job.job_id),
+                contract.META_RUN_ID: str(job.run_id),
+                contract.META_POOL: pool.name,
+            },
+            idempotency_token=str(job.job_id),
+        )
+        result = await dispatch_job(
+            decision,
+            settings,
+            ports,
+            id_prefix=f"gh{job.job_id}",
+            started=ports.monotonic(),
+            active=active,
+        )
+        report.operations += result.requests
+        if result.outcome == "failed":
+            report.stopped = "failed"
+            break
+        if result.outcome == "deferred":  # its repository is at its own cap: the next one
+            report.held += 1
+            continue
+        if result.outcome == "dispatched":
+            report.dispatched += 1
+            own_slot = False  # spent; any further job needs capacity the count shows
+            count = None
+        else:
+            report.already_dispatched += 1
+        seen = Observation(
+            repository=job.repository,
+            job_id=job.job_id,
+            run_id=job.run_id,
+            run_attempt=None,
+            pool=pool.name,
+            action="queued",
+            conclusion=None,
+            runner_id=None,
+            runner_name=None,
+            delivery="completion",
+            child_id=result.child_id,
+            dispatch_outcome=result.outcome,
+            at=now.timestamp(),
+            created_at=job.created_at,
+            source="completion",
+        )
+        report.operations += 2
+        await record_observation(
+            seen, ledger, unless_child_recorded=result.outcome == "already_dispatched"
+        )
+        await _forget(job, ledger, report)
+    return report
+
+
+# Operations (outbound requests and KV calls) one completion may spend filling its slot: the
+# Workers Free plan allows 50 subrequests per invocation, and the delivery itself spent some.
+FILL_BUDGET: Final = 40
+# Deferred jobs looked at per completion: a slot or two frees per completion; the rest is for
+# jobs that turn out to need no runner any more.
+FILL_MAX_JOBS: Final = 8
+
+
+async def _still_counted(child_id: str, settings: Settings, ports: Ports) -> bool:
+    """True when Nomad reports the child pending or running; any doubt is False (no slot)."""
+    request = job_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        job_id=child_id,
+        credentials=settings.credentials,
+    )
+    try:
+        status, body = await asyncio.wait_for(
+            ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+        )
+        return interpret_job_status(status, body) in ("pending", "running")
+    except (NomadError, TimeoutError, TransportError, OSError):
+        return False
+
+
+async def _still_waiting(
+    job: deferred.DeferredJob, settings: Settings, ports: Ports, now: datetime, report: FillReport
+) -> str:
+    """ "waiting" (dispatch it), "gone" (it needs no runner: drop it from the index) or "held"
+    (cannot tell now: leave it for later)."""
+    if now.timestamp() - job.created_at > STALE_AFTER_SECONDS:
+        return "gone"  # GitHub has cancelled it
+    report.operations += 1
+    try:
+        stored = await ports.ledger.get(ledger_key(job.repository, job.job_id))
+    except LedgerUnavailable:
+        stored = None
+    record = LedgerRecord.from_json(stored) if stored else None
+    if record is not None and not waits_for_a_slot(record):
+        return "gone"  # started, cancelled, completed or dispatched since: the ledger knows
+    if settings.github_read is None:
+        return "waiting"  # nothing more to ask; a wrong guess costs one idle runner
+    report.operations += 1
+    request = deferred.job_state_request(settings.github_read, job.repository, job.job_id)
+    try:
+        status, body = await asyncio.wait_for(
+            ports.transport.send(request), forks.LOOKUP_TIMEOUT_SECONDS
+        )
+        state = deferred.interpret_job_state(status, body)
+    except (deferred.JobLookupError, TimeoutError, TransportError, OSError):
+        return "held"
+    return "waiting" if state == "queued" else "gone"
+
+
+async def _forget(job: deferred.DeferredJob, ledger: LedgerStore, report: FillReport) -> None:
+    report.operations += 1
+    # On failure the entry expires, and the next look at it finds the job needs nothing.
+    with contextlib.suppress(LedgerUnavailable):
+        await ledger.delete(job.key())
 
 
 async def ledger_status(ledger: LedgerStore, routing: Routing) -> dict[str, Any]:

@@ -19,7 +19,14 @@ per pool:
   job of its own left; it takes another queued job with its labels or exits at its pool's idle
   timeout, and its deregister task removes it from GitHub (see runner_job/README.md);
 * ``latency_ms``: queued-to-dispatched latency (the job's ``created_at`` to the dispatch that
-  started its runner): count, p50, p95.
+  started its runner): count, p50, p95;
+* time to runner, in seconds, each as ``count``, ``p50``, ``p95``, ``max``:
+  ``queue_to_dispatch_seconds`` (the same span as ``latency_ms``: our part) and
+  ``queue_to_running_seconds`` (``created_at`` to the ``started_at`` of the job's in_progress
+  or completed delivery: what the user waits for, both from GitHub's clock);
+* ``deferred_at_cap``: jobs held back at a cap at least once (``jobs``) and how long those that
+  got a runner waited for its dispatch (``wait_seconds``);
+* ``queued_not_running``: jobs the ledger has queued, with no runner started yet.
 
 Aggregates only: no repository, job id, runner name or secret. Standard library only, no I/O.
 """
@@ -46,6 +53,29 @@ def _empty() -> dict[str, Any]:
         "ignored": {},
         "cancelled_before_assignment": 0,
         "cleaned_up_by_idle_timeout": 0,
+        "deferred_at_cap": {"jobs": 0},
+        "queued_not_running": 0,
+    }
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def distribution(values: list[float]) -> dict[str, Any]:
+    """``count``, ``p50``, ``p95`` (nearest rank), ``max`` and ``sum`` of ``values``, in seconds
+    to the millisecond; None for each quantile when there is no value."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "p50": None, "p95": None, "max": None, "sum": 0.0}
+    return {
+        "count": len(ordered),
+        "sum": round(sum(ordered), 3),
+        "p50": round(percentile(ordered, 0.50), 3),
+        "p95": round(percentile(ordered, 0.95), 3),
+        "max": round(ordered[-1], 3),
     }
 
 
@@ -58,6 +88,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def summarize(summaries: Iterable[str | None], routing: Routing) -> dict[str, Any]:
     pools: dict[str, dict[str, Any]] = {pool.name: _empty() for pool in routing.pools}
     latencies: dict[str, list[float]] = {name: [] for name in pools}
+    spans: dict[str, dict[str, list[float]]] = {}
     unreadable = 0
     for text in summaries:
         try:
@@ -70,6 +101,7 @@ def summarize(summaries: Iterable[str | None], routing: Routing) -> dict[str, An
         name = item["p"]
         counts = pools.setdefault(name, _empty())
         latencies.setdefault(name, [])
+        pool_spans = spans.setdefault(name, {"dispatch": [], "running": [], "deferred": []})
         counts["jobs"] += 1
         raw_outcome = item.get("o")
         outcome = raw_outcome if isinstance(raw_outcome, str) else ""
@@ -87,9 +119,19 @@ def summarize(summaries: Iterable[str | None], routing: Routing) -> dict[str, An
         if item.get("x"):
             counts["cancelled_before_assignment"] += 1
             counts["cleaned_up_by_idle_timeout"] += has_child
-        created, dispatched = item.get("q"), item.get("d")
-        if isinstance(created, int | float) and isinstance(dispatched, int | float):
+        created, dispatched = _number(item.get("q")), _number(item.get("d"))
+        started = _number(item.get("t"))
+        if created is not None and dispatched is not None:
             latencies[name].append(max(0.0, (dispatched - created) * 1000.0))
+            pool_spans["dispatch"].append(max(0.0, dispatched - created))
+        if created is not None and started is not None:
+            pool_spans["running"].append(max(0.0, started - created))
+        if _number(item.get("f")) is not None:
+            counts["deferred_at_cap"]["jobs"] += 1
+            if created is not None and dispatched is not None:
+                pool_spans["deferred"].append(max(0.0, dispatched - created))
+        if item.get("s") == "queued" and not item.get("x"):
+            counts["queued_not_running"] += 1
     for name, values in latencies.items():
         values.sort()
         pools[name]["latency_ms"] = {
@@ -97,4 +139,10 @@ def summarize(summaries: Iterable[str | None], routing: Routing) -> dict[str, An
             "p50": round(percentile(values, 0.50), 1) if values else None,
             "p95": round(percentile(values, 0.95), 1) if values else None,
         }
+        pool_spans = spans.get(name, {})
+        pools[name]["queue_to_dispatch_seconds"] = distribution(pool_spans.get("dispatch", []))
+        pools[name]["queue_to_running_seconds"] = distribution(pool_spans.get("running", []))
+        pools[name]["deferred_at_cap"]["wait_seconds"] = distribution(
+            pool_spans.get("deferred", [])
+        )
     return {"pools": pools, "unreadable_records": unreadable}

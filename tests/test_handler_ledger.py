@@ -134,10 +134,24 @@ class TestRecoveryFields:
             "o": "dispatched",
             "q": 999.5,
             "d": 1000.0,
+            "t": None,
+            "f": None,
             "r": 0,
             "x": 0,
             "c": 1,
         }
+
+    def test_the_first_start_and_the_first_deferral_are_kept(self):
+        deferred = merge(None, seen(dispatch_outcome="deferred", at=1000.0, created_at=990.0))
+        assert deferred.deferred_at == 1000.0
+        again = merge(deferred, seen(dispatch_outcome="deferred", at=1060.0))
+        assert again.deferred_at == 1000.0
+        dispatched = merge(again, seen(child_id="c5", dispatch_outcome="dispatched", at=1100.0))
+        running = merge(dispatched, seen("in_progress", at=1130.0, started_at=1120.0))
+        late = merge(running, seen("completed", at=1400.0, started_at=1125.0))
+        assert (late.started_at, late.deferred_at, late.dispatched_at) == (1120.0, 1000.0, 1100.0)
+        summary = json.loads(late.summary())
+        assert (summary["t"], summary["f"], summary["q"]) == (1120.0, 1000.0, 990.0)
 
 
 class TestWorthAWrite:

@@ -27,7 +27,9 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   ``GET /repos/{owner}/{repo}/actions/runs/{run_id}`` (one workflow run object; 404 for an
   unknown run or one of another repository) and
   ``GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`` (``{"total_count", "jobs"}``; 404
-  for an unknown run). A workflow run object, in the list as alone, carries ``id``, ``name``,
+  for an unknown run) and ``GET /repos/{owner}/{repo}/actions/jobs/{job_id}`` (one job object,
+  its ``status`` moved on by ``set_job_status``; 404 for an unknown job or another
+  repository's). A workflow run object, in the list as alone, carries ``id``, ``name``,
   ``event``, ``status``, ``conclusion``, ``head_branch``, ``head_sha``, ``run_attempt``,
   ``repository`` and ``head_repository`` (minimal repository objects: ``id``, ``name``,
   ``full_name``, ``owner.login``, ``private``, ``fork``); ``head_repository`` is the fork for a
@@ -148,6 +150,7 @@ _ORG_RUNNERS_PATH = re.compile(r"^/orgs/([^/]+)/actions/runners(?:/([^/]+))?$")
 _RUNNER_GROUP_PATH = re.compile(r"^/orgs/([^/]+)/actions/runner-groups/(\d+)(/repositories)?$")
 _INSTALLATION_REPOSITORIES_PATH = "/installation/repositories"
 _RUNS_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs(?:/(\d+)(/jobs)?)?$")
+_JOB_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/jobs/(\d+)$")
 # Not shaped like a real fine-grained token, so secret scanners do not flag the fixture.
 ACTIONS_READ_TOKEN = "standin-actions-read-token-for-tests-3"
 # queue_job's default head repository: the repository itself.
@@ -636,6 +639,9 @@ class GitHubStandIn:
         runs = _RUNS_PATH.match(route)
         if runs and method == "GET":
             return self._runs(runs, parse_qs(query), headers)
+        one_job = _JOB_PATH.match(route)
+        if one_job and method == "GET":
+            return self._job(one_job, headers)
         listing = _RUNNER_LIST_PATH.match(route)
         if listing and method == "GET":
             return self._list_runners(listing, parse_qs(query), headers)
@@ -902,6 +908,21 @@ class GitHubStandIn:
         if headers.get("if-none-match") == etag:
             return 304, None, {"etag": etag}
         return 200, document, {"etag": etag}
+
+    def _job(
+        self, match: re.Match[str], headers: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """``GET .../actions/jobs/{job_id}``: the job object; 404 for an unknown job or one of
+        another repository's runs."""
+        repository = f"{match.group(1)}/{match.group(2)}".lower()
+        refused = self._authorize(headers, repository, "actions_read")
+        if refused is not None:
+            return refused
+        job = self.jobs.get(int(match.group(3)))
+        run = self.runs.get(int(job["run_id"])) if job is not None else None
+        if job is None or run is None or run["repository"] != repository:
+            return _error(404, "Not Found")
+        return 200, job, {}
 
     def _list_runners(
         self, match: re.Match[str], query: dict[str, list[str]], headers: dict[str, str]

@@ -1,0 +1,223 @@
+"""The work-conserving cap under CPython: a completion hands its slot to the oldest deferred job.
+
+The real core (``service.handle``) against the Nomad and GitHub stand-ins over HTTP, with the
+in-memory ledger. The pool is ``linux-x64-large`` (cap 2). A finished runner's child stays
+``running`` at the stand-in after its job's ``completed`` delivery, as a real allocation does
+while its deregister task runs.
+"""
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from handler.deferred import DEFERRED_KEY_PREFIX, DeferredJob, pool_prefix
+from handler.ledger import LedgerRecord, ledger_key
+from handler.local_server import MemoryLedger, UrllibTransport
+from handler.service import IncomingRequest, Ports, handle, settings_from_bindings
+from tests.standins.github import ACTIONS_READ_TOKEN, GitHubStandIn
+from tests.standins.nomad import NomadStandIn
+from tests.standins.webhooks import REPOSITORY, bindings, delivery, register_pools, workflow_job
+
+LARGE = ("self-hosted", "linux", "x64", "large")
+POOL = "linux-x64-large"
+PARENT = "github-runner-linux-x64-large"
+KEY = REPOSITORY.lower()
+
+
+class CountingLedger(MemoryLedger):
+    def __init__(self):
+        super().__init__()
+        self.puts: list[str] = []
+        self.lists = 0
+
+    async def put(self, key, value, ttl_seconds, metadata=None):
+        self.puts.append(key)
+        await super().put(key, value, ttl_seconds, metadata)
+
+    async def list(self, prefix, cursor):
+        self.lists += 1
+        return await super().list(prefix, cursor)
+
+
+class Scene:
+    def __init__(self, github, nomad, *, read_token=True):
+        self.github, self.nomad = github, nomad
+        self.ledger = CountingLedger()
+        values = bindings(nomad.url)
+        if read_token:
+            values |= {"GITHUB_API_URL": github.url, "GITHUB_READ_TOKEN": ACTIONS_READ_TOKEN}
+        self.settings = settings_from_bindings(values.get)
+        self.ports = Ports(UrllibTransport(), self.ledger, time.monotonic)
+        self.now = datetime.now(UTC)
+
+    def job(self, job_id, *, age_minutes):
+        payload = workflow_job(
+            job_id=job_id,
+            run_id=job_id + 100,
+            labels=LARGE,
+            created_at=self.now - timedelta(minutes=age_minutes),
+        )
+        self.github.queue_job(REPOSITORY, payload["workflow_job"])
+        return payload
+
+    async def post_async(self, payload):
+        sent = delivery(payload)
+        request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
+        return await handle(request, self.settings, self.ports, datetime.now(UTC))
+
+    def post(self, payload):
+        return asyncio.run(self.post_async(payload))
+
+    def queue(self, job_id, *, age_minutes):
+        return self.post(self.job(job_id, age_minutes=age_minutes))
+
+    def completed(self, job_id, *, conclusion="success", runner_id=7):
+        payload = workflow_job(
+            "completed",
+            job_id=job_id,
+            run_id=job_id + 100,
+            labels=LARGE,
+            conclusion=conclusion,
+            runner_id=runner_id,
+        )
+        self.github.set_job_status(job_id, "completed", conclusion)
+        return payload
+
+    def tokens(self):
+        return sorted(c.idempotency_token for c in self.nomad.children(PARENT))
+
+    def record(self, job_id):
+        return LedgerRecord.from_json(self.ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
+
+    def index(self):
+        return sorted(k for k in self.ledger.snapshot() if k.startswith(DEFERRED_KEY_PREFIX))
+
+    def job_lookups(self):
+        return [c for c in self.github.calls("GET") if "/actions/jobs/" in c.path]
+
+    def at_cap_with_three_deferred(self):
+        """Jobs 1 and 2 hold the cap; 3, 4 and 5 are deferred, 5 the oldest and 3 the newest."""
+        for job_id in (1, 2):
+            assert self.queue(job_id, age_minutes=30).document["outcome"] == "dispatched"
+        for child in self.nomad.children(PARENT):
+            self.nomad.set_status(child.id, "running")
+        for job_id, age in ((3, 1), (4, 5), (5, 10)):
+            assert self.queue(job_id, age_minutes=age).document["outcome"] == "deferred"
+
+
+@pytest.fixture
+def scene():
+    grants = {ACTIONS_READ_TOKEN: {KEY: "actions_read"}}
+    with GitHubStandIn(tokens=grants) as github, NomadStandIn() as nomad:
+        register_pools(nomad)
+        yield Scene(github, nomad)
+
+
+class TestTheFreedSlot:
+    def test_a_completion_at_the_cap_dispatches_the_oldest_deferred_job_once(self, scene):
+        scene.at_cap_with_three_deferred()
+        assert scene.tokens() == ["1", "2"]
+        reply = scene.post(scene.completed(1))
+        assert reply.status == 200 and reply.document["outcome"] == "ignored"
+        assert reply.log["ledger"].startswith("written; filled: dispatched 1 of 3")
+        # Job 5 was queued first (oldest created_at), though delivered last.
+        assert scene.tokens() == ["1", "2", "5"]
+        record = scene.record(5)
+        assert record.child_id is not None and record.dispatched_at is not None
+        # The same completion again (a redelivery) gives nothing away a second time.
+        again = scene.post(scene.completed(1))
+        assert again.log["ledger"] == "unchanged" and scene.tokens() == ["1", "2", "5"]
+        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["4", "3"]  # still waiting
+
+    def test_two_completions_at_once_dispatch_two_never_three(self, scene):
+        scene.at_cap_with_three_deferred()
+
+        async def both():
+            return await asyncio.gather(
+                scene.post_async(scene.completed(1)), scene.post_async(scene.completed(2))
+            )
+
+        replies = asyncio.run(both())
+        assert all(reply.status == 200 for reply in replies)
+        # The two oldest, each once; the newest still waits.
+        assert scene.tokens() == ["1", "2", "4", "5"]
+        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["3"]
+
+    def test_a_job_cancelled_at_github_meanwhile_is_skipped(self, scene):
+        """The ledger never heard of the cancellation (its delivery was lost): GitHub's answer
+        for the job says so, and the next oldest gets the slot."""
+        scene.at_cap_with_three_deferred()
+        scene.github.set_job_status(5, "completed", "cancelled")
+        reply = scene.post(scene.completed(1))
+        assert "skipped 1" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "4"]
+        assert all(not k.endswith(":5") for k in scene.index())  # dropped from the queue
+        (lookup, *_) = scene.job_lookups()
+        assert lookup.headers["authorization"] == f"Bearer {ACTIONS_READ_TOKEN}"
+
+    def test_a_job_the_ledger_knows_cancelled_is_skipped_without_asking_github(self, scene):
+        scene.at_cap_with_three_deferred()
+        scene.post(scene.completed(5, conclusion="cancelled", runner_id=None))
+        assert scene.record(5).cancelled_before_assignment
+        before = len(scene.job_lookups())
+        scene.post(scene.completed(1))
+        assert scene.tokens() == ["1", "2", "4"]
+        # One lookup: job 4's; job 5 was settled by the ledger alone.
+        assert [c.path.rsplit("/", 1)[-1] for c in scene.job_lookups()[before:]] == ["4"]
+
+    def test_a_cancellation_before_assignment_frees_no_slot(self, scene):
+        """A job cancelled before a runner took it leaves its runner idle, not finished: that
+        runner takes a queued job itself."""
+        scene.at_cap_with_three_deferred()
+        scene.post(scene.completed(1, conclusion="cancelled", runner_id=None))
+        assert scene.tokens() == ["1", "2"]
+
+    def test_a_child_already_gone_frees_only_what_the_count_shows(self, scene):
+        """When the finished child is already dead at Nomad, the pool's count is the truth."""
+        scene.at_cap_with_three_deferred()
+        (first,) = [c for c in scene.nomad.children(PARENT) if c.idempotency_token == "1"]
+        scene.nomad.set_status(first.id, "dead")
+        reply = scene.post(scene.completed(1))
+        assert "own slot no" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "5"]  # one free slot, one dispatch
+
+    def test_a_completion_of_a_child_this_worker_does_not_know_dispatches_nothing_at_the_cap(
+        self, scene
+    ):
+        scene.at_cap_with_three_deferred()
+        # A job of the pool that another runner ran: its ledger names no child of ours.
+        other = workflow_job(
+            "completed", job_id=99, run_id=199, labels=LARGE, conclusion="success", runner_id=3
+        )
+        reply = scene.post(other)
+        assert "dispatched 0 of 3" in reply.log["ledger"] and "stopped full" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2"]
+
+    def test_without_a_read_token_the_ledger_decides(self, scene):
+        nomad, github = scene.nomad, scene.github
+        bare = Scene(github, nomad, read_token=False)
+        bare.at_cap_with_three_deferred()
+        bare.post(bare.completed(1))
+        assert bare.tokens() == ["1", "2", "5"] and bare.job_lookups() == []
+
+
+class TestTheIndex:
+    def test_a_deferred_job_is_indexed_once_oldest_first(self, scene):
+        scene.at_cap_with_three_deferred()
+        index = scene.index()
+        assert [key.rsplit(":", 1)[-1] for key in index] == ["5", "4", "3"]
+        assert all(key.startswith(pool_prefix(POOL)) for key in index)
+        writes = list(scene.ledger.puts)
+        # A redelivered queued delivery of a deferred job: deferred again, nothing written.
+        assert scene.post(scene.job(4, age_minutes=5)).document["outcome"] == "deferred"
+        assert scene.ledger.puts == writes
+
+    def test_an_index_entry_names_the_job(self):
+        job = DeferredJob(POOL, KEY, 42, 142, 1_700_000_000.25)
+        assert job.key() == f"deferred:{POOL}:1700000000250:{KEY}:42"
+        assert DeferredJob.from_entry(POOL, job.key(), job.metadata()) == job
+        assert DeferredJob.from_entry("gpu", job.key(), job.metadata()) is None
+        assert DeferredJob.from_entry(POOL, job.key(), '{"r": 1}') is None
+        assert DeferredJob.from_entry(POOL, job.key(), "not json") is None
