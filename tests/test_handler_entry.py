@@ -12,6 +12,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -204,6 +206,101 @@ def test_a_replayed_queued_delivery_of_a_started_job_is_ignored(runtime):
     status, document = send(worker, queued)
     assert status == 200 and document["code"] == "already_started"
     assert len(nomad.requests) == before
+
+
+GPU = ("self-hosted", "linux", "x64", "gpu")  # pool "gpu", cap 1
+LARGE = ("self-hosted", "linux", "x64", "large")  # pool "linux-x64-large", cap 2
+
+
+def pool_tokens(nomad, parent):
+    return sorted(child.idempotency_token for child in nomad.children(parent))
+
+
+def queued(job_id, labels, age_minutes):
+    created = datetime.now(UTC) - timedelta(minutes=age_minutes)
+    return delivery(workflow_job(job_id=job_id, labels=labels, created_at=created))
+
+
+def finished(job_id, labels, *, conclusion="success", runner_id=5):
+    payload = workflow_job(
+        "completed", job_id=job_id, labels=labels, conclusion=conclusion, runner_id=runner_id
+    )
+    return delivery(payload)
+
+
+def listed(worker, prefix, count):
+    """The keys under ``prefix`` once there are ``count`` (writes land after the answer)."""
+    url = worker.url + "/__test/ledger-list/" + urllib.parse.quote(prefix, safe="")
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            keys = [key for key, _ in json.loads(response.read())["entries"]]
+        if len(keys) == count or time.monotonic() > deadline:
+            return keys
+        time.sleep(0.05)
+
+
+def settle(nomad, parent, expected, *, quiet=1.0):
+    """The pool's tokens once they reach ``expected`` and stay so for ``quiet`` seconds."""
+    deadline = time.monotonic() + 10
+    while pool_tokens(nomad, parent) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(quiet)  # long enough for a second, wrong dispatch to show
+    return pool_tokens(nomad, parent)
+
+
+def test_a_completion_at_the_cap_dispatches_the_oldest_deferred_job_once(runtime):
+    worker, nomad = runtime
+    parent = "github-runner-gpu"
+    assert send(worker, queued(7101, GPU, 30))[1]["outcome"] == "dispatched"
+    assert send(worker, queued(7102, GPU, 5))[1]["outcome"] == "deferred"
+    assert send(worker, queued(7103, GPU, 10))[1]["outcome"] == "deferred"
+    assert len(listed(worker, "deferred:gpu:", 2)) == 2
+    (first,) = nomad.children(parent)
+    nomad.set_status(first.id, "running")  # its deregister task still runs after completed
+    status, document = send(worker, finished(7101, GPU))
+    assert status == 200 and document["outcome"] == "ignored"
+    # After the answer (waitUntil): the oldest deferred job, 7103, gets the slot, once.
+    assert settle(nomad, parent, ["7101", "7103"]) == ["7101", "7103"]
+    assert send(worker, finished(7101, GPU))[0] == 200  # a redelivery gives nothing away
+    assert settle(nomad, parent, ["7101", "7103"]) == ["7101", "7103"]
+    assert [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 1)] == ["7102"]
+
+
+def test_a_deferred_job_cancelled_meanwhile_is_skipped(runtime):
+    worker, nomad = runtime
+    parent = "github-runner-gpu"
+    for child in nomad.children(parent):  # 7101 gone, 7103 holds the one slot
+        nomad.set_status(child.id, "dead" if child.idempotency_token == "7101" else "running")
+    assert send(worker, queued(7104, GPU, 20))[1]["outcome"] == "deferred"
+    assert send(worker, queued(7105, GPU, 15))[1]["outcome"] == "deferred"
+    assert len(listed(worker, "deferred:gpu:", 3)) == 3
+    cancel = finished(7104, GPU, conclusion="cancelled", runner_id=None)
+    assert send(worker, cancel)[0] == 200
+    kv(worker, ledger_key(REPOSITORY, 7104), settled=lambda text: "completed" in text)
+    assert send(worker, finished(7103, GPU))[0] == 200
+    # 7104 is older but cancelled: 7105 gets the slot; 7104 leaves the queue.
+    expected = ["7101", "7103", "7105"]
+    assert settle(nomad, parent, expected) == expected
+    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 1)]
+    assert remaining == ["7102"]
+
+
+def test_two_completions_at_once_dispatch_two_never_three(runtime):
+    worker, nomad = runtime
+    parent = "github-runner-linux-x64-large"
+    for job_id in (7201, 7202):
+        assert send(worker, queued(job_id, LARGE, 30))[1]["outcome"] == "dispatched"
+    for job_id, age in ((7203, 1), (7204, 5), (7205, 10)):
+        assert send(worker, queued(job_id, LARGE, age))[1]["outcome"] == "deferred"
+    assert len(listed(worker, "deferred:linux-x64-large:", 3)) == 3
+    for child in nomad.children(parent):
+        nomad.set_status(child.id, "running")
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda j: send(worker, finished(j, LARGE)), (7201, 7202)))
+    assert [status for status, _ in answers] == [200, 200]
+    expected = ["7201", "7202", "7204", "7205"]
+    assert settle(nomad, parent, expected, quiet=1.5) == expected
 
 
 def test_one_structured_log_line_per_delivery_without_secrets(runtime):
