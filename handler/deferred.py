@@ -18,6 +18,7 @@ Standard library only, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Final
@@ -118,3 +119,10 @@ def interpret_job_state(status: int, body: bytes) -> str:
     if not isinstance(state, str) or not state:
         raise JobLookupError("GitHub's job answer has no status")
     return state
+
+
+def successor_token(job_id: int, dead_child: str) -> str:
+    """The idempotency token of the runner that replaces ``dead_child`` for job ``job_id``: the
+    same wherever it is derived (the reconciler, a freed slot), so one dead child is replaced
+    once."""
+    return f"{job_id}-{hashlib.sha256(dead_child.encode()).hexdigest()[:16]}"

@@ -180,12 +180,12 @@ def replays_a_started_job(record: LedgerRecord) -> bool:
 
 
 def waits_for_a_slot(record: LedgerRecord) -> bool:
-    """True while the record says the job is queued, deferred at a cap, with no runner yet: the
-    one kind of job a freed slot may be given to."""
+    """True while the record says the job is queued, with no runner started for it, and it was
+    deferred at a cap once: the kind of job a freed slot may be given to (if a child was
+    dispatched for it since, that child may have gone to another job: the caller looks)."""
     return (
         record.state == "queued"
-        and record.child_id is None
-        and record.dispatch_outcome == DEFERRED_OUTCOME
+        and record.deferred_at is not None
         and not record.cancelled_before_assignment
     )
 

@@ -245,3 +245,50 @@ def interpret_children_response(status: int, body: bytes) -> int:
             raise NomadBadResponse(status, "job statuses: expected a JSON array")
         return len(document)
     raise _error(status, body)
+
+
+# A runner's name ends with its allocation's id, dashes removed (runner_job/scripts/github_api.py,
+# runner_name): 32 lower-case hex digits after the last "-".
+_ALLOCATION_HEX: Final = frozenset("0123456789abcdef")
+
+
+def allocation_of_runner(runner_name: str | None) -> str | None:
+    """The allocation id (``8-4-4-4-12``) a runner of ours is named after, or None when the
+    name is not one of ours (another runner, GitHub's own, or no name)."""
+    if not runner_name or not runner_name.startswith("nomad-"):
+        return None
+    compact = runner_name.rsplit("-", 1)[-1]
+    if len(compact) != 32 or not set(compact) <= _ALLOCATION_HEX:
+        return None
+    return f"{compact[:8]}-{compact[8:12]}-{compact[12:16]}-{compact[16:20]}-{compact[20:]}"
+
+
+def allocation_request(
+    *, nomad_addr: str, namespace: str, allocation_id: str, credentials: NomadCredentials
+) -> HttpRequest:
+    """``GET {nomad}/v1/allocation/{id}?namespace=..``: one allocation (``read-job`` suffices:
+    Alloc.GetAlloc checks that namespace capability)."""
+    query = urlencode({"namespace": namespace})
+    url = f"{nomad_addr.rstrip('/')}/v1/allocation/{quote(allocation_id, safe='')}?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
+def interpret_allocation(status: int, body: bytes) -> tuple[str, str] | None:
+    """(``JobID``, ``ClientStatus``) of an allocation; None when Nomad no longer has it (404).
+
+    ``ClientStatus`` stays ``running`` while any task runs, a poststop task (the runner's
+    deregister) included, and becomes ``complete`` (or ``failed``, ``lost``) after.
+    """
+    if status == 404:
+        return None
+    if status != 200:
+        raise _error(status, body)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise NomadBadResponse(status, "allocation: 200 without a JSON body") from None
+    job_id = document.get("JobID") if isinstance(document, dict) else None
+    client = document.get("ClientStatus") if isinstance(document, dict) else None
+    if not isinstance(job_id, str) or not isinstance(client, str):
+        raise NomadBadResponse(status, "allocation: no JobID or ClientStatus")
+    return job_id, client

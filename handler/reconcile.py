@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -57,6 +56,7 @@ from urllib.parse import quote, urlencode
 from handler import contract, forks
 from handler.contract import FORK_POLICY_REFUSE
 from handler.decide import Dispatch, decide
+from handler.deferred import successor_token
 from handler.events import WORKFLOW_JOB, PayloadError, WorkflowJobEvent, parse_event
 from handler.github_errors import github_message
 from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
@@ -85,9 +85,12 @@ ETAG_PREFIX: Final = "reconcile:etag:"
 STATE_TTL_SECONDS: Final = 24 * 3600
 GITHUB_API_VERSION: Final = "2022-11-28"
 USER_AGENT: Final = "nomad-github-runners-reconciler"
-# A queued job whose runner is dead gets a new one at most this many times per run (each hop
-# costs a child read and a dispatch).
-MAX_REDISPATCHES: Final = 2
+# How far one run follows a queued job's chain of dead runners (each step costs a child read
+# and a dispatch; the first live or new runner ends it). Each dead runner of a chain took
+# another job (GitHub gives any idle runner any matching job), so a chain grows by one per
+# runner lost that way; with a bound of 2 a job whose two successors both went to other jobs
+# was replayed for ever (found by bench/scheduling.py) until Nomad collected the children.
+MAX_REDISPATCHES: Final = 8
 _MAX_REASON: Final = 200
 
 
@@ -678,11 +681,6 @@ async def record_ignored(
             return
         record = merge(existing, seen)
         await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
-
-
-def successor_token(job_id: int, dead_child: str) -> str:
-    """The idempotency token of the runner that replaces ``dead_child`` for job ``job_id``."""
-    return f"{job_id}-{hashlib.sha256(dead_child.encode()).hexdigest()[:16]}"
 
 
 async def _load_json(ledger: LedgerStore, key: str) -> dict[str, Any]:

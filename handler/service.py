@@ -37,6 +37,7 @@ from typing import Any, Final, Protocol
 from handler import contract, deferred, forks
 from handler.contract import FORK_POLICY_REFUSE, REPOSITORY_PATTERN, WEBHOOK_PATH_PREFIX, Routing
 from handler.decide import STALE_AFTER, Dispatch, Ignore, decide
+from handler.deferred import successor_token
 from handler.events import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -64,7 +65,10 @@ from handler.nomad import (
     HttpRequest,
     NomadCredentials,
     NomadError,
+    allocation_of_runner,
+    allocation_request,
     dispatch_request,
+    interpret_allocation,
     interpret_children_response,
     interpret_dispatch_response,
     interpret_job_status,
@@ -780,7 +784,10 @@ async def _merge_and_store(
         if not record_changed(existing, record):
             return "unchanged", existing
         await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
-        if waits_for_a_slot(record) and (existing is None or not waits_for_a_slot(existing)):
+        waiting = waits_for_a_slot(record)
+        if waiting != (existing is not None and waits_for_a_slot(existing)):
+            # Into the pool's deferred index on its first deferral; out of it once a runner took
+            # it, or it was cancelled: the index holds the jobs a freed slot may go to.
             entry = deferred.DeferredJob(
                 pool=record.pool,
                 repository=record.repository,
@@ -788,7 +795,10 @@ async def _merge_and_store(
                 run_id=record.run_id,
                 created_at=record.created_at or record.first_seen,
             )
-            await ledger.put(entry.key(), "", deferred.INDEX_TTL_SECONDS, entry.metadata())
+            if waiting:
+                await ledger.put(entry.key(), "", deferred.INDEX_TTL_SECONDS, entry.metadata())
+            else:
+                await ledger.delete(entry.key())
     except LedgerUnavailable as error:
         return f"failed: {_loggable(str(error))}", existing
     return "written", existing
@@ -806,7 +816,12 @@ async def record_completion(
         # gave its slot away; doing it again would hand one slot out twice.
         return outcome
     report = await fill_freed_slots(
-        seen.pool, settings, ports, now, freed_child=before.child_id if before else None
+        seen.pool,
+        settings,
+        ports,
+        now,
+        freed_runner=seen.runner_name,
+        freed_child=before.child_id if before else None,
     )
     return f"{outcome}; filled: {report.describe()}"
 
@@ -839,21 +854,25 @@ async def fill_freed_slots(
     ports: Ports,
     now: datetime,
     *,
-    freed_child: str | None,
+    freed_runner: str | None = None,
+    freed_child: str | None = None,
 ) -> FillReport:
     """Dispatch the pool's oldest deferred jobs into the capacity a finished runner frees.
 
     GitHub sends ``completed`` the moment a job ends, while the runner's allocation still runs
-    its deregister task, so Nomad counts that child for a few seconds more. When the ledger
-    names the completed job's child (``freed_child``) and Nomad still counts it, that slot is
-    this completion's own: the first deferred job gets it whatever the pool's count says (two
-    completions at once each fill their own slot, and neither can take the other's, which is
-    still counted). Any further job goes only into capacity the pool's count shows free, read
+    its deregister task, so Nomad counts that child for a few seconds more. The finished runner
+    is found by its name (``freed_runner``: ours end with their allocation's id, whose ``GET
+    /v1/allocation/{id}`` names its child), else, for a runner name that is not ours, by the
+    child the ledger dispatched for the job (``freed_child``; GitHub may have given the job to
+    another job's runner, so this is the weaker guess). While Nomad still counts that child, its
+    slot is this completion's own: the first deferred job gets it whatever the pool's count says
+    (two completions at once each fill their own slot, and neither can take the other's, which
+    is still counted). Any further job goes only into capacity the pool's count shows free, read
     afresh before each one. Jobs come from the pool's deferred index (:mod:`handler.deferred`),
     oldest ``created_at`` first; each is dispatched only while the ledger still says it waits
     and GitHub (with ``GITHUB_READ_TOKEN``) still says ``queued``. The job id stays the
-    idempotency token, so a job another completion dispatched meanwhile is a replay at Nomad
-    and takes no slot. Bounded by :data:`FILL_BUDGET` operations (the Free plan allows 50
+    idempotency token, so a job another completion dispatched meanwhile is a replay at Nomad and
+    takes no slot. Bounded by :data:`FILL_BUDGET` operations (the Free plan allows 50
     subrequests per invocation) and :data:`FILL_MAX_JOBS` candidates; never raises.
     """
     report = FillReport()
@@ -863,7 +882,11 @@ async def fill_freed_slots(
         return report
     ledger = ports.ledger
     own_slot = False
-    if freed_child is not None:
+    allocation = allocation_of_runner(freed_runner)
+    if allocation is not None:
+        report.operations += 1
+        own_slot = await _allocation_still_counted(allocation, pool.nomad_job, settings, ports)
+    elif freed_child is not None:
         report.operations += 1
         own_slot = await _still_counted(freed_child, settings, ports)
     report.own_slot = own_slot
@@ -881,9 +904,9 @@ async def fill_freed_slots(
     report.listed = len(waiting)
     count: int | None = None  # the pool's count, read afresh after each dispatch
     for job in waiting[:FILL_MAX_JOBS]:
-        # At most: summary, ledger read, GitHub, repository children, two dispatch attempts,
-        # ledger read and write, index delete.
-        if report.operations + 9 > FILL_BUDGET:
+        # At most: summary, ledger read, child read, GitHub, repository children, two dispatch
+        # attempts, ledger read and write, index delete.
+        if report.operations + 10 > FILL_BUDGET:
             report.stopped = "budget"
             break
         if own_slot:
@@ -912,7 +935,7 @@ async def fill_freed_slots(
         if active >= pool.max_runners:
             report.stopped = "full"
             break
-        verdict = await _still_waiting(job, settings, ports, now, report)
+        verdict, dead_child = await _still_waiting(job, settings, ports, now, report)
         if verdict != "waiting":
             if verdict == "gone":
                 report.skipped += 1
@@ -920,6 +943,9 @@ async def fill_freed_slots(
             else:
                 report.held += 1
             continue
+        # A child dispatched for this job that went to another job (and ended) leaves it
+        # without a runner: its successor token, as the reconciler derives it, gets it one.
+        token = str(job.job_id) if dead_child is None else successor_token(job.job_id, dead_child)
         decision = Dispatch(
             pool=pool,
             meta={
@@ -928,7 +954,7 @@ async def fill_freed_slots(
                 contract.META_RUN_ID: str(job.run_id),
                 contract.META_POOL: pool.name,
             },
-            idempotency_token=str(job.job_id),
+            idempotency_token=token,
         )
         result = await dispatch_job(
             decision,
@@ -969,10 +995,12 @@ async def fill_freed_slots(
             source="completion",
         )
         report.operations += 2
+        # The index entry stays until a runner takes the job (its in_progress delivery), which
+        # may be another job's runner: then this job's child takes another, and the next freed
+        # slot finds this job again.
         await record_observation(
             seen, ledger, unless_child_recorded=result.outcome == "already_dispatched"
         )
-        await _forget(job, ledger, report)
     return report
 
 
@@ -981,7 +1009,48 @@ async def fill_freed_slots(
 FILL_BUDGET: Final = 40
 # Deferred jobs looked at per completion: a slot or two frees per completion; the rest is for
 # jobs that turn out to need no runner any more.
-FILL_MAX_JOBS: Final = 8
+FILL_MAX_JOBS: Final = 16
+
+
+async def _allocation_still_counted(
+    allocation_id: str, parent: str, settings: Settings, ports: Ports
+) -> bool:
+    """True when the allocation belongs to a child of ``parent`` and still runs (its deregister
+    task): Nomad counts that child; any doubt is False (no slot of its own)."""
+    request = allocation_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        allocation_id=allocation_id,
+        credentials=settings.credentials,
+    )
+    try:
+        status, body = await asyncio.wait_for(
+            ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+        )
+        found = interpret_allocation(status, body)
+    except (NomadError, TimeoutError, TransportError, OSError):
+        return False
+    if found is None:
+        return False
+    job_id, client_status = found
+    return job_id.startswith(f"{parent}/dispatch-") and client_status in ("pending", "running")
+
+
+async def _child_alive(child_id: str, settings: Settings, ports: Ports) -> bool:
+    """True unless Nomad reports the child dead or gone; any doubt is True (dispatch nothing)."""
+    request = job_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        job_id=child_id,
+        credentials=settings.credentials,
+    )
+    try:
+        status, body = await asyncio.wait_for(
+            ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+        )
+        return interpret_job_status(status, body) not in ("dead", None)
+    except (NomadError, TimeoutError, TransportError, OSError):
+        return True
 
 
 async def _still_counted(child_id: str, settings: Settings, ports: Ports) -> bool:
@@ -1003,11 +1072,12 @@ async def _still_counted(child_id: str, settings: Settings, ports: Ports) -> boo
 
 async def _still_waiting(
     job: deferred.DeferredJob, settings: Settings, ports: Ports, now: datetime, report: FillReport
-) -> str:
-    """ "waiting" (dispatch it), "gone" (it needs no runner: drop it from the index) or "held"
-    (cannot tell now: leave it for later)."""
+) -> tuple[str, str | None]:
+    """The verdict on one deferred job: "waiting" (dispatch it), "gone" (it needs no runner:
+    drop it from the index) or "held" (a runner for it is on its way, or it cannot be told
+    now: leave it), with the dead child its last runner was (None when it never had one)."""
     if now.timestamp() - job.created_at > STALE_AFTER_SECONDS:
-        return "gone"  # GitHub has cancelled it
+        return "gone", None  # GitHub has cancelled it
     report.operations += 1
     try:
         stored = await ports.ledger.get(ledger_key(job.repository, job.job_id))
@@ -1015,9 +1085,15 @@ async def _still_waiting(
         stored = None
     record = LedgerRecord.from_json(stored) if stored else None
     if record is not None and not waits_for_a_slot(record):
-        return "gone"  # started, cancelled, completed or dispatched since: the ledger knows
+        return "gone", None  # started, cancelled or completed since: the ledger knows
+    dead_child = None
+    if record is not None and record.child_id is not None:
+        report.operations += 1
+        if await _child_alive(record.child_id, settings, ports):
+            return "held", None  # its runner is starting, or idle: it takes a queued job
+        dead_child = record.child_id
     if settings.github_read is None:
-        return "waiting"  # nothing more to ask; a wrong guess costs one idle runner
+        return "waiting", dead_child  # nothing more to ask; a wrong guess: one idle runner
     report.operations += 1
     request = deferred.job_state_request(settings.github_read, job.repository, job.job_id)
     try:
@@ -1026,8 +1102,8 @@ async def _still_waiting(
         )
         state = deferred.interpret_job_state(status, body)
     except (deferred.JobLookupError, TimeoutError, TransportError, OSError):
-        return "held"
-    return "waiting" if state == "queued" else "gone"
+        return "held", None
+    return ("waiting", dead_child) if state == "queued" else ("gone", None)
 
 
 async def _forget(job: deferred.DeferredJob, ledger: LedgerStore, report: FillReport) -> None:

@@ -264,7 +264,9 @@ def test_a_completion_at_the_cap_dispatches_the_oldest_deferred_job_once(runtime
     assert settle(nomad, parent, ["7101", "7103"]) == ["7101", "7103"]
     assert send(worker, finished(7101, GPU))[0] == 200  # a redelivery gives nothing away
     assert settle(nomad, parent, ["7101", "7103"]) == ["7101", "7103"]
-    assert [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 1)] == ["7102"]
+    # 7103 leaves the queue when a runner takes it (GitHub may give its runner to another job).
+    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 2)]
+    assert remaining == ["7103", "7102"]
 
 
 def test_a_deferred_job_cancelled_meanwhile_is_skipped(runtime):
@@ -282,8 +284,9 @@ def test_a_deferred_job_cancelled_meanwhile_is_skipped(runtime):
     # 7104 is older but cancelled: 7105 gets the slot; 7104 leaves the queue.
     expected = ["7101", "7103", "7105"]
     assert settle(nomad, parent, expected) == expected
-    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 1)]
-    assert remaining == ["7102"]
+    # 7104 (cancelled) and 7103 (completed) have left it; 7105 waits for its runner to start.
+    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 2)]
+    assert remaining == ["7105", "7102"]
 
 
 def test_two_completions_at_once_dispatch_two_never_three(runtime):

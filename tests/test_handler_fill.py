@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.deferred import DEFERRED_KEY_PREFIX, DeferredJob, pool_prefix
+from handler.deferred import DEFERRED_KEY_PREFIX, DeferredJob, pool_prefix, successor_token
 from handler.ledger import LedgerRecord, ledger_key
 from handler.local_server import MemoryLedger, UrllibTransport
+from handler.nomad import allocation_of_runner
 from handler.service import IncomingRequest, Ports, handle, settings_from_bindings
 from tests.standins.github import ACTIONS_READ_TOKEN, GitHubStandIn
 from tests.standins.nomad import NomadStandIn
@@ -129,7 +130,12 @@ class TestTheFreedSlot:
         # The same completion again (a redelivery) gives nothing away a second time.
         again = scene.post(scene.completed(1))
         assert again.log["ledger"] == "unchanged" and scene.tokens() == ["1", "2", "5"]
-        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["4", "3"]  # still waiting
+        # Job 5 stays in the queue until a runner takes it: GitHub may give its runner to
+        # another job. Its in_progress delivery takes it out.
+        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["5", "4", "3"]
+        running = workflow_job("in_progress", job_id=5, run_id=105, labels=LARGE, runner_id=4)
+        assert scene.post(running).status == 200
+        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["4", "3"]
 
     def test_two_completions_at_once_dispatch_two_never_three(self, scene):
         scene.at_cap_with_three_deferred()
@@ -143,7 +149,7 @@ class TestTheFreedSlot:
         assert all(reply.status == 200 for reply in replies)
         # The two oldest, each once; the newest still waits.
         assert scene.tokens() == ["1", "2", "4", "5"]
-        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["3"]
+        assert len(scene.index()) == 3  # none has started yet
 
     def test_a_job_cancelled_at_github_meanwhile_is_skipped(self, scene):
         """The ledger never heard of the cancellation (its delivery was lost): GitHub's answer
@@ -166,6 +172,22 @@ class TestTheFreedSlot:
         assert scene.tokens() == ["1", "2", "4"]
         # One lookup: job 4's; job 5 was settled by the ledger alone.
         assert [c.path.rsplit("/", 1)[-1] for c in scene.job_lookups()[before:]] == ["4"]
+
+    def test_a_job_whose_runner_went_to_another_job_gets_the_next_slot(self, scene):
+        """Job 5 got the first freed slot, but GitHub gave that runner to job 4, and it ended:
+        the next freed slot goes to job 5 again, under the successor token of its dead child
+        (the reconciler's own derivation), and to nobody twice."""
+        scene.at_cap_with_three_deferred()
+        scene.post(scene.completed(1))
+        (fifth,) = [c for c in scene.nomad.children(PARENT) if c.idempotency_token == "5"]
+        runner = workflow_job("in_progress", job_id=4, run_id=104, labels=LARGE, runner_id=4)
+        assert scene.post(runner).status == 200  # job 4 started, on job 5's runner
+        scene.nomad.set_status(fifth.id, "dead")
+        reply = scene.post(scene.completed(2))
+        assert "dispatched 1" in reply.log["ledger"], reply.log
+        successor = successor_token(5, fifth.id)
+        assert scene.tokens() == sorted(["1", "2", "5", successor])
+        assert scene.record(5).child_id != fifth.id
 
     def test_a_cancellation_before_assignment_frees_no_slot(self, scene):
         """A job cancelled before a runner took it leaves its runner idle, not finished: that
@@ -195,6 +217,36 @@ class TestTheFreedSlot:
         assert "dispatched 0 of 3" in reply.log["ledger"] and "stopped full" in reply.log["ledger"]
         assert scene.tokens() == ["1", "2"]
 
+    def test_the_finished_runner_is_found_by_its_name_whichever_job_it_ran(self, scene):
+        """GitHub gave job 99 to the runner dispatched for job 1: the runner's name carries its
+        allocation, whose child Nomad still counts, so the slot is freed though the ledger has
+        no child for job 99."""
+        scene.at_cap_with_three_deferred()
+        (first,) = [c for c in scene.nomad.children(PARENT) if c.idempotency_token == "1"]
+        other = workflow_job(
+            "completed", job_id=99, run_id=199, labels=LARGE, conclusion="success", runner_id=3
+        )
+        other["workflow_job"]["runner_name"] = scene.nomad.runner_name(first.id, POOL)
+        reply = scene.post(other)
+        assert "own slot yes" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "5"]
+        reads = [r.path for r in scene.nomad.requests if r.path.startswith("/v1/allocation/")]
+        assert reads == [f"/v1/allocation/{first.allocation_id}"]
+
+    def test_a_runner_name_of_another_pool_frees_nothing_here(self, scene):
+        scene.at_cap_with_three_deferred()
+        (gpu,) = [p for p in scene.settings.routing.pools if p.name == "gpu"]
+        payload = workflow_job("queued", job_id=50, run_id=150, labels=("self-hosted", "gpu"))
+        assert scene.post(payload).document["outcome"] == "dispatched"
+        (child,) = scene.nomad.children(gpu.nomad_job)
+        scene.nomad.set_status(child.id, "running")
+        other = workflow_job(
+            "completed", job_id=98, run_id=198, labels=LARGE, conclusion="success", runner_id=3
+        )
+        other["workflow_job"]["runner_name"] = scene.nomad.runner_name(child.id, "gpu")
+        reply = scene.post(other)
+        assert "own slot no" in reply.log["ledger"] and scene.tokens() == ["1", "2"]
+
     def test_without_a_read_token_the_ledger_decides(self, scene):
         nomad, github = scene.nomad, scene.github
         bare = Scene(github, nomad, read_token=False)
@@ -221,3 +273,25 @@ class TestTheIndex:
         assert DeferredJob.from_entry("gpu", job.key(), job.metadata()) is None
         assert DeferredJob.from_entry(POOL, job.key(), '{"r": 1}') is None
         assert DeferredJob.from_entry(POOL, job.key(), "not json") is None
+
+
+class TestRunnerNames:
+    def test_our_runner_names_carry_their_allocation(self):
+        compact = "0f6d2c1e8b7a4c3d9e0f1a2b3c4d5e6f"
+        expected = "0f6d2c1e-8b7a-4c3d-9e0f-1a2b3c4d5e6f"
+        assert allocation_of_runner(f"nomad-linux-x64-large-{compact}") == expected
+        assert allocation_of_runner(f"nomad-x-{compact}") == expected  # a shortened pool part
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            None,
+            "",
+            "GitHub Actions 5",
+            "nomad-linux-0f6d2c1e",
+            "my-runner-" + "a" * 32,
+            "nomad-linux-" + "G" * 32,
+        ],
+    )
+    def test_other_names_carry_none(self, name):
+        assert allocation_of_runner(name) is None

@@ -228,6 +228,19 @@ class TestRecovery:
         assert reply.document["outcome"] == "already_dispatched"
         assert len(world.children()) == 2
 
+    def test_a_job_whose_successive_runners_all_took_other_jobs_still_gets_one(self, world):
+        """Each new runner went to another job and ended: every run follows the chain of dead
+        children (replays) to its end and starts one more, however many went before."""
+        world.github.queue_job(REPO, rest_job(1017))
+        world.run()
+        for lost in range(1, 5):
+            for child in world.children():
+                world.nomad.set_status(child.id, "dead")
+            report = world.run()
+            assert (report.dispatched, report.redispatched) == (1, 1), lost
+            assert report.already_dispatched == lost
+        assert len(world.children()) == 5
+
     def test_a_live_runner_is_never_replaced(self, world):
         world.github.queue_job(REPO, rest_job(1016))
         world.run()

@@ -18,6 +18,9 @@ Worker relies on (see ``shared/reference/FACTS.md``):
   decoded bytes, unpermitted or missing meta keys); the idempotency token (query
   ``idempotency_token`` or body ``IdempotencyToken``) returns the existing child with
   ``EvalID: ""`` and ``EvalCreateIndex: 0`` for as long as that child is in state (not purged);
+* ``GET /v1/allocation/{id}`` (read-job, as Alloc.GetAlloc checks): each dispatched child has one
+  allocation, whose ``ClientStatus`` follows the child (``complete`` once it is dead); 404
+  ``alloc not found`` when unknown;
 * ``GET /v1/jobs?prefix=``, ``GET /v1/job/{id}`` (404 when unknown), ``GET /v1/job/{id}/summary``
   (``Children`` counts), ``DELETE /v1/job/{id}[?purge=true]`` (unknown id: 200, empty fields);
 * ``GET /v1/jobs/statuses?include_children=true&filter=..&per_page=N`` (Nomad >= 1.8, read-job
@@ -57,6 +60,7 @@ import secrets
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,6 +102,8 @@ class Job:
     idempotency_token: str = ""
     create_index: int = 0
     payload_bytes: bytes = b""
+    # A dispatched child's one allocation (its runner): the id a runner's name carries.
+    allocation_id: str = ""
 
 
 def _capability(method: str, path: str) -> str:
@@ -390,6 +396,8 @@ class NomadStandIn:
             return self._list(namespace, request.query.get("prefix", ""))
         if request.method == "GET" and path == "/v1/jobs/statuses":
             return self._statuses(namespace, request.query)
+        if request.method == "GET" and path.startswith("/v1/allocation/"):
+            return self._allocation(namespace, path[len("/v1/allocation/") :])
         if not path.startswith("/v1/job/"):
             return 404, "text/plain", b"Invalid URL"
         rest = path[len("/v1/job/") :]
@@ -580,6 +588,35 @@ class NomadStandIn:
             ],
         )
 
+    def _allocation(self, namespace: str, allocation_id: str) -> tuple[int, str, bytes]:
+        """A child's allocation: ``ClientStatus`` follows the child (pending, running while any
+        task runs, complete once it is dead); 404 ``alloc not found`` as Nomad answers."""
+        with self._lock:
+            found = [
+                job
+                for (ns, _), job in self.jobs.items()
+                if ns == namespace and job.allocation_id == allocation_id
+            ]
+        if not found:
+            return 404, "text/plain", b"alloc not found"
+        (job,) = found
+        client = {"pending": "pending", "running": "running"}.get(job.status, "complete")
+        document = {
+            "ID": job.allocation_id,
+            "Namespace": job.namespace,
+            "JobID": job.id,
+            "TaskGroup": "runner",
+            "ClientStatus": client,
+            "DesiredStatus": "run" if client != "complete" else "stop",
+        }
+        return _json(200, document)
+
+    def runner_name(self, child_id: str, pool: str, namespace: str = "github-runners") -> str:
+        """The name the runner of ``child_id`` registers with (runner_job's runner_name rule)."""
+        with self._lock:
+            allocation = self.jobs[(namespace, child_id)].allocation_id
+        return f"nomad-{pool}-{allocation.replace('-', '')}"
+
     def _summary(self, namespace: str, job_id: str) -> tuple[int, str, bytes]:
         if (namespace, job_id) not in self.jobs:
             return 404, "text/plain", b"job not found"
@@ -677,6 +714,7 @@ class NomadStandIn:
                 idempotency_token=token,
                 create_index=self._index,
                 payload_bytes=payload,
+                allocation_id=str(uuid.uuid4()),
             )
             self.jobs[(namespace, child_id)] = child
             self._index += 1
