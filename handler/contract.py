@@ -184,8 +184,9 @@ DISPATCH_META_KEYS: Final[tuple[str, ...]] = (META_REPOSITORY, META_JOB_ID, META
 # The Nomad ACL capabilities the Worker's token holds in the runner namespace, and why each
 # (checked in Nomad's nomad/job_endpoint.go): dispatch-job for POST /v1/job/{id}/dispatch
 # (Job.Dispatch); read-job for GET /v1/job/{id}/summary (Job.Summary) and the reconciler's
-# GET /v1/job/{child id} (Job.GetJob), and for a repository's cap GET /v1/jobs/statuses
-# (Job.Statuses, nomad/job_endpoint_statuses.go, checks read-job only). No list-jobs: only
+# GET /v1/job/{child id} (Job.GetJob), for a repository's cap GET /v1/jobs/statuses
+# (Job.Statuses, nomad/job_endpoint_statuses.go, checks read-job only), and for a freed slot's
+# finished runner GET /v1/allocation/{id} (Alloc.GetAlloc checks read-job). No list-jobs: only
 # GET /v1/jobs (Job.List) needs it, which the Worker never calls. The nomad stack writes the
 # policy from this tuple.
 WORKER_NOMAD_CAPABILITIES: Final[tuple[str, ...]] = ("dispatch-job", "read-job")
