@@ -195,6 +195,8 @@ class Settings:
     github_read: forks.GitHubRead | None = None
     # What GET /status requires as "Authorization: Bearer ..."; None: /status answers 401 to all.
     status_token: str | None = field(default=None, repr=False)
+    # The Workers plan ([reconcile] plan): bounds the work a freed slot may do per invocation.
+    plan: str = contract.DEFAULT_WORKERS_PLAN
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,13 @@ def settings_from_bindings(lookup: Callable[[str], str | None]) -> Settings:
         webhook_secret_key=required(contract.WEBHOOK_SECRET_KEY_BINDING),
         github_read=forks.github_read_from_bindings(lookup),
         status_token=_optional(lookup(contract.STATUS_TOKEN_BINDING)),
+        # The reconciler refuses a malformed value, naming the binding; here it means "free".
+        plan=(
+            plan
+            if (plan := _optional(lookup(contract.RECONCILE_PLAN_BINDING)))
+            in contract.WORKERS_PLANS
+            else contract.DEFAULT_WORKERS_PLAN
+        ),
     )
 
 
@@ -872,8 +881,8 @@ async def fill_freed_slots(
     oldest ``created_at`` first; each is dispatched only while the ledger still says it waits
     and GitHub (with ``GITHUB_READ_TOKEN``) still says ``queued``. The job id stays the
     idempotency token, so a job another completion dispatched meanwhile is a replay at Nomad and
-    takes no slot. Bounded by :data:`FILL_BUDGET` operations (the Free plan allows 50
-    subrequests per invocation) and :data:`FILL_MAX_JOBS` candidates; never raises.
+    takes no slot. Bounded per plan by :data:`FILL_LIMITS` (operations, candidates); never
+    raises.
     """
     report = FillReport()
     try:
@@ -903,10 +912,11 @@ async def fill_freed_slots(
     ]
     report.listed = len(waiting)
     count: int | None = None  # the pool's count, read afresh after each dispatch
-    for job in waiting[:FILL_MAX_JOBS]:
+    budget, most = FILL_LIMITS.get(settings.plan, FILL_LIMITS[contract.DEFAULT_WORKERS_PLAN])
+    for job in waiting[:most]:
         # At most: summary, ledger read, child read, GitHub, repository children, two dispatch
         # attempts, ledger read and write, index delete.
-        if report.operations + 10 > FILL_BUDGET:
+        if report.operations + 9 > budget:
             report.stopped = "budget"
             break
         if own_slot:
@@ -1004,12 +1014,15 @@ async def fill_freed_slots(
     return report
 
 
-# Operations (outbound requests and KV calls) one completion may spend filling its slot: the
-# Workers Free plan allows 50 subrequests per invocation, and the delivery itself spent some.
-FILL_BUDGET: Final = 40
-# Deferred jobs looked at per completion: a slot or two frees per completion; the rest is for
-# jobs that turn out to need no runner any more.
-FILL_MAX_JOBS: Final = 16
+# Per Workers plan: (operations, outbound requests and KV calls, one completion may spend filling
+# its slot; deferred jobs it looks at). The Free plan's 10 ms of CPU per invocation binds first:
+# each outbound request costs about 3 ms of CPU in the local runtime (README, Performance), so a
+# completion there fills its own slot (18 operations: a dispatch, the checks before it, and a
+# job or two found on its way) and leaves further capacity to the next completion or the
+# reconciler. A paid plan looks at up
+# to 16 jobs (a slot or two frees per completion; the rest is for jobs that turn out to need no
+# runner any more, or whose runner is on its way) within 40 operations.
+FILL_LIMITS: Final[Mapping[str, tuple[int, int]]] = {"free": (18, 4), "paid": (40, 16)}
 
 
 async def _allocation_still_counted(

@@ -388,6 +388,10 @@ class NomadStandIn:
             return 403, "text/plain", b"Permission denied"
         namespace = request.query.get("namespace", "default")
         path = request.path
+        if request.method == "GET" and path.startswith("/v1/allocation/"):
+            if not self._allows(token, namespace, "read-job"):  # Alloc.GetAlloc's check
+                return 403, "text/plain", b"Permission denied"
+            return self._allocation(namespace, path[len("/v1/allocation/") :])
         if request.method == "GET" and not path.startswith("/v1/job"):
             return self._read_other(token, namespace, request)
         if not self._allows(token, namespace, _capability(request.method, path)):
@@ -396,8 +400,6 @@ class NomadStandIn:
             return self._list(namespace, request.query.get("prefix", ""))
         if request.method == "GET" and path == "/v1/jobs/statuses":
             return self._statuses(namespace, request.query)
-        if request.method == "GET" and path.startswith("/v1/allocation/"):
-            return self._allocation(namespace, path[len("/v1/allocation/") :])
         if not path.startswith("/v1/job/"):
             return 404, "text/plain", b"Invalid URL"
         rest = path[len("/v1/job/") :]
