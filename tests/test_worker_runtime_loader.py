@@ -9,7 +9,9 @@ can no longer pass the runtime tests.
 """
 
 import importlib
+import socket
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,20 @@ def test_the_layout_production_refuses_fails_in_the_real_runtime(tmp_path):
     with pytest.raises(RuntimeError, match="never answered /healthz") as failure:
         worker.start(timeout=60)
     assert "No module named 'handler/entry'" in str(failure.value)
+
+
+def test_a_port_taken_before_wrangler_binds_it_is_picked_again(tmp_path):
+    """_free_port() can race another process; the harness then starts on a new port."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        taken = squatter.getsockname()[1]
+        worker = LocalWorker(bindings("http://127.0.0.1:9"), tmp_path)
+        worker.port = taken
+        try:
+            worker.start(timeout=60)
+            assert worker.port != taken
+            with urllib.request.urlopen(worker.url + "/healthz", timeout=10) as response:
+                assert response.status == 200
+        finally:
+            worker.stop()

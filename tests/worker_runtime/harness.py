@@ -57,6 +57,10 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+class _PortTaken(Exception):
+    """wrangler could not bind the port picked for it: another process took it meanwhile."""
+
+
 class LocalWorker:
     def __init__(
         self,
@@ -115,8 +119,20 @@ class LocalWorker:
         ]
         (self.bundle / "wrangler.toml").write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> None:
+        """Start wrangler and wait for the Worker; a port taken between our pick and wrangler's
+        bind ("Address already in use") is picked again, up to ``attempts`` times."""
         self.build()
+        for attempt in range(attempts):
+            try:
+                self._launch(timeout)
+                return
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    raise RuntimeError(f"no free port after {attempts} tries") from None
+                self.port = _free_port()
+
+    def _launch(self, timeout: float) -> None:
         env = dict(os.environ)
         env.update(
             WRANGLER_SEND_METRICS="false",
@@ -153,7 +169,10 @@ class LocalWorker:
         server_errors = 0
         while time.monotonic() < deadline and server_errors < 3:
             if self.process.poll() is not None:
-                raise RuntimeError(f"wrangler exited early:\n{self.output()[-3000:]}")
+                output = self.output()
+                if "Address already in use" in output:
+                    raise _PortTaken
+                raise RuntimeError(f"wrangler exited early:\n{output[-3000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=10) as response:
                     if response.status == 200:
