@@ -92,6 +92,11 @@ USER_AGENT: Final = "nomad-github-runners-reconciler"
 # was replayed for ever (found by bench/scheduling.py) until Nomad collected the children.
 MAX_REDISPATCHES: Final = 8
 _MAX_REASON: Final = 200
+# What a read of a child says (_Run.child_state).
+_CHILD_DEAD: Final = "dead"
+_CHILD_LIVE: Final = "live"
+_CHILD_GONE: Final = "gone"
+_CHILD_UNKNOWN: Final = "unknown"
 
 
 class GitHubError(Exception):
@@ -531,7 +536,27 @@ class _Run:
                 self.ignore(code)
                 await record_ignored(event, repository, decision.pool.name, code, self)
                 return
+        # Start the walk where the last run left it: the ledger names the job's newest child.
+        # Replaying the job-id token instead would re-spend a dispatch and a read on every dead
+        # child of the chain, run after run (bench/scheduling.py: a burst starved that way).
+        last_child = await self.recorded_child(repository, event.job.id)
+        state = (
+            await self.child_state(last_child, repository, event.job.id)
+            if last_child is not None
+            else _CHILD_UNKNOWN
+        )
+        if state == _CHILD_LIVE:
+            # Its runner is starting or running: already served, nothing new to note.
+            self.report.already_dispatched += 1
+            return
+        if state == _CHILD_DEAD and last_child is not None:
+            decision = replace(
+                decision, idempotency_token=successor_token(event.job.id, last_child)
+            )
+        # Gone (collected by Nomad) or unknown: from the job-id token, as a webhook dispatches.
         result = await self.dispatch(decision, event, repository)
+        if state == _CHILD_DEAD and result is not None and result.outcome == "dispatched":
+            self.report.redispatched += 1
         # The job is still queued, yet Nomad replays a child for its token: if that child has
         # ended (its runner failed to register, was lost with its node, or took another job),
         # nothing will ever run this job, and the token stays taken until Nomad garbage-collects
@@ -543,7 +568,7 @@ class _Run:
             and result.outcome == "already_dispatched"
             and result.child_id is not None
             and hops < MAX_REDISPATCHES
-            and await self.child_has_ended(result.child_id, repository, event.job.id)
+            and await self.child_state(result.child_id, repository, event.job.id) == _CHILD_DEAD
         ):
             hops += 1
             decision = replace(
@@ -623,10 +648,20 @@ class _Run:
                 self.report.stopped = "nomad_unreachable"
         return result
 
-    async def child_has_ended(self, child_id: str, repository: str, job_id: int) -> bool:
-        """True when Nomad reports the child ``dead``; any doubt (an error, no budget) is False."""
+    async def recorded_child(self, repository: str, job_id: int) -> str | None:
+        """The newest child the job's ledger record names; None without one (or without KV)."""
+        try:
+            stored = await self.ports.ledger.get(ledger_key(repository, job_id))
+        except LedgerUnavailable:
+            return None
+        record = LedgerRecord.from_json(stored) if stored else None
+        return record.child_id if record is not None else None
+
+    async def child_state(self, child_id: str, repository: str, job_id: int) -> str:
+        """What Nomad says of the child: ``_CHILD_DEAD``, ``_CHILD_LIVE`` (pending, running),
+        ``_CHILD_GONE`` (404: collected) or ``_CHILD_UNKNOWN`` (an error, no budget)."""
         if not self.can_spend(1):
-            return False
+            return _CHILD_UNKNOWN
         request = job_request(
             nomad_addr=self.settings.nomad_addr,
             namespace=self.settings.routing.namespace,
@@ -639,12 +674,16 @@ class _Run:
             status, body = await asyncio.wait_for(
                 self.ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
             )
-            return interpret_job_status(status, body) == "dead"
+            job_status = interpret_job_status(status, body)
         except NomadError as error:
             self.report.errors.append(f"{repository}#{job_id}: reading {child_id}: {error}")
+            return _CHILD_UNKNOWN
         except (TimeoutError, TransportError, OSError):
             self.report.errors.append(f"{repository}#{job_id}: reading {child_id}: unreachable")
-        return False
+            return _CHILD_UNKNOWN
+        if job_status is None:
+            return _CHILD_GONE
+        return _CHILD_DEAD if job_status == "dead" else _CHILD_LIVE
 
 
 async def record_ignored(
