@@ -1049,8 +1049,11 @@ async def _allocation_still_counted(
     return job_id.startswith(f"{parent}/dispatch-") and client_status in ("pending", "running")
 
 
-async def _child_alive(child_id: str, settings: Settings, ports: Ports) -> bool:
-    """True unless Nomad reports the child dead or gone; any doubt is True (dispatch nothing)."""
+_UNREADABLE: Final = "unreadable"
+
+
+async def _child_status(child_id: str, settings: Settings, ports: Ports) -> str | None:
+    """Nomad's status of a child (None: gone), or ``_UNREADABLE`` when it could not be read."""
     request = job_request(
         nomad_addr=settings.nomad_addr,
         namespace=settings.routing.namespace,
@@ -1061,26 +1064,19 @@ async def _child_alive(child_id: str, settings: Settings, ports: Ports) -> bool:
         status, body = await asyncio.wait_for(
             ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
         )
-        return interpret_job_status(status, body) not in ("dead", None)
+        return interpret_job_status(status, body)
     except (NomadError, TimeoutError, TransportError, OSError):
-        return True
+        return _UNREADABLE
+
+
+async def _child_alive(child_id: str, settings: Settings, ports: Ports) -> bool:
+    """True unless Nomad reports the child dead or gone; any doubt is True (dispatch nothing)."""
+    return await _child_status(child_id, settings, ports) not in ("dead", None)
 
 
 async def _still_counted(child_id: str, settings: Settings, ports: Ports) -> bool:
     """True when Nomad reports the child pending or running; any doubt is False (no slot)."""
-    request = job_request(
-        nomad_addr=settings.nomad_addr,
-        namespace=settings.routing.namespace,
-        job_id=child_id,
-        credentials=settings.credentials,
-    )
-    try:
-        status, body = await asyncio.wait_for(
-            ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
-        )
-        return interpret_job_status(status, body) in ("pending", "running")
-    except (NomadError, TimeoutError, TransportError, OSError):
-        return False
+    return await _child_status(child_id, settings, ports) in ("pending", "running")
 
 
 async def _still_waiting(
