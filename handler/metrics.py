@@ -25,7 +25,11 @@ _QUANTILES: Final = (("0.5", "p50"), ("0.95", "p95"), ("1", "max"))
 
 # (metric name, HELP text, path of the count in a pool's status document)
 _POOL_GAUGES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
-    ("ledger_jobs", "Jobs of the pool in the ledger's window.", ("jobs",)),
+    (
+        "ledger_jobs",
+        "Jobs of the pool in the ledger's window, and those only Nomad knows of yet.",
+        ("jobs",),
+    ),
     (
         "dispatched_jobs",
         "Jobs of the pool a runner was dispatched for, in the ledger's window.",
@@ -53,8 +57,13 @@ _POOL_GAUGES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ),
     (
         "queued_not_running_jobs",
-        "Jobs of the pool queued at GitHub with no runner started yet, as the ledger knows.",
+        "Jobs of the pool queued at GitHub with no runner started yet, as ledger and Nomad know.",
         ("queued_not_running",),
+    ),
+    (
+        "starting_jobs",
+        "Jobs of the pool whose runner Nomad runs, with no delivery since their queued one.",
+        ("runners_starting",),
     ),
     (
         "cancelled_before_assignment_jobs",

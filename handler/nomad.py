@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, urlencode
 
-from handler.contract import META_REPOSITORY
+from handler.contract import META_JOB_ID, META_REPOSITORY
 
 # Nomad truncates nothing, but a reason echoed into our logs and answers should stay short.
 _MAX_REASON: Final = 300
@@ -245,6 +245,135 @@ def interpret_children_response(status: int, body: bytes) -> int:
             raise NomadBadResponse(status, "job statuses: expected a JSON array")
         return len(document)
     raise _error(status, body)
+
+
+# One GitHub job has a child per dispatch that started a runner for it: the first, then a successor
+# for each dead one the reconciler or a freed slot replaced (reconcile.MAX_REDISPATCHES at most
+# per run); more than this many is a chain no record needs in full.
+JOB_CHILDREN_PER_PAGE: Final = 20
+
+
+@dataclass(frozen=True)
+class JobChild:
+    """A child dispatched for one GitHub job, as its id tells: ``{parent}/dispatch-gh{job}-{unix
+    seconds}-{8 hex}`` (Nomad's ``structs.DispatchedID`` with our ``IdPrefixTemplate``)."""
+
+    child_id: str
+    dispatched_at: float  # the unix second Nomad put in the id: when it was dispatched
+    status: str  # pending, running or dead
+
+
+def job_children_request(
+    *,
+    nomad_addr: str,
+    namespace: str,
+    parent: str,
+    job_id: int,
+    credentials: NomadCredentials,
+) -> HttpRequest:
+    """``GET {nomad}/v1/jobs/statuses``: the children ``parent`` has dispatched for one GitHub job.
+
+    Nomad is the record of a dispatch: the Worker writes no KV when a ``queued`` delivery
+    dispatches, and learns the child from here at the job's next delivery. ``read-job`` is
+    enough (see :func:`repository_children_request`); dead children are listed too, until Nomad
+    collects them.
+    """
+    expression = f'ParentID == "{parent}" and Meta.{META_JOB_ID} == "{job_id}"'
+    query = urlencode(
+        {
+            "namespace": namespace,
+            "include_children": "true",
+            "per_page": str(JOB_CHILDREN_PER_PAGE),
+            "filter": expression,
+        }
+    )
+    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
+def parse_child_id(parent: str, child_id: str) -> tuple[int, float] | None:
+    """(GitHub job id, dispatch unix second) from a child id of ours, or None for any other id."""
+    head = f"{parent}/dispatch-gh"
+    if not child_id.startswith(head):
+        return None
+    parts = child_id[len(head) :].split("-")
+    if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
+        return None
+    if not (parts[1].isascii() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), float(parts[1])
+
+
+def interpret_job_children(status: int, body: bytes, parent: str, job_id: int) -> list[JobChild]:
+    """The job's children from a ``/v1/jobs/statuses`` answer, oldest dispatch first.
+
+    Entries that are not children of ``parent`` for ``job_id`` (by their id) are left out.
+    Raises a :class:`NomadError` subclass for any answer but a 200 with a JSON array.
+    """
+    if status != 200:
+        raise _error(status, body)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
+    if not isinstance(document, list):
+        raise NomadBadResponse(status, "job statuses: expected a JSON array")
+    children = []
+    for entry in document:
+        if not isinstance(entry, dict):
+            continue
+        child_id, child_status = entry.get("ID"), entry.get("Status")
+        if not isinstance(child_id, str) or not isinstance(child_status, str):
+            continue
+        parsed = parse_child_id(parent, child_id)
+        if parsed is None or parsed[0] != job_id:
+            continue
+        children.append(JobChild(child_id, parsed[1], child_status))
+    # Nomad lists the newest change first (ModifyIndex, descending), and a successor is only
+    # dispatched after its predecessor died: reversed, two children of one second sort by
+    # dispatch too (the sort is stable).
+    children.reverse()
+    children.sort(key=lambda child: child.dispatched_at)
+    return children
+
+
+def live_children_request(
+    *, nomad_addr: str, namespace: str, parent: str, limit: int, credentials: NomadCredentials
+) -> HttpRequest:
+    """``GET {nomad}/v1/jobs/statuses``: up to ``limit`` pending or running children of
+    ``parent`` (``read-job``, as :func:`repository_children_request`)."""
+    expression = f'ParentID == "{parent}" and Status != "dead"'
+    query = urlencode(
+        {
+            "namespace": namespace,
+            "include_children": "true",
+            "per_page": str(limit),
+            "filter": expression,
+        }
+    )
+    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
+def interpret_live_children(status: int, body: bytes, parent: str) -> list[int]:
+    """The GitHub job ids the listed children of ``parent`` were dispatched for (by their ids;
+    a child whose id is not one of ours is left out). Raises a :class:`NomadError` subclass for
+    any answer but a 200 with a JSON array."""
+    if status != 200:
+        raise _error(status, body)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
+    if not isinstance(document, list):
+        raise NomadBadResponse(status, "job statuses: expected a JSON array")
+    jobs = []
+    for entry in document:
+        child_id = entry.get("ID") if isinstance(entry, dict) else None
+        parsed = parse_child_id(parent, child_id) if isinstance(child_id, str) else None
+        if parsed is not None:
+            jobs.append(parsed[0])
+    return jobs
 
 
 # A runner's name ends with its allocation's id, dashes removed (runner_job/scripts/github_api.py,

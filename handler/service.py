@@ -48,6 +48,7 @@ from handler.events import (
     parse_event,
 )
 from handler.ledger import (
+    DEFERRED_OUTCOME,
     JOB_KEY_PREFIX,
     LEDGER_TTL_SECONDS,
     LedgerRecord,
@@ -71,9 +72,13 @@ from handler.nomad import (
     interpret_allocation,
     interpret_children_response,
     interpret_dispatch_response,
+    interpret_job_children,
     interpret_job_status,
+    interpret_live_children,
     interpret_summary_response,
+    job_children_request,
     job_request,
+    live_children_request,
     repository_children_request,
     summary_request,
 )
@@ -358,7 +363,11 @@ async def handle(
         document = cache.fresh(ports.monotonic()) if cache is not None else None
         if document is None:
             try:
-                document = await ledger_status(ports.ledger, settings.routing)
+                recorded_jobs: set[int] = set()
+                document = await ledger_status(
+                    ports.ledger, settings.routing, job_ids=recorded_jobs
+                )
+                document = await with_unrecorded_runners(document, recorded_jobs, settings, ports)
             except LedgerUnavailable as error:
                 reason = f"ledger unavailable: {_loggable(str(error))}"
                 return delivery.reply(503, "failed", reason)
@@ -426,8 +435,15 @@ async def _handle_workflow_job(
         )
     decision = decide(event, settings.routing, now)
     # Before the fork check: a replay then costs one KV read, not a GitHub request.
-    if isinstance(decision, Dispatch) and await _ledger_says_started(
-        ports.ledger, repository, job.id
+    stored = (
+        await _stored_record(ports.ledger, repository, job.id)
+        if isinstance(decision, Dispatch)
+        else _UNREAD
+    )
+    if (
+        isinstance(decision, Dispatch)
+        and isinstance(stored, LedgerRecord)
+        and replays_a_started_job(stored)
     ):
         # A replay of a job a runner already took (or that ended): once Nomad has collected the
         # old child, its token would start a new runner. Nothing new is learned: no write.
@@ -474,13 +490,13 @@ async def _handle_workflow_job(
                 # A runner finished a job of this pool: its slot goes to the oldest deferred job.
                 await _record(seen, ports, delivery, then_fill=(settings, now))
             else:
-                await _record(seen, ports, delivery)
+                await _record(seen, ports, delivery, learn_from=settings)
         extra = {"code": decision.code, "pool": decision.pool}
         if decision.code == forks.LOOKUP_FAILED_CODE:
             # Not a verdict: the job stays queued and the reconciler tries again, as at the cap.
             return delivery.reply(202, "deferred", decision.reason, extra=extra)
         return delivery.reply(200, "ignored", decision.reason, extra=extra)
-    return await _dispatch(decision, event, settings, ports, delivery, observation)
+    return await _dispatch(decision, event, settings, ports, delivery, observation, stored)
 
 
 async def _fork_check(
@@ -541,19 +557,46 @@ async def lookup_run_origin(
     return forks.interpret_run(status, body, repository)
 
 
-async def _ledger_says_started(ledger: LedgerStore, repository: str, job_id: int) -> bool:
-    """True when the job's ledger record is at ``in_progress`` or later and a queued delivery
-    of it was handled before (:func:`handler.ledger.replays_a_started_job`; one KV read).
+# What _stored_record answers when it could not tell (KV failed) or was not asked.
+_UNREAD: Final = "unread"
+# ... and when it read a value that is no record of this version (it will be replaced).
+_UNPARSED: Final = "unparsed"
 
-    An unreadable ledger says nothing: the dispatch goes ahead, guarded by the idempotency token
-    as before.
+
+async def _stored_record(
+    ledger: LedgerStore, repository: str, job_id: int
+) -> LedgerRecord | str | None:
+    """The job's ledger record (one KV read): None when there is none, ``_UNPARSED`` for a value
+    that is not a record, ``_UNREAD`` when KV failed.
+
+    The caller refuses a replay of a started job with it
+    (:func:`handler.ledger.replays_a_started_job`), and leaves a job with no record unwritten
+    when its dispatch started or found a child (:func:`_worth_recording`). An unreadable ledger
+    says nothing: the dispatch goes ahead, guarded by the idempotency token as before.
     """
     try:
-        stored = await ledger.get(ledger_key(repository, job_id))
+        text = await ledger.get(ledger_key(repository, job_id))
     except LedgerUnavailable:
-        return False
-    record = LedgerRecord.from_json(stored) if stored else None
-    return record is not None and replays_a_started_job(record)
+        return _UNREAD
+    if not text:
+        return None
+    return LedgerRecord.from_json(text) or _UNPARSED
+
+
+def _worth_recording(seen: Observation, stored: LedgerRecord | str | None) -> bool:
+    """False for a dispatch that started or found a child of a job the ledger has no record of,
+    from a delivery that lacked no optional field.
+
+    Nomad is then the record: the child's id names the job and its dispatch second, and the
+    job's next delivery (in_progress, or completed when it was cancelled) reads it from there
+    (:func:`_learned_dispatch`) into the one write that delivery makes anyway. A job queued and
+    cancelled thus costs one KV write, not two, and replays of its queued delivery none. A job
+    the ledger already has (deferred, failed, or a queued delivery arriving after a later one)
+    is written as before, so its record stays true, and so is a delivery that lacked fields:
+    the record is where ``missing_fields`` are kept.
+    """
+    started_or_found = seen.dispatch_outcome in ("dispatched", "already_dispatched")
+    return not started_or_found or stored is not None or bool(seen.missing_fields)
 
 
 async def _dispatch(
@@ -563,6 +606,7 @@ async def _dispatch(
     ports: Ports,
     delivery: _Delivery,
     observation: Callable[..., Observation],
+    stored: LedgerRecord | str | None,
 ) -> Reply:
     pool = decision.pool
     delivery.log["pool"] = pool.name
@@ -577,7 +621,12 @@ async def _dispatch(
     if result.child_id is not None:
         delivery.log["nomad_child"] = result.child_id
     seen = observation(pool=pool.name, child_id=result.child_id, dispatch_outcome=result.outcome)
-    await _record(seen, ports, delivery)
+    if _worth_recording(seen, stored):
+        # A job deferred at the cap with no record may be a redelivery of one Nomad already
+        # runs a child for: the record then says so, as it would have had the dispatch written.
+        await _record(seen, ports, delivery, learn_from=settings if stored is None else None)
+    else:
+        delivery.log["ledger"] = "not written: Nomad holds the dispatch"
     extra: dict[str, Any] = {"pool": pool.name}
     if result.child_id is not None:
         extra["nomad_job_id"] = result.child_id
@@ -745,12 +794,16 @@ async def _record(
     delivery: _Delivery,
     *,
     then_fill: tuple[Settings, datetime] | None = None,
+    learn_from: Settings | None = None,
 ) -> None:
     """Record ``seen``; with ``then_fill`` (a completion), then give the freed slot away
-    (:func:`record_completion`). After the answer when the adapter can (``ports.defer``)."""
+    (:func:`record_completion`); with ``learn_from``, with the dispatch Nomad holds for the job
+    when the ledger lacks it (:func:`_learned_dispatch`). After the answer when the adapter can
+    (``ports.defer``)."""
     work: Coroutine[Any, Any, str]
     if then_fill is None:
-        work = record_observation(seen, ports.ledger)
+        learn = (learn_from, ports) if learn_from is not None else None
+        work = record_observation(seen, ports.ledger, learn_from=learn)
     else:
         work = record_completion(seen, then_fill[0], ports, then_fill[1])
     if ports.defer is None:
@@ -762,36 +815,58 @@ async def _record(
 
 
 async def record_observation(
-    seen: Observation, ledger: LedgerStore, *, unless_child_recorded: bool = False
+    seen: Observation,
+    ledger: LedgerStore,
+    *,
+    unless_child_recorded: bool = False,
+    learn_from: tuple[Settings, Ports] | None = None,
 ) -> str:
     """Merge ``seen`` into the job's ledger record; "written", "unchanged" (the merged record
     says nothing new, so nothing is written) or "failed: why" (never raises).
 
     With ``unless_child_recorded``, a record that already names ``seen.child_id`` is left as it
-    is ("unchanged"): a replay then costs a KV read, not a write. A record that turns
-    ``deferred`` for the first time also gets its key in the pool's deferred index
+    is ("unchanged"): a replay then costs a KV read, not a write. With ``learn_from``, a
+    delivery after ``queued`` for a job whose record names no child first asks Nomad for the
+    job's children (:func:`_learned_dispatch`), and the same write records them. A record that
+    turns ``deferred`` for the first time also gets its key in the pool's deferred index
     (:mod:`handler.deferred`): one more write, once per deferred job.
     """
-    outcome, _ = await _merge_and_store(seen, ledger, unless_child_recorded=unless_child_recorded)
+    outcome, _, _ = await _merge_and_store(
+        seen, ledger, unless_child_recorded=unless_child_recorded, learn_from=learn_from
+    )
     return outcome
 
 
 async def _merge_and_store(
-    seen: Observation, ledger: LedgerStore, *, unless_child_recorded: bool = False
-) -> tuple[str, LedgerRecord | None]:
-    """:func:`record_observation`'s work; also returns the record as it was before."""
+    seen: Observation,
+    ledger: LedgerStore,
+    *,
+    unless_child_recorded: bool = False,
+    learn_from: tuple[Settings, Ports] | None = None,
+) -> tuple[str, LedgerRecord | None, LedgerRecord | None]:
+    """:func:`record_observation`'s work; also returns the record as it was before, and as it
+    is after (None when nothing could be read)."""
     key = ledger_key(seen.repository, seen.job_id)
     existing: LedgerRecord | None = None
     try:
         stored = await ledger.get(key)
         existing = LedgerRecord.from_json(stored) if stored else None
         if unless_child_recorded and existing is not None and existing.child_id == seen.child_id:
-            return "unchanged", existing
-        record = merge(existing, seen)
+            return "unchanged", existing, existing
+        base = existing
+        # A queued delivery's own dispatch is in ``seen`` (unless it was deferred at the cap);
+        # a later delivery learns it from Nomad.
+        unknown_child = existing is None or existing.child_id is None
+        asks = seen.action != "queued" or seen.dispatch_outcome == DEFERRED_OUTCOME
+        if learn_from is not None and asks and unknown_child:
+            dispatch = await _learned_dispatch(seen, *learn_from)
+            if dispatch is not None:
+                base = merge(existing, dispatch)
+        record = merge(base, seen)
         # Read, merge, compare: a replay, or a known body under a new delivery id, changes
         # nothing but bookkeeping and costs no write (KV writes are the scarce quota).
         if not record_changed(existing, record):
-            return "unchanged", existing
+            return "unchanged", existing, existing
         await ledger.put(key, record.to_json(), LEDGER_TTL_SECONDS, record.summary())
         waiting = waits_for_a_slot(record)
         if waiting != (existing is not None and waits_for_a_slot(existing)):
@@ -809,8 +884,50 @@ async def _merge_and_store(
             else:
                 await ledger.delete(entry.key())
     except LedgerUnavailable as error:
-        return f"failed: {_loggable(str(error))}", existing
-    return "written", existing
+        return f"failed: {_loggable(str(error))}", existing, None
+    return "written", existing, record
+
+
+async def _learned_dispatch(
+    seen: Observation, settings: Settings, ports: Ports
+) -> Observation | None:
+    """The dispatch Nomad holds for ``seen``'s job, as the observation a recorded dispatch would
+    have been: its newest child (where the reconciler's walk starts) dispatched at its oldest
+    child's second (queued-to-dispatched counts from the first runner). None when Nomad has no
+    child for the job (it never got a runner of its own, or Nomad collected it) or could not
+    be read: the record then names no child, and the job's next delivery asks again."""
+    try:
+        pool = settings.routing.pool(seen.pool)
+    except KeyError:
+        return None
+    request = job_children_request(
+        nomad_addr=settings.nomad_addr,
+        namespace=settings.routing.namespace,
+        parent=pool.nomad_job,
+        job_id=seen.job_id,
+        credentials=settings.credentials,
+    )
+    try:
+        status, body = await asyncio.wait_for(
+            ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+        )
+        children = interpret_job_children(status, body, pool.nomad_job, seen.job_id)
+    except (NomadError, TimeoutError, TransportError, OSError):
+        return None
+    if not children:
+        return None
+    return replace(
+        seen,
+        action="queued",
+        conclusion=None,
+        runner_id=None,
+        runner_name=None,
+        child_id=children[-1].child_id,
+        dispatch_outcome="dispatched",
+        at=children[0].dispatched_at,
+        source="webhook",
+        started_at=None,
+    )
 
 
 async def record_completion(
@@ -819,7 +936,9 @@ async def record_completion(
     """Record a ``completed`` delivery that names a runner, then, the first time the ledger sees
     the job complete, hand the freed slot to the pool's oldest deferred jobs
     (:func:`fill_freed_slots`); the outcome for the log ("written; filled: ...")."""
-    outcome, before = await _merge_and_store(seen, ports.ledger)
+    outcome, before, after = await _merge_and_store(
+        seen, ports.ledger, learn_from=(settings, ports)
+    )
     if outcome != "written" or (before is not None and before.state == "completed"):
         # A replay (or a ledger that cannot be written): whoever wrote the completion first
         # gave its slot away; doing it again would hand one slot out twice.
@@ -830,7 +949,8 @@ async def record_completion(
         ports,
         now,
         freed_runner=seen.runner_name,
-        freed_child=before.child_id if before else None,
+        # The child dispatched for this job, recorded or just learned from Nomad.
+        freed_child=after.child_id if after else None,
     )
     return f"{outcome}; filled: {report.describe()}"
 
@@ -1122,13 +1242,20 @@ async def _forget(job: deferred.DeferredJob, ledger: LedgerStore, report: FillRe
         await ledger.delete(job.key())
 
 
-async def ledger_status(ledger: LedgerStore, routing: Routing) -> dict[str, Any]:
-    """:func:`handler.status.summarize` over the ledger's job keys, one list call per page."""
+async def ledger_status(
+    ledger: LedgerStore, routing: Routing, *, job_ids: set[int] | None = None
+) -> dict[str, Any]:
+    """:func:`handler.status.summarize` over the ledger's job keys, one list call per page; the
+    GitHub job ids of the keys listed go into ``job_ids`` when given."""
     summaries: list[str | None] = []
     cursor: str | None = None
     for _ in range(STATUS_MAX_PAGES):
         page = await ledger.list(JOB_KEY_PREFIX, cursor)
         summaries.extend(metadata for _, metadata in page.entries)
+        if job_ids is not None:
+            job_ids.update(
+                int(tail) for key, _ in page.entries if (tail := key.rpartition(":")[2]).isdigit()
+            )
         cursor = page.cursor
         if cursor is None:
             break
@@ -1140,3 +1267,50 @@ async def ledger_status(ledger: LedgerStore, routing: Routing) -> dict[str, Any]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def with_unrecorded_runners(
+    document: dict[str, Any], recorded_jobs: set[int], settings: Settings, ports: Ports
+) -> dict[str, Any]:
+    """``document`` (:func:`ledger_status`) with the runners dispatched for jobs the ledger has
+    no record of yet, read from Nomad (one ``/v1/jobs/statuses`` call per pool).
+
+    A queued delivery that dispatches writes no KV (:func:`_worth_recording`): until the job's
+    next delivery, only Nomad knows its runner. Each pool's live children for jobs not in
+    ``recorded_jobs`` are counted as ``runners_starting`` and added to ``jobs``, ``dispatched``
+    and ``queued_not_running`` (their latencies wait for the record: the child's id has the
+    dispatch second, not the job's ``created_at``). When Nomad cannot be read,
+    ``runners_starting`` is None and ``nomad`` says why; the ledger's figures stand.
+    """
+    pools: dict[str, Any] = document.get("pools", {})
+    problems: list[str] = []
+    for pool in settings.routing.pools:
+        counts = pools.get(pool.name)
+        if counts is None:
+            continue
+        request = live_children_request(
+            nomad_addr=settings.nomad_addr,
+            namespace=settings.routing.namespace,
+            parent=pool.nomad_job,
+            limit=2 * pool.max_runners + 10,
+            credentials=settings.credentials,
+        )
+        try:
+            status, body = await asyncio.wait_for(
+                ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+            )
+            children = interpret_live_children(status, body, pool.nomad_job)
+        except NomadError as error:
+            problems.append(f"{pool.name}: {_loggable(str(error))}")
+            counts["runners_starting"] = None
+            continue
+        except (TimeoutError, TransportError, OSError):
+            problems.append(f"{pool.name}: unreachable")
+            counts["runners_starting"] = None
+            continue
+        starting = sum(1 for job_id in set(children) if job_id not in recorded_jobs)
+        counts["runners_starting"] = starting
+        counts["jobs"] += starting
+        counts["dispatched"] += starting
+        counts["queued_not_running"] += starting
+    return {**document, "nomad": "; ".join(problems) if problems else "ok"}

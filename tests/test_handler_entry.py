@@ -120,25 +120,34 @@ def test_forged_signature_is_401_and_dispatches_nothing(runtime):
     assert len(nomad.requests) == before and children(nomad, 7003) == []
 
 
-def test_ledger_entry_is_written_to_kv(runtime):
-    worker, _ = runtime
+def test_a_dispatch_writes_no_kv_and_the_next_delivery_records_its_child(runtime):
+    """Nomad holds the dispatch (the child's id names the job and its second); the in_progress
+    delivery reads it from there, after the answer, into its own write."""
+    worker, nomad = runtime
     sent = delivery(workflow_job(job_id=7004))
     status, document = send(worker, sent)
-    assert status == 202
-    record = LedgerRecord.from_json(kv(worker, ledger_key(REPOSITORY, 7004)))
-    assert record is not None
-    assert record.child_id == document["nomad_job_id"] and record.pool == "linux-x64"
-    assert record.deliveries == (sent.headers["x-github-delivery"],)
-    status, _ = send(worker, delivery(workflow_job("in_progress", job_id=7004, runner_id=3)))
-    assert status == 200
-    text = kv(worker, ledger_key(REPOSITORY, 7004), settled=lambda text: "in_progress" in text)
-    record = LedgerRecord.from_json(text)
-    assert record.state == "in_progress" and record.child_id == document["nomad_job_id"]
+    assert status == 202 and document["outcome"] == "dispatched"
+    key = ledger_key(REPOSITORY, 7004)
+    assert worker.kv_entry(key) is None
+    started = delivery(workflow_job("in_progress", job_id=7004, runner_id=3))
+    assert send(worker, started)[0] == 200
+    record = LedgerRecord.from_json(kv(worker, key))
+    assert record is not None and record.state == "in_progress" and record.pool == "linux-x64"
+    assert record.child_id == document["nomad_job_id"]
+    assert record.dispatched_at == float(document["nomad_job_id"].split("-")[-2])
+    assert record.deliveries == (started.headers["x-github-delivery"],)
+    lookups = [
+        r
+        for r in nomad.requests
+        if r.path == "/v1/jobs/statuses" and 'Meta.github_job_id == "7004"' in r.query["filter"]
+    ]
+    assert len(lookups) == 1
 
 
 def test_ledger_keys_list_with_their_metadata(runtime):
     worker, _ = runtime
     assert send(worker, delivery(workflow_job(job_id=7010)))[0] == 202
+    assert send(worker, delivery(workflow_job("in_progress", job_id=7010, runner_id=3)))[0] == 200
     key = ledger_key(REPOSITORY, 7010)
     record = LedgerRecord.from_json(kv(worker, key))  # waits for the write after the answer
     url = worker.url + "/__test/ledger-list/" + urllib.parse.quote("job:codertocat/", safe="")
@@ -149,17 +158,26 @@ def test_ledger_keys_list_with_their_metadata(runtime):
     assert entries[key] == record.summary()
 
 
-def test_status_counts_the_ledger_through_the_entry(runtime):
+def test_status_counts_the_ledger_and_the_runners_only_nomad_knows_of(runtime):
     """GET /status lists KV through Default's own env (the SDK wraps the KV binding there),
-    not through the adapter's raw binding as the ledger-list route above does."""
-    worker, _ = runtime
-    assert send(worker, delivery(workflow_job(job_id=7011)))[0] == 202
-    kv(worker, ledger_key(REPOSITORY, 7011))  # the write after the answer has landed
+    not through the adapter's raw binding as the ledger-list route above does, and adds the
+    runners Nomad runs for jobs with no record yet (a dispatch writes no KV)."""
+    worker, nomad = runtime
+    assert send(worker, delivery(workflow_job(job_id=7011)))[0] == 202  # no record: Nomad's
+    assert send(worker, delivery(workflow_job(job_id=7012)))[0] == 202
+    assert send(worker, delivery(workflow_job("in_progress", job_id=7012, runner_id=3)))[0] == 200
+    kv(worker, ledger_key(REPOSITORY, 7012))  # the write after the answer has landed
     status, document = post(worker, "GET", "/status", status_headers())
     assert status == 200 and document["outcome"] == "status", document
-    assert document["complete"] is True
+    assert document["complete"] is True and document["nomad"] == "ok"
     pool = document["pools"]["linux-x64"]
-    assert pool["dispatched"] >= 1 and pool["latency_ms"]["count"] >= 1
+    assert pool["runners_starting"] >= 1 and pool["latency_ms"]["count"] >= 1
+    assert pool["dispatched"] >= 2 and pool["queued_not_running"] >= 1
+    assert any(
+        r.path == "/v1/jobs/statuses"
+        and 'ParentID == "github-runner-linux-x64"' in r.query["filter"]
+        for r in nomad.requests
+    )
     text = json.dumps(document)
     for secret in SECRET_VALUES:
         assert secret not in text
@@ -173,27 +191,25 @@ def test_status_without_the_bearer_token_is_401(runtime):
         assert "pools" not in document
 
 
-def test_50_replays_of_one_delivery_write_kv_once(runtime):
-    """The README's replay figure, in the real runtime: the persisted KV entry of the job keeps
-    the blob and the expiration of its first write through 49 replays (every put would move
-    both), and moves on the first delivery that changes the record."""
+def test_50_replays_of_one_delivery_write_no_kv(runtime):
+    """The README's replay figure, in the real runtime: a dispatch and its 49 replays leave the
+    job's KV entry absent (Nomad holds the dispatch), and the first delivery that says
+    something new writes it."""
     worker, nomad = runtime
     sent = delivery(workflow_job(job_id=7020))
     key = ledger_key(REPOSITORY, 7020)
     assert send(worker, sent)[1]["outcome"] == "dispatched"
-    kv(worker, key)  # the write after the answer has landed
-    first = worker.kv_entry(key)
-    assert first is not None
     for _ in range(49):
         assert send(worker, sent)[1]["outcome"] == "already_dispatched"
-    # The control: a delivery that changes the record is written, and seen to be.
+    # The control: a delivery that changes a record is written, and seen to be; by then the
+    # work after the answer of every earlier delivery has run too.
     status, _ = send(worker, delivery(workflow_job("in_progress", job_id=7021, runner_id=3)))
     assert status == 200
-    kv(worker, ledger_key(REPOSITORY, 7021))  # deferred work of earlier deliveries is done too
-    assert worker.kv_entry(key) == first and len(children(nomad, 7020)) == 1
+    kv(worker, ledger_key(REPOSITORY, 7021))
+    assert worker.kv_entry(key) is None and len(children(nomad, 7020)) == 1
     assert send(worker, delivery(workflow_job("in_progress", job_id=7020, runner_id=3)))[0] == 200
     kv(worker, key, settled=lambda text: "in_progress" in text)
-    assert worker.kv_entry(key) != first
+    assert worker.kv_entry(key) is not None
 
 
 def test_a_replayed_queued_delivery_of_a_started_job_is_ignored(runtime):

@@ -143,19 +143,18 @@ class TestRecovery:
         assert (report.dispatched, report.already_dispatched) == (0, 1)
         assert len(world.children()) == 1 and not world.record(1003).reconciled
 
-    def test_a_replay_fills_in_the_ledger_the_webhook_could_not_write(self, world):
+    def test_a_replay_records_the_child_only_nomad_knew_of(self, world):
+        """The webhook's dispatch writes no KV (Nomad holds it); a job still queued at the
+        reconciler's run gets its child recorded, so later runs walk from it."""
         from handler.service import IncomingRequest, handle
 
-        class RefusedWrites(MemoryLedger):
-            async def put(self, key, value, ttl_seconds, metadata=None):
-                raise LedgerUnavailable("429 Too Many Requests")
-
         sent = delivery(workflow_job(job_id=1018, run_id=1018 + 10**6))
-        ports = Ports(world.transport, RefusedWrites(), time.monotonic)
+        ports = Ports(world.transport, world.ledger, time.monotonic)
         request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
         reply = asyncio.run(handle(request, world.settings, ports, datetime.now(UTC)))
         assert reply.document["outcome"] == "dispatched"
-        assert reply.log["ledger"].startswith("failed")
+        assert reply.log["ledger"].startswith("not written")
+        assert ledger_key(REPO, 1018) not in world.ledger.snapshot()
         world.github.queue_job(REPO, rest_job(1018))
         report = world.run()
         assert (report.dispatched, report.already_dispatched) == (0, 1)

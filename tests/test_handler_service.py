@@ -11,6 +11,7 @@ from handler import service
 from handler.contract import DISPATCH_META_KEYS, WORKER_NOMAD_CAPABILITIES
 from handler.ledger import LedgerRecord, ledger_key
 from handler.local_server import MemoryLedger, UrllibTransport
+from handler.nomad import dispatch_request
 from handler.service import (
     MAX_BODY_BYTES,
     ConfigurationError,
@@ -101,9 +102,8 @@ class TestDispatch:
         assert sorted(child.meta) == sorted(DISPATCH_META_KEYS)
         assert child.meta["github_repository"] == REPOSITORY
         assert child.meta["github_job_id"] == str(job_id)
-        record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
-        assert record is not None and record.child_id == child.id
-        assert record.pool == "linux-x64" and record.dispatch_outcome == "dispatched"
+        # Nomad holds the dispatch: the child's id names the job; the ledger has nothing yet.
+        assert ledger_key(REPOSITORY, job_id) not in ledger.snapshot()
         log = reply.log
         assert log["delivery"] == sent.headers["x-github-delivery"]
         assert (log["repository"], log["job_id"], log["decision"]) == (
@@ -112,7 +112,54 @@ class TestDispatch:
             "dispatched",
         )
         assert log["nomad_child"] == child.id and log["latency_ms"] > 0
-        assert log["attempts"] == 1 and log["ledger"] == "written"
+        assert log["attempts"] == 1 and log["ledger"] == "not written: Nomad holds the dispatch"
+
+    def test_the_next_delivery_records_the_dispatch_nomad_holds(self, harness, nomad, ledger):
+        job_id = unique_job()
+        queued = harness.post(delivery(workflow_job(job_id=job_id)))
+        started = delivery(workflow_job("in_progress", job_id=job_id, runner_id=3))
+        reply = harness.post(started)
+        assert reply.status == 200 and reply.log["ledger"] == "written"
+        (child,) = children_for(nomad, job_id)
+        record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
+        assert record.child_id == child.id == queued.document["nomad_job_id"]
+        assert record.pool == "linux-x64" and record.dispatch_outcome == "dispatched"
+        assert record.state == "in_progress" and not record.reconciled
+        assert record.dispatched_at == float(child.id.split("-")[-2])
+        assert record.deliveries == (started.headers["x-github-delivery"],)
+        # Known now: the job's completion reads nothing more from Nomad.
+        lookups = len(nomad.requests)
+        done = workflow_job("completed", job_id=job_id, runner_id=3, conclusion="success")
+        assert harness.post(delivery(done)).log["ledger"].startswith("written")
+        assert not any(
+            r.path == "/v1/jobs/statuses" and f'"{job_id}"' in r.query["filter"]
+            for r in nomad.requests[lookups:]
+        )
+
+    def test_a_job_redispatched_by_the_reconciler_records_its_newest_child(
+        self, harness, nomad, ledger
+    ):
+        """Two children for one job (a successor replaced a dead one): the record names the
+        newest (the reconciler's walk starts there) and the first's second as dispatch time."""
+        job_id = unique_job()
+        first = harness.post(delivery(workflow_job(job_id=job_id))).document["nomad_job_id"]
+        nomad.set_status(first, "dead")
+        successor = dispatch_request(
+            nomad_addr=harness.settings.nomad_addr,
+            namespace="github-runners",
+            nomad_job="github-runner-linux-x64",
+            meta=children_for(nomad, job_id)[0].meta,
+            idempotency_token=f"{job_id}:successor",
+            credentials=harness.settings.credentials,
+            id_prefix=f"gh{job_id}",
+        )
+        status, body = asyncio.run(UrllibTransport().send(successor))
+        assert status == 200
+        second = json.loads(body)["DispatchedJobID"]
+        harness.post(delivery(workflow_job("in_progress", job_id=job_id, runner_id=3)))
+        record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
+        assert record.child_id == second
+        assert record.dispatched_at == float(first.split("-")[-2])
 
     def test_the_dispatch_carries_access_and_nomad_credentials(self, harness, nomad):
         job_id = unique_job()
@@ -131,8 +178,8 @@ class TestDispatch:
         assert again.document["outcome"] == "already_dispatched"
         assert again.document["nomad_job_id"] == first.document["nomad_job_id"]
         assert len(children_for(nomad, job_id)) == 1
-        record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
-        assert record.deliveries == (sent.headers["x-github-delivery"],)
+        assert ledger_key(REPOSITORY, job_id) not in ledger.snapshot()
+        assert again.log["ledger"].startswith("not written")
 
     def test_a_new_delivery_of_the_same_job_is_also_deduplicated(self, harness, nomad):
         job_id = unique_job()
@@ -342,13 +389,17 @@ class TestDeferredLedger:
             defer=lambda delivery_id, pending: deferred.append((delivery_id, pending)),
         )
         job_id = unique_job()
-        sent = delivery(workflow_job(job_id=job_id))
+        queued = delivery(workflow_job(job_id=job_id))
+        request = IncomingRequest("POST", queued.path, queued.headers, queued.body)
+        dispatched = asyncio.run(handle(request, settings, ports, datetime.now(UTC)))
+        assert dispatched.status == 202 and deferred == []  # nothing to write: Nomad has it
+        sent = delivery(workflow_job("in_progress", job_id=job_id, runner_id=3))
         request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
         reply = asyncio.run(handle(request, settings, ports, datetime.now(UTC)))
-        assert reply.status == 202 and reply.log["ledger"] == "deferred"
+        assert reply.status == 200 and reply.log["ledger"] == "deferred"
         assert ledger.snapshot() == {}, "nothing written before the reply"
         ((delivery_id, pending),) = deferred
         assert delivery_id == sent.headers["x-github-delivery"]
         assert asyncio.run(pending) == "written"
         record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, job_id)])
-        assert record.child_id == reply.document["nomad_job_id"]
+        assert record.child_id == dispatched.document["nomad_job_id"]

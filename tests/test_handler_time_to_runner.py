@@ -7,8 +7,10 @@ is 19, the maximum 20. ``/metrics`` is read back with ``prometheus_client``'s ow
 """
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from handler.ledger import LEDGER_TTL_SECONDS, Observation, ledger_key, merge
 from handler.local_server import MemoryLedger
 from handler.metrics import CONTENT_TYPE
-from handler.service import IncomingRequest, Ports, handle, settings_from_bindings
+from handler.service import (
+    IncomingRequest,
+    Ports,
+    TransportError,
+    handle,
+    settings_from_bindings,
+)
 from handler.status import distribution
 from tests.standins.webhooks import bindings, status_headers
 
@@ -69,10 +77,34 @@ def synthetic_ledger():
     return ledger
 
 
+class LiveChildren:
+    """Nomad's answer to /status's read of each pool's live children: ``jobs`` per parent (the
+    GitHub job ids the children were dispatched for), or a connection that fails."""
+
+    def __init__(self, jobs=None, *, down=False):
+        self.jobs, self.down = jobs or {}, down
+
+    async def send(self, request):
+        if self.down:
+            raise TransportError("connection refused")
+        query = parse_qs(urlsplit(request.url).query)
+        parent = query["filter"][0].split('"')[1]
+        ids = [
+            f"{parent}/dispatch-gh{job}-1796000000-0a1b2c3d" for job in self.jobs.get(parent, ())
+        ]
+        return 200, json.dumps([{"ID": i, "Status": "running"} for i in ids]).encode()
+
+
 @pytest.fixture
-def answer():
+def nomad_children():
+    # Job 23 is in the ledger (no second count); job 90 only in Nomad: a runner starting.
+    return LiveChildren({"github-runner-linux-x64": [23, 90]})
+
+
+@pytest.fixture
+def answer(nomad_children):
     settings = settings_from_bindings(bindings("http://127.0.0.1:9").get)
-    ports = Ports(transport=None, ledger=synthetic_ledger(), monotonic=time.monotonic)
+    ports = Ports(transport=nomad_children, ledger=synthetic_ledger(), monotonic=time.monotonic)
 
     def get(path, headers=None):
         chosen = status_headers() if headers is None else headers
@@ -117,8 +149,21 @@ def test_status_gives_time_to_runner_per_pool(answer):
         "jobs": 6,
         "wait_seconds": {"count": 5, "p50": 3.0, "p95": 5.0, "max": 5.0, "sum": 15.0},
     }
-    assert pool["queued_not_running"] == 3  # 21, 22 and 23: queued, none started
+    # 21, 22 and 23: queued, none started; 90: Nomad runs its runner, no delivery since.
+    assert pool["queued_not_running"] == 4 and pool["runners_starting"] == 1
     assert reply.document["pools"]["gpu"]["queue_to_running_seconds"]["count"] == 0
+    assert reply.document["nomad"] == "ok"
+
+
+@pytest.mark.parametrize("nomad_children", [LiveChildren(down=True)])
+def test_status_without_nomad_keeps_the_ledgers_figures_and_says_why(answer):
+    reply = answer("/status")
+    assert reply.status == 200
+    pool = reply.document["pools"]["linux-x64"]
+    assert pool["queued_not_running"] == 3 and pool["runners_starting"] is None
+    assert reply.document["nomad"].split("; ") == [
+        f"{pool}: unreachable" for pool in ("linux-x64", "linux-x64-large", "gpu", "arm")
+    ]
 
 
 def test_metrics_parse_as_prometheus_text_with_the_same_figures(answer):
@@ -145,11 +190,12 @@ def test_metrics_parse_as_prometheus_text_with_the_same_figures(answer):
     assert sample(wait, wait, pool="linux-x64", quantile="0.5") == 3.0
     gauges = {
         "github_runners_deferred_jobs": 6,
-        "github_runners_queued_not_running_jobs": 3,
+        "github_runners_queued_not_running_jobs": 4,
+        "github_runners_starting_jobs": 1,
         "github_runners_waiting_at_cap_jobs": 1,
         "github_runners_failed_jobs": 1,
-        "github_runners_ledger_jobs": 23,
-        "github_runners_dispatched_jobs": 21,
+        "github_runners_ledger_jobs": 24,
+        "github_runners_dispatched_jobs": 22,
     }
     for name, value in gauges.items():
         assert families[name].type == "gauge"
