@@ -4,7 +4,9 @@ One KV entry per GitHub job, key ``job:{owner/repo lower}:{job id}``, value a sm
 (see :class:`LedgerRecord`), written with an expiration TTL of :data:`LEDGER_TTL_SECONDS` (four
 days: longer than GitHub's 3-day redelivery window and the 24 h queue limit, so every delivery
 that can still arrive finds its record). Only jobs that match a pool are recorded: GitHub-hosted
-jobs would spend KV's write quota on work that is not ours.
+jobs would spend KV's write quota on work that is not ours. The dispatch of a job with no record
+yet is not written at all: the child's id in Nomad records it, and the job's next delivery
+copies it in (``service._worth_recording``, ``service._learned_dispatch``).
 
 KV is eventually consistent and allows about one write per second per key, so the ledger is a
 record, never a lock: exactly-once rests on Nomad's idempotency token. :func:`merge` is written

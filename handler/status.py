@@ -26,7 +26,8 @@ per pool:
   or completed delivery: what the user waits for, both from GitHub's clock);
 * ``deferred_at_cap``: jobs held back at a cap at least once (``jobs``) and how long those that
   got a runner waited for its dispatch (``wait_seconds``);
-* ``queued_not_running``: jobs the ledger has queued, with no runner started yet.
+* ``queued_not_running``: jobs the ledger has queued, with no runner started yet (the service
+  adds ``runners_starting``, the runners only Nomad knows of: ``service.with_unrecorded_runners``).
 
 Aggregates only: no repository, job id, runner name or secret. Standard library only, no I/O.
 """

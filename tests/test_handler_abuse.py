@@ -50,7 +50,12 @@ class CountingLedger(MemoryLedger):
         super().__init__()
         self.writes = 0
         self.reads = 0
+        self.deletes = 0
         self.fail_writes = fail_writes
+
+    async def delete(self, key):
+        self.deletes += 1
+        await super().delete(key)
 
     async def get(self, key):
         self.reads += 1
@@ -227,8 +232,8 @@ class TestOneRepositoryCannotStarveTheOthers:
         repositories = {ABUSER: ["linux-x64"], OTHER: ["linux-x64"]}
         return routing_with(pools=pools, repositories=repositories, repository_max_runners=caps)
 
-    def loop(self, nomad, routing):
-        ledger = CountingLedger()
+    def loop(self, nomad, routing, ledger=None):
+        ledger = CountingLedger() if ledger is None else ledger
         hooks = Webhooks(nomad, ledger, routing)
         outcomes = []
         for job_id in range(62000, 62010):
@@ -253,6 +258,15 @@ class TestOneRepositoryCannotStarveTheOthers:
         assert outcomes == ["dispatched"] * 4 + ["deferred"] * 6
         assert reply.document["outcome"] == "deferred"
         assert "pool 'linux-x64' is at its cap" in reply.document["reason"]
+
+    def test_what_the_loop_costs_in_kv(self, nomad):
+        """The README's figure: a job dispatched then cancelled costs one write; one cancelled
+        while deferred at the cap three (its record, its entry in the pool's deferred queue,
+        the cancellation) and a delete (the queue entry)."""
+        ledger = CountingLedger()
+        outcomes, _ = self.loop(nomad, self.routing({ABUSER: 2, OTHER: 2}), ledger)
+        assert outcomes.count("dispatched") == 2 and outcomes.count("deferred") == 8
+        assert (ledger.writes, ledger.deletes) == (2 * 1 + 8 * 3, 8)
 
     def test_the_cap_counts_the_repositorys_children_through_jobs_statuses(self, nomad):
         self.loop(nomad, self.routing({ABUSER: 2, OTHER: 2}))
