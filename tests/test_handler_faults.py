@@ -114,11 +114,22 @@ def scene():
         yield Scene(github, nomad)
 
 
+REAL_TIMEOUTS = (service.ATTEMPT_TIMEOUT_SECONDS, service.RETRY_WITHIN_SECONDS)
+
+
 @pytest.fixture
 def quick_timeouts(monkeypatch):
-    # Scaled-down timeouts keep these tests fast; the real ones are measured in the slow test.
+    """Scaled-down timeouts keep these tests fast (the real ones are measured in the slow test);
+    calling the fixture's value restores the real ones, for the part of a test after a fault,
+    where a loaded machine must not turn a slow answer into a failure."""
     monkeypatch.setattr(service, "ATTEMPT_TIMEOUT_SECONDS", 0.3)
     monkeypatch.setattr(service, "RETRY_WITHIN_SECONDS", 0.35)
+
+    def restore():
+        monkeypatch.setattr(service, "ATTEMPT_TIMEOUT_SECONDS", REAL_TIMEOUTS[0])
+        monkeypatch.setattr(service, "RETRY_WITHIN_SECONDS", REAL_TIMEOUTS[1])
+
+    return restore
 
 
 @pytest.mark.parametrize("fault", ["down", "slow", "500", "403"])
@@ -134,6 +145,7 @@ def test_jobs_failed_during_a_nomad_fault_are_recovered_exactly_once(scene, quic
     assert slowest < 2.5
     assert scene.tokens() == Counter()
     # Nomad is back: GitHub's deliveries are gone for good, the reconciler finds the jobs.
+    quick_timeouts()
     reports = scene.reconcile_until_done()
     scene.assert_exactly_once()
     assert sum(report.dispatched for report in reports) == 12
