@@ -149,7 +149,12 @@ class Observation:
 DEFERRED_OUTCOME: Final = "deferred"
 # The outcome of a delivery that was only recorded (not a queued one): it fills an empty outcome
 # and never replaces what a dispatch attempt found (dispatched, deferred, failed, ...).
-_RECORDED_OUTCOME: Final = "not dispatched: recorded"
+RECORDED_OUTCOME: Final = "not dispatched: recorded"
+# The outcome of a job whose later delivery could not learn from Nomad whether a child was
+# dispatched for it (the dispatch of a new job is recorded by Nomad only): a decision for
+# replays_a_started_job (a queued replay is refused, as if a child were known), asked again at
+# the job's next delivery. It replaces only an empty or "recorded" outcome.
+DISPATCH_UNKNOWN_OUTCOME: Final = "unknown: Nomad unreadable"
 # Fields that only say when and through which delivery the record last changed.
 _BOOKKEEPING_FIELDS: Final = frozenset({"updated_at", "deliveries"})
 
@@ -176,7 +181,7 @@ def replays_a_started_job(record: LedgerRecord) -> bool:
     """
     decided = record.child_id is not None or record.dispatch_outcome not in (
         None,
-        _RECORDED_OUTCOME,
+        RECORDED_OUTCOME,
     )
     return has_started(record) and decided
 
@@ -213,7 +218,7 @@ def _merged_outcome(existing: LedgerRecord, seen: Observation) -> str | None:
         return existing.dispatch_outcome
     if seen.dispatch_outcome is None:
         return existing.dispatch_outcome
-    if seen.dispatch_outcome == _RECORDED_OUTCOME and existing.dispatch_outcome is not None:
+    if seen.dispatch_outcome == RECORDED_OUTCOME and existing.dispatch_outcome is not None:
         return existing.dispatch_outcome
     return seen.dispatch_outcome
 

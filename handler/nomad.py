@@ -329,9 +329,10 @@ def interpret_job_children(status: int, body: bytes, parent: str, job_id: int) -
         if parsed is None or parsed[0] != job_id:
             continue
         children.append(JobChild(child_id, parsed[1], child_status))
-    # Nomad lists the newest change first (ModifyIndex, descending), and a successor is only
-    # dispatched after its predecessor died: reversed, two children of one second sort by
-    # dispatch too (the sort is stable).
+    # Nomad lists the most recently changed job first (ModifyIndex, descending). A successor is
+    # only dispatched after its predecessor died, and a dead child changes no more, so the
+    # successor is always listed first: reversed, two children of one second sort by dispatch
+    # too (the sort is stable).
     children.reverse()
     children.sort(key=lambda child: child.dispatched_at)
     return children

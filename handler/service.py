@@ -35,7 +35,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from handler import contract, deferred, forks
-from handler.contract import FORK_POLICY_REFUSE, REPOSITORY_PATTERN, WEBHOOK_PATH_PREFIX, Routing
+from handler.contract import (
+    FORK_POLICY_REFUSE,
+    REPOSITORY_PATTERN,
+    WEBHOOK_PATH_PREFIX,
+    PoolRoute,
+    Routing,
+)
 from handler.decide import STALE_AFTER, Dispatch, Ignore, decide
 from handler.deferred import successor_token
 from handler.events import (
@@ -49,8 +55,10 @@ from handler.events import (
 )
 from handler.ledger import (
     DEFERRED_OUTCOME,
+    DISPATCH_UNKNOWN_OUTCOME,
     JOB_KEY_PREFIX,
     LEDGER_TTL_SECONDS,
+    RECORDED_OUTCOME,
     LedgerRecord,
     Observation,
     ledger_key,
@@ -374,7 +382,8 @@ async def handle(
             if cache is not None:
                 cache.keep(ports.monotonic(), document)
         if request.path == METRICS_PATH:
-            # Ledger figures only: a scrape every few seconds must not cost GitHub requests.
+            # Ledger and Nomad figures only (a KV list per 1,000 jobs and a Nomad read per pool,
+            # once per cache window): a scrape every few seconds must not cost GitHub requests.
             answer = delivery.reply(200, "metrics", "per-pool figures in Prometheus text format")
             return replace(
                 answer, document={}, text=render_metrics(document), content_type=METRICS_TYPE
@@ -853,16 +862,25 @@ async def _merge_and_store(
         existing = LedgerRecord.from_json(stored) if stored else None
         if unless_child_recorded and existing is not None and existing.child_id == seen.child_id:
             return "unchanged", existing, existing
-        base = existing
+        record = merge(existing, seen)
         # A queued delivery's own dispatch is in ``seen`` (unless it was deferred at the cap);
-        # a later delivery learns it from Nomad.
+        # a later delivery learns it from Nomad: only when it changes the record anyway (a
+        # replay costs Nomad nothing), or when an earlier one could not read Nomad.
         unknown_child = existing is None or existing.child_id is None
         asks = seen.action != "queued" or seen.dispatch_outcome == DEFERRED_OUTCOME
-        if learn_from is not None and asks and unknown_child:
+        retry = existing is not None and existing.dispatch_outcome == DISPATCH_UNKNOWN_OUTCOME
+        if (
+            learn_from is not None
+            and asks
+            and unknown_child
+            and (retry or record_changed(existing, record))
+        ):
             dispatch = await _learned_dispatch(seen, *learn_from)
-            if dispatch is not None:
-                base = merge(existing, dispatch)
-        record = merge(base, seen)
+            if isinstance(dispatch, Observation):
+                record = merge(merge(existing, dispatch), seen)
+            elif dispatch == _UNREADABLE and _outcome_open(existing, seen):
+                # Not knowing is a decision for the replay guard: a queued replay is refused.
+                record = merge(existing, replace(seen, dispatch_outcome=DISPATCH_UNKNOWN_OUTCOME))
         # Read, merge, compare: a replay, or a known body under a new delivery id, changes
         # nothing but bookkeeping and costs no write (KV writes are the scarce quota).
         if not record_changed(existing, record):
@@ -888,14 +906,22 @@ async def _merge_and_store(
     return "written", existing, record
 
 
+def _outcome_open(existing: LedgerRecord | None, seen: Observation) -> bool:
+    """True when neither the record nor ``seen`` has decided the job's dispatch outcome."""
+    return (existing is None or existing.dispatch_outcome in (None, RECORDED_OUTCOME)) and (
+        seen.dispatch_outcome in (None, RECORDED_OUTCOME)
+    )
+
+
 async def _learned_dispatch(
     seen: Observation, settings: Settings, ports: Ports
-) -> Observation | None:
+) -> Observation | str | None:
     """The dispatch Nomad holds for ``seen``'s job, as the observation a recorded dispatch would
     have been: its newest child (where the reconciler's walk starts) dispatched at its oldest
     child's second (queued-to-dispatched counts from the first runner). None when Nomad has no
-    child for the job (it never got a runner of its own, or Nomad collected it) or could not
-    be read: the record then names no child, and the job's next delivery asks again."""
+    child for the job (it never got a runner of its own, or Nomad collected it);
+    ``_UNREADABLE`` when Nomad could not be read (the caller marks the record so, and the job's
+    next delivery asks again)."""
     try:
         pool = settings.routing.pool(seen.pool)
     except KeyError:
@@ -913,7 +939,7 @@ async def _learned_dispatch(
         )
         children = interpret_job_children(status, body, pool.nomad_job, seen.job_id)
     except (NomadError, TimeoutError, TransportError, OSError):
-        return None
+        return _UNREADABLE
     if not children:
         return None
     return replace(
@@ -1273,21 +1299,26 @@ async def with_unrecorded_runners(
     document: dict[str, Any], recorded_jobs: set[int], settings: Settings, ports: Ports
 ) -> dict[str, Any]:
     """``document`` (:func:`ledger_status`) with the runners dispatched for jobs the ledger has
-    no record of yet, read from Nomad (one ``/v1/jobs/statuses`` call per pool).
+    no record of yet, read from Nomad (one ``/v1/jobs/statuses`` call per pool, all at once).
 
     A queued delivery that dispatches writes no KV (:func:`_worth_recording`): until the job's
     next delivery, only Nomad knows its runner. Each pool's live children for jobs not in
     ``recorded_jobs`` are counted as ``runners_starting`` and added to ``jobs``, ``dispatched``
     and ``queued_not_running`` (their latencies wait for the record: the child's id has the
-    dispatch second, not the job's ``created_at``). When Nomad cannot be read,
-    ``runners_starting`` is None and ``nomad`` says why; the ledger's figures stand.
+    dispatch second, not the job's ``created_at``). When Nomad cannot be read, or the ledger
+    was not listed in full (``complete`` false: a recorded job could pass for a new one),
+    ``runners_starting`` is None and ``nomad`` says why; the ledger's figures stand. A job
+    whose only child is dead (its runner took another job, or failed) is not counted: the
+    reconciler records it when it finds the job still queued.
     """
     pools: dict[str, Any] = document.get("pools", {})
-    problems: list[str] = []
-    for pool in settings.routing.pools:
-        counts = pools.get(pool.name)
-        if counts is None:
-            continue
+    served = [pool for pool in settings.routing.pools if pool.name in pools]
+    if not document.get("complete", True):
+        for pool in served:
+            pools[pool.name]["runners_starting"] = None
+        return {**document, "nomad": "not read: the ledger was not listed in full"}
+
+    async def live_jobs(pool: PoolRoute) -> list[int] | str:
         request = live_children_request(
             nomad_addr=settings.nomad_addr,
             namespace=settings.routing.namespace,
@@ -1299,16 +1330,22 @@ async def with_unrecorded_runners(
             status, body = await asyncio.wait_for(
                 ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
             )
-            children = interpret_live_children(status, body, pool.nomad_job)
+            return interpret_live_children(status, body, pool.nomad_job)
         except NomadError as error:
-            problems.append(f"{pool.name}: {_loggable(str(error))}")
-            counts["runners_starting"] = None
-            continue
+            return f"{pool.name}: {_loggable(str(error))}"
         except (TimeoutError, TransportError, OSError):
-            problems.append(f"{pool.name}: unreachable")
+            return f"{pool.name}: unreachable"
+
+    # Side by side: a Nomad that does not answer costs one timeout, not one per pool.
+    answers = await asyncio.gather(*(live_jobs(pool) for pool in served))
+    problems: list[str] = []
+    for pool, answer in zip(served, answers, strict=True):
+        counts = pools[pool.name]
+        if isinstance(answer, str):
+            problems.append(answer)
             counts["runners_starting"] = None
             continue
-        starting = sum(1 for job_id in set(children) if job_id not in recorded_jobs)
+        starting = sum(1 for job_id in set(answer) if job_id not in recorded_jobs)
         counts["runners_starting"] = starting
         counts["jobs"] += starting
         counts["dispatched"] += starting

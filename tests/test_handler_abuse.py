@@ -202,6 +202,39 @@ class TestReplayOfAStartedJob:
         assert reply.status == 200 and reply.document["code"] == "already_started"
         assert children(nomad, 61200) == [] and ledger.writes == before
 
+    def test_is_ignored_when_nomad_could_not_say_whether_it_had_a_runner(self, nomad):
+        """The in_progress delivery could not read the job's children (Nomad down): its record
+        says so, which the guard takes for a decision, so the replay is still refused."""
+        ledger = CountingLedger()
+        hooks = Webhooks(nomad, ledger)
+        queued = delivery(workflow_job(job_id=61210))
+        assert hooks.send(queued).document["outcome"] == "dispatched"
+        nomad.one_shot_faults.append("500")
+        hooks.send(delivery(workflow_job("in_progress", job_id=61210, runner_id=7)))
+        record = LedgerRecord.from_json(ledger.snapshot()[ledger_key(REPOSITORY, 61210)])
+        assert record.child_id is None and record.dispatch_outcome.startswith("unknown")
+        with nomad._lock:
+            for key in [k for k, job in nomad.jobs.items() if job.idempotency_token == "61210"]:
+                del nomad.jobs[key]
+        reply = hooks.send(queued)
+        assert reply.status == 200 and reply.document["code"] == "already_started"
+        assert children(nomad, 61210) == []
+
+    def test_replays_of_a_later_delivery_ask_nomad_once(self, nomad):
+        """A completion for a job Nomad has no child of, sent 50 times: one children read (the
+        one that wrote the record), none for the replays, and one write."""
+        ledger = CountingLedger()
+        hooks = Webhooks(nomad, ledger)
+        done = delivery(workflow_job("completed", job_id=61211, runner_id=7, conclusion="success"))
+        for _ in range(50):
+            hooks.send(done)
+        lookups = [
+            r
+            for r in nomad.requests
+            if r.path == "/v1/jobs/statuses" and '"61211"' in r.query.get("filter", "")
+        ]
+        assert len(lookups) == 1 and ledger.writes == 1
+
     def test_a_first_queued_delivery_arriving_after_completed_still_dispatches(self, nomad):
         """Out of order, not a replay: the runner that ran this job was started for another,
         which needs this delivery's runner."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from handler import service
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.service import (
     IncomingRequest,
@@ -138,8 +139,25 @@ def test_status_reads_every_page(nomad):
     ledger.PAGE_SIZE = 2
     for job_id in range(41, 46):
         call(nomad, ledger, delivery(workflow_job(job_id=job_id)))
+        call(nomad, ledger, delivery(workflow_job("in_progress", job_id=job_id, runner_id=3)))
     document = call(nomad, ledger, path="/status", method="GET").document
-    assert document["pools"]["linux-x64"]["dispatched"] == 5
+    linux = document["pools"]["linux-x64"]
+    assert (linux["jobs"], linux["dispatched"], linux["runners_starting"]) == (5, 5, 0)
+
+
+def test_a_ledger_not_listed_in_full_reads_no_nomad_children(nomad, monkeypatch):
+    """A recorded job beyond the pages read would pass for a runner Nomad alone knows of."""
+    monkeypatch.setattr(service, "STATUS_MAX_PAGES", 1)
+    ledger = MemoryLedger()
+    ledger.PAGE_SIZE = 2
+    for job_id in range(61, 64):
+        call(nomad, ledger, delivery(workflow_job(job_id=job_id)))
+        call(nomad, ledger, delivery(workflow_job("in_progress", job_id=job_id, runner_id=3)))
+    before = len(nomad.requests)
+    document = call(nomad, ledger, path="/status", method="GET").document
+    assert document["complete"] is False and document["nomad"].startswith("not read")
+    assert document["pools"]["linux-x64"]["runners_starting"] is None
+    assert len(nomad.requests) == before
 
 
 def test_status_answers_are_reused_within_the_cache_window(nomad):
