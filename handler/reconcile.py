@@ -60,7 +60,14 @@ from handler.deferred import successor_token
 from handler.events import WORKFLOW_JOB, PayloadError, WorkflowJobEvent, parse_event
 from handler.github_errors import github_message
 from handler.ledger import LEDGER_TTL_SECONDS, LedgerRecord, Observation, ledger_key, merge
-from handler.nomad import HttpRequest, NomadError, interpret_job_status, job_request
+from handler.nomad import (
+    HttpRequest,
+    NomadError,
+    interpret_job_children,
+    interpret_job_status,
+    job_children_request,
+    job_request,
+)
 from handler.service import (
     ATTEMPT_TIMEOUT_SECONDS,
     ConfigurationError,
@@ -539,14 +546,19 @@ class _Run:
         # Start the walk where the last run left it: the ledger names the job's newest child.
         # Replaying the job-id token instead would re-spend a dispatch and a read on every dead
         # child of the chain, run after run (bench/scheduling.py: a burst starved that way).
-        last_child = await self.recorded_child(repository, event.job.id)
-        state = (
-            await self.child_state(last_child, repository, event.job.id)
-            if last_child is not None
-            else _CHILD_UNKNOWN
-        )
+        recorded, last_child = await self.recorded_child(repository, event.job.id)
+        learned: Observation | None = None
+        if last_child is not None:
+            state = await self.child_state(last_child, repository, event.job.id)
+        elif not recorded:
+            # No record: a webhook's dispatch is Nomad's record alone. One read of the job's
+            # children says as much as the ledger's child and its read would.
+            state, last_child, learned = await self.nomad_children(decision, event, repository)
+        else:
+            state = _CHILD_UNKNOWN
         if state == _CHILD_LIVE:
-            # Its runner is starting or running: already served, nothing new to note.
+            # Its runner is starting or running: already served, nothing new to note (a job
+            # with no record stays Nomad's to hold; its next delivery records it).
             self.report.already_dispatched += 1
             return
         if state == _CHILD_DEAD and last_child is not None:
@@ -599,9 +611,14 @@ class _Run:
             missing_fields=job.missing,
         )
         # A replay is written only when the ledger lacks its child: the webhook's dispatch may
-        # have landed although it timed out (recorded "failed"), or its ledger write failed.
+        # be Nomad's record alone, or it landed although it timed out (recorded "failed").
+        # What Nomad said of a job with no record goes in first, so the record keeps the
+        # webhook's dispatch second and does not count a successor as the reconciler's own.
         await record_observation(
-            seen, self.ports.ledger, unless_child_recorded=result.outcome == "already_dispatched"
+            seen,
+            self.ports.ledger,
+            unless_child_recorded=result.outcome == "already_dispatched",
+            prior=learned,
         )
 
     async def dispatch(
@@ -648,14 +665,69 @@ class _Run:
                 self.report.stopped = "nomad_unreachable"
         return result
 
-    async def recorded_child(self, repository: str, job_id: int) -> str | None:
-        """The newest child the job's ledger record names; None without one (or without KV)."""
+    async def recorded_child(self, repository: str, job_id: int) -> tuple[bool, str | None]:
+        """Whether the job has a ledger record (True when KV cannot tell), and the newest child
+        it names (None without one)."""
         try:
             stored = await self.ports.ledger.get(ledger_key(repository, job_id))
         except LedgerUnavailable:
-            return None
+            return True, None
         record = LedgerRecord.from_json(stored) if stored else None
-        return record.child_id if record is not None else None
+        return stored is not None, record.child_id if record is not None else None
+
+    async def nomad_children(
+        self, decision: Dispatch, event: WorkflowJobEvent, repository: str
+    ) -> tuple[str, str | None, Observation | None]:
+        """What Nomad holds for a job the ledger has no record of: the newest child's state
+        (``_CHILD_LIVE``, ``_CHILD_DEAD``, ``_CHILD_GONE`` when there is none, or
+        ``_CHILD_UNKNOWN``), its id, and the dispatch as an observation to record first (the
+        newest child, at the first child's second; None without a child)."""
+        job = event.job
+        if not self.can_spend(1):
+            return _CHILD_UNKNOWN, None, None
+        request = job_children_request(
+            nomad_addr=self.settings.nomad_addr,
+            namespace=self.settings.routing.namespace,
+            parent=decision.pool.nomad_job,
+            job_id=job.id,
+            credentials=self.settings.credentials,
+        )
+        self.spent += 1
+        self.report.nomad_requests += 1
+        try:
+            status, body = await asyncio.wait_for(
+                self.ports.transport.send(request), ATTEMPT_TIMEOUT_SECONDS
+            )
+            children = interpret_job_children(status, body, decision.pool.nomad_job, job.id)
+        except NomadError as error:
+            self.report.errors.append(f"{repository}#{job.id}: reading its children: {error}")
+            return _CHILD_UNKNOWN, None, None
+        except (TimeoutError, TransportError, OSError):
+            self.report.errors.append(f"{repository}#{job.id}: reading its children: unreachable")
+            return _CHILD_UNKNOWN, None, None
+        if not children:
+            return _CHILD_GONE, None, None
+        newest = children[-1]
+        learned = Observation(
+            repository=repository,
+            job_id=job.id,
+            run_id=job.run_id,
+            run_attempt=job.run_attempt,
+            pool=decision.pool.name,
+            action="queued",
+            conclusion=None,
+            runner_id=None,
+            runner_name=None,
+            delivery="reconciler",
+            child_id=newest.child_id,
+            dispatch_outcome="dispatched",
+            at=children[0].dispatched_at,
+            created_at=job.created_at.timestamp() if job.created_at else None,
+            source="webhook",
+            missing_fields=job.missing,
+        )
+        state = _CHILD_DEAD if newest.status == "dead" else _CHILD_LIVE
+        return state, newest.child_id, learned
 
     async def child_state(self, child_id: str, repository: str, job_id: int) -> str:
         """What Nomad says of the child: ``_CHILD_DEAD``, ``_CHILD_LIVE`` (pending, running),

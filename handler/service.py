@@ -829,6 +829,7 @@ async def record_observation(
     *,
     unless_child_recorded: bool = False,
     learn_from: tuple[Settings, Ports] | None = None,
+    prior: Observation | None = None,
 ) -> str:
     """Merge ``seen`` into the job's ledger record; "written", "unchanged" (the merged record
     says nothing new, so nothing is written) or "failed: why" (never raises).
@@ -836,12 +837,18 @@ async def record_observation(
     With ``unless_child_recorded``, a record that already names ``seen.child_id`` is left as it
     is ("unchanged"): a replay then costs a KV read, not a write. With ``learn_from``, a
     delivery after ``queued`` for a job whose record names no child first asks Nomad for the
-    job's children (:func:`_learned_dispatch`), and the same write records them. A record that
+    job's children (:func:`_learned_dispatch`), and the same write records them; ``prior``
+    (what the caller already learned of the job, e.g. from Nomad) is merged into a record that
+    names no child before ``seen``. A record that
     turns ``deferred`` for the first time also gets its key in the pool's deferred index
     (:mod:`handler.deferred`): one more write, once per deferred job.
     """
     outcome, _, _ = await _merge_and_store(
-        seen, ledger, unless_child_recorded=unless_child_recorded, learn_from=learn_from
+        seen,
+        ledger,
+        unless_child_recorded=unless_child_recorded,
+        learn_from=learn_from,
+        prior=prior,
     )
     return outcome
 
@@ -852,6 +859,7 @@ async def _merge_and_store(
     *,
     unless_child_recorded: bool = False,
     learn_from: tuple[Settings, Ports] | None = None,
+    prior: Observation | None = None,
 ) -> tuple[str, LedgerRecord | None, LedgerRecord | None]:
     """:func:`record_observation`'s work; also returns the record as it was before, and as it
     is after (None when nothing could be read)."""
@@ -862,7 +870,10 @@ async def _merge_and_store(
         existing = LedgerRecord.from_json(stored) if stored else None
         if unless_child_recorded and existing is not None and existing.child_id == seen.child_id:
             return "unchanged", existing, existing
-        record = merge(existing, seen)
+        if prior is not None and (existing is None or existing.child_id is None):
+            record = merge(merge(existing, prior), seen)
+        else:
+            record = merge(existing, seen)
         # A queued delivery's own dispatch is in ``seen`` (unless it was deferred at the cap);
         # a later delivery learns it from Nomad: only when it changes the record anyway (a
         # replay costs Nomad nothing), or when an earlier one could not read Nomad.

@@ -141,11 +141,15 @@ class TestRecovery:
         world.github.queue_job(REPO, rest_job(1003))
         report = world.run()
         assert (report.dispatched, report.already_dispatched) == (0, 1)
-        assert len(world.children()) == 1 and not world.record(1003).reconciled
+        # Its runner is live: Nomad holds the dispatch, and the run writes nothing for it.
+        assert len(world.children()) == 1 and ledger_key(REPO, 1003) not in world.ledger.snapshot()
 
-    def test_a_replay_records_the_child_only_nomad_knew_of(self, world):
-        """The webhook's dispatch writes no KV (Nomad holds it); a job still queued at the
-        reconciler's run gets its child recorded, so later runs walk from it."""
+    def test_a_dead_runner_only_nomad_knew_of_is_replaced_and_the_webhooks_dispatch_kept(
+        self, world
+    ):
+        """The webhook's dispatch wrote no KV (Nomad holds it); its runner died with the job
+        still queued. One read of the job's children finds that, the successor is dispatched,
+        and the record keeps the webhook's dispatch second: not counted as the reconciler's."""
         from handler.service import IncomingRequest, handle
 
         sent = delivery(workflow_job(job_id=1018, run_id=1018 + 10**6))
@@ -154,12 +158,21 @@ class TestRecovery:
         reply = asyncio.run(handle(request, world.settings, ports, datetime.now(UTC)))
         assert reply.document["outcome"] == "dispatched"
         assert reply.log["ledger"].startswith("not written")
-        assert ledger_key(REPO, 1018) not in world.ledger.snapshot()
+        first = reply.document["nomad_job_id"]
+        world.nomad.set_status(first, "dead")
         world.github.queue_job(REPO, rest_job(1018))
+        before = len(world.nomad.requests)
         report = world.run()
-        assert (report.dispatched, report.already_dispatched) == (0, 1)
+        assert (report.dispatched, report.redispatched) == (1, 1)
+        reads = [r for r in world.nomad.requests[before:] if r.method == "GET"]
+        assert [r.path for r in reads] == [
+            "/v1/jobs/statuses",
+            "/v1/job/github-runner-linux-x64/summary",
+        ]
+        (successor,) = [c for c in world.children() if c.id != first]
         record = world.record(1018)
-        assert record.child_id == reply.document["nomad_job_id"] and not record.reconciled
+        assert record.child_id == successor.id and not record.reconciled
+        assert record.dispatched_at == float(first.split("-")[-2])
         # Once the ledger names the child, a replay writes nothing.
         stored = world.ledger.snapshot()[ledger_key(REPO, 1018)]
         world.run()
@@ -291,8 +304,10 @@ class TestLimits:
                 github.queue_job(repo, rest_job(2000 + index, repository=repo))
             seen = []
             for _ in range(6):
-                report = world.run(budget=6)
-                assert report.github_requests + report.nomad_requests <= 6
+                # Per repository: two runs lists, a jobs list, the job's children, and room
+                # for two dispatch attempts with their capacity reads.
+                report = world.run(budget=8)
+                assert report.github_requests + report.nomad_requests <= 8
                 assert report.stopped == "budget"
                 seen.extend(report.repositories)
                 if len(world.children()) == len(repos):
