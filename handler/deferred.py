@@ -5,11 +5,14 @@ key ``deferred:{pool}:{created_at in ms, 13 digits}:{repository}:{job id}`` (emp
 job's coordinates as metadata), written once, when its record first turns ``deferred``. KV lists
 keys in lexicographic order, so one list call under ``deferred:{pool}:`` returns the pool's
 deferred jobs oldest ``created_at`` first, across its repositories, with everything a dispatch
-needs: no read per job. The key is deleted when the job is dispatched or found to need no
-runner any more; it expires after :data:`INDEX_TTL_SECONDS` anyway (GitHub cancels a job that
-waited 24 h). KV's list is eventually consistent (a key written in one location may take up to
-~60 s to be listed in another), so the index is a hint, never a lock: each entry is checked
-against the ledger and, where the ledger cannot tell, against GitHub
+needs: no read per job. The index holds the jobs still owed a runner: the key is deleted once a
+runner is dispatched under the job's own token (its child recorded), or the job is found to need
+none (cancelled before a runner took it, or too old); it expires after
+:data:`INDEX_TTL_SECONDS` anyway (GitHub cancels a job that waited 24 h). A job that started on
+a runner dispatched for another job stays owed (see :func:`handler.ledger.waits_for_a_slot`).
+KV's list is eventually consistent (a key written in one location may take up to ~60 s to be
+listed in another, a deleted one may be listed as long), so the index is a hint, never a lock:
+each entry is checked against the ledger and, where the ledger cannot tell, against GitHub
 (:func:`job_state_request`) before it is dispatched, and Nomad's idempotency token (the job id)
 keeps a second dispatch of one job a no-op.
 
@@ -106,9 +109,26 @@ def job_state_request(github: GitHubRead, repository: str, job_id: int) -> HttpR
     return HttpRequest("GET", url, headers, b"")
 
 
-def interpret_job_state(status: int, body: bytes) -> str:
-    """The job's ``status`` (queued, in_progress, completed, waiting, ...) from GitHub's answer;
-    :class:`JobLookupError` for any other answer than a 200 with a status string."""
+@dataclass(frozen=True)
+class JobState:
+    """GitHub's word on one job: its ``status`` and whether a runner was ever assigned to it."""
+
+    status: str  # queued, in_progress, completed, waiting, ...
+    assigned: bool  # a runner took it: in progress, or completed with a runner_id
+
+    def owes_a_runner(self) -> bool:
+        """True when the job still needs the runner dispatched under its token: queued, or
+        started (on some runner, which another queued job then lacks). False for a job that
+        completed without a runner (cancelled before assignment) or waits for an approval
+        (GitHub queues it again, and its queued delivery dispatches)."""
+        return self.status in ("queued", "in_progress") or (
+            self.status == "completed" and self.assigned
+        )
+
+
+def interpret_job_state(status: int, body: bytes) -> JobState:
+    """The job's state from GitHub's answer; :class:`JobLookupError` for any other answer than
+    a 200 with a status string. ``runner_id`` is null (or 0) until a runner is assigned."""
     if status != 200:
         raise JobLookupError(f"GitHub answered {status}")
     try:
@@ -118,7 +138,11 @@ def interpret_job_state(status: int, body: bytes) -> str:
     state = document.get("status") if isinstance(document, dict) else None
     if not isinstance(state, str) or not state:
         raise JobLookupError("GitHub's job answer has no status")
-    return state
+    runner = document.get("runner_id")
+    assigned = state == "in_progress" or (
+        type(runner) is int and runner > 0  # not a bool, not the 0 of an unassigned job
+    )
+    return JobState(state, assigned)
 
 
 def successor_token(job_id: int, dead_child: str) -> str:

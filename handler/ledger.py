@@ -187,12 +187,20 @@ def replays_a_started_job(record: LedgerRecord) -> bool:
 
 
 def waits_for_a_slot(record: LedgerRecord) -> bool:
-    """True while the record says the job is queued, with no runner started for it, and it was
-    deferred at a cap once: the kind of job a freed slot may be given to (if a child was
-    dispatched for it since, that child may have gone to another job: the caller looks)."""
+    """True while the job, deferred at a cap once, has had no runner dispatched under its own
+    token, and was not cancelled before assignment: the jobs the pool's deferred index lists
+    (:mod:`handler.deferred`), each owed one runner by a freed slot.
+
+    Such a job may have started already: GitHub gives a queued job to any idle runner with its
+    labels, so it may have taken a runner dispatched for another job, which that other job now
+    lacks. One runner per queued job is the only balance that holds, so the job stays owed (and
+    listed) until a runner is dispatched under its token, whoever that runner ends up serving.
+    Once a child is recorded for it the job is no longer listed: no later freed slot pays for
+    looking at it again.
+    """
     return (
-        record.state == "queued"
-        and record.deferred_at is not None
+        record.deferred_at is not None
+        and record.child_id is None
         and not record.cancelled_before_assignment
     )
 

@@ -43,7 +43,6 @@ from handler.contract import (
     Routing,
 )
 from handler.decide import STALE_AFTER, Dispatch, Ignore, decide
-from handler.deferred import successor_token
 from handler.events import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -61,6 +60,7 @@ from handler.ledger import (
     RECORDED_OUTCOME,
     LedgerRecord,
     Observation,
+    has_started,
     ledger_key,
     merge,
     record_changed,
@@ -1000,7 +1000,8 @@ class FillReport:
     own_slot: bool = False  # the completed job's child still counted, so counted as gone
     dispatched: int = 0
     already_dispatched: int = 0  # another completion (or the reconciler) got there first
-    skipped: int = 0  # no runner needed any more: started, cancelled, given to another runner
+    owed: int = 0  # of those dispatched: for jobs that started on another job's runner
+    skipped: int = 0  # no runner owed: one is on its way, or the job was cancelled
     held: int = 0  # left in the queue: its repository at its cap, or GitHub did not answer
     operations: int = 0  # outbound requests and KV operations spent
     stopped: str | None = None  # full | budget | failed | index unavailable
@@ -1008,7 +1009,8 @@ class FillReport:
     def describe(self) -> str:
         return (
             f"dispatched {self.dispatched} of {self.listed} deferred "
-            f"(own slot {'yes' if self.own_slot else 'no'}, replays {self.already_dispatched}, "
+            f"(own slot {'yes' if self.own_slot else 'no'}, owed {self.owed}, "
+            f"replays {self.already_dispatched}, "
             f"skipped {self.skipped}, held {self.held}, stopped {self.stopped or 'no'}, "
             f"{self.operations} operations)"
         )
@@ -1035,11 +1037,13 @@ async def fill_freed_slots(
     (two completions at once each fill their own slot, and neither can take the other's, which
     is still counted). Any further job goes only into capacity the pool's count shows free, read
     afresh before each one. Jobs come from the pool's deferred index (:mod:`handler.deferred`),
-    oldest ``created_at`` first; each is dispatched only while the ledger still says it waits
-    and GitHub (with ``GITHUB_READ_TOKEN``) still says ``queued``. The job id stays the
-    idempotency token, so a job another completion dispatched meanwhile is a replay at Nomad and
-    takes no slot. Bounded per plan by :data:`FILL_LIMITS` (operations, candidates); never
-    raises.
+    oldest ``created_at`` first: the jobs no runner was dispatched for yet. Each is dispatched
+    unless the ledger or GitHub (with ``GITHUB_READ_TOKEN``) says it needs no runner any more
+    (cancelled before a runner took it): a job that already started, on a runner dispatched for
+    another job, still gets its own, which serves that other job (:func:`_still_owed`). The job
+    id stays the idempotency token, so a job another completion dispatched meanwhile is a replay
+    at Nomad and takes no slot; a dispatch records the child, which takes the job out of the
+    index. Bounded per plan by :data:`FILL_LIMITS` (operations, candidates); never raises.
     """
     report = FillReport()
     try:
@@ -1071,8 +1075,8 @@ async def fill_freed_slots(
     count: int | None = None  # the pool's count, read afresh after each dispatch
     budget, most = FILL_LIMITS.get(settings.plan, FILL_LIMITS[contract.DEFAULT_WORKERS_PLAN])
     for job in waiting[:most]:
-        # At most: summary, ledger read, child read, GitHub, repository children, two dispatch
-        # attempts, ledger read and write, index delete.
+        # At most: summary, ledger read, GitHub, repository children, two dispatch attempts,
+        # ledger read and write, index delete.
         if report.operations + 9 > budget:
             report.stopped = "budget"
             break
@@ -1102,17 +1106,17 @@ async def fill_freed_slots(
         if active >= pool.max_runners:
             report.stopped = "full"
             break
-        verdict, dead_child = await _still_waiting(job, settings, ports, now, report)
-        if verdict != "waiting":
-            if verdict == "gone":
-                report.skipped += 1
-                await _forget(job, ledger, report)
-            else:
-                report.held += 1
+        verdict = await _still_owed(job, settings, ports, now, report)
+        if verdict == "gone":
+            report.skipped += 1
+            await _forget(job, ledger, report)
             continue
-        # A child dispatched for this job that went to another job (and ended) leaves it
-        # without a runner: its successor token, as the reconciler derives it, gets it one.
-        token = str(job.job_id) if dead_child is None else successor_token(job.job_id, dead_child)
+        if verdict == "held":
+            report.held += 1
+            continue
+        # The job's own token, whether it still waits or already started on a runner dispatched
+        # for another job (which this runner then serves): one runner per job, never two, and a
+        # job another completion, the reconciler or a webhook served meanwhile is a replay.
         decision = Dispatch(
             pool=pool,
             meta={
@@ -1121,7 +1125,7 @@ async def fill_freed_slots(
                 contract.META_RUN_ID: str(job.run_id),
                 contract.META_POOL: pool.name,
             },
-            idempotency_token=token,
+            idempotency_token=str(job.job_id),
         )
         result = await dispatch_job(
             decision,
@@ -1140,6 +1144,8 @@ async def fill_freed_slots(
             continue
         if result.outcome == "dispatched":
             report.dispatched += 1
+            if verdict == "started":
+                report.owed += 1
             own_slot = False  # spent; any further job needs capacity the count shows
             count = None
         else:
@@ -1161,13 +1167,15 @@ async def fill_freed_slots(
             created_at=job.created_at,
             source="completion",
         )
-        report.operations += 2
-        # The index entry stays until a runner takes the job (its in_progress delivery), which
-        # may be another job's runner: then this job's child takes another, and the next freed
-        # slot finds this job again.
-        await record_observation(
+        # Recording the child takes the job out of the index (the merge's transition deletes its
+        # key): no later completion spends a look on a job whose runner is on its way. That
+        # runner may take another job; the job it leaves without one is then owed by whichever
+        # listed job it took (it stays listed), or, if that one was never listed, left to the
+        # reconciler, which replaces this job's child once it is dead.
+        written = await record_observation(
             seen, ledger, unless_child_recorded=result.outcome == "already_dispatched"
         )
+        report.operations += 3 if written == "written" else 1  # read; write, index delete
     return report
 
 
@@ -1226,24 +1234,20 @@ async def _child_status(child_id: str, settings: Settings, ports: Ports) -> str 
         return _UNREADABLE
 
 
-async def _child_alive(child_id: str, settings: Settings, ports: Ports) -> bool:
-    """True unless Nomad reports the child dead or gone; any doubt is True (dispatch nothing)."""
-    return await _child_status(child_id, settings, ports) not in ("dead", None)
-
-
 async def _still_counted(child_id: str, settings: Settings, ports: Ports) -> bool:
     """True when Nomad reports the child pending or running; any doubt is False (no slot)."""
     return await _child_status(child_id, settings, ports) in ("pending", "running")
 
 
-async def _still_waiting(
+async def _still_owed(
     job: deferred.DeferredJob, settings: Settings, ports: Ports, now: datetime, report: FillReport
-) -> tuple[str, str | None]:
-    """The verdict on one deferred job: "waiting" (dispatch it), "gone" (it needs no runner:
-    drop it from the index) or "held" (a runner for it is on its way, or it cannot be told
-    now: leave it), with the dead child its last runner was (None when it never had one)."""
+) -> str:
+    """The verdict on one listed job: "waiting" (still queued: dispatch for it), "started" (a
+    runner dispatched for another job took it, so the pool owes that other job one: dispatch
+    under this job's token), "gone" (it needs no runner from us: drop it from the index) or
+    "held" (it cannot be told now: leave it)."""
     if now.timestamp() - job.created_at > STALE_AFTER_SECONDS:
-        return "gone", None  # GitHub has cancelled it
+        return "gone"  # GitHub has cancelled it, or long since given its runner away
     report.operations += 1
     try:
         stored = await ports.ledger.get(ledger_key(job.repository, job.job_id))
@@ -1251,15 +1255,14 @@ async def _still_waiting(
         stored = None
     record = LedgerRecord.from_json(stored) if stored else None
     if record is not None and not waits_for_a_slot(record):
-        return "gone", None  # started, cancelled or completed since: the ledger knows
-    dead_child = None
-    if record is not None and record.child_id is not None:
-        report.operations += 1
-        if await _child_alive(record.child_id, settings, ports):
-            return "held", None  # its runner is starting, or idle: it takes a queued job
-        dead_child = record.child_id
+        # A runner was dispatched for it (listed late: KV's list lags behind its delete, or an
+        # entry from before the index held only owed jobs), or it was cancelled before a
+        # runner took it.
+        return "gone"
+    if record is not None and has_started(record):
+        return "started"  # the ledger knows: no need to ask GitHub
     if settings.github_read is None:
-        return "waiting", dead_child  # nothing more to ask; a wrong guess: one idle runner
+        return "waiting"  # nothing more to ask; a wrong guess: one idle runner
     report.operations += 1
     request = deferred.job_state_request(settings.github_read, job.repository, job.job_id)
     try:
@@ -1268,8 +1271,11 @@ async def _still_waiting(
         )
         state = deferred.interpret_job_state(status, body)
     except (deferred.JobLookupError, TimeoutError, TransportError, OSError):
-        return "held", None
-    return ("waiting", dead_child) if state == "queued" else ("gone", None)
+        return "held"
+    if not state.owes_a_runner():
+        return "gone"
+    # Started, though the ledger has not heard yet (its in_progress delivery is on its way).
+    return "waiting" if state.status == "queued" else "started"
 
 
 async def _forget(job: deferred.DeferredJob, ledger: LedgerStore, report: FillReport) -> None:

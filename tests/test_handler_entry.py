@@ -280,9 +280,9 @@ def test_a_completion_at_the_cap_dispatches_the_oldest_deferred_job_once(runtime
     assert settle(nomad, parent, ["7101", "7103"]) == ["7101", "7103"]
     assert send(worker, finished(7101, GPU))[0] == 200  # a redelivery gives nothing away
     assert settle(nomad, parent, ["7101", "7103"]) == ["7101", "7103"]
-    # 7103 leaves the queue when a runner takes it (GitHub may give its runner to another job).
-    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 2)]
-    assert remaining == ["7103", "7102"]
+    # 7103 left the queue with its dispatch: no later completion looks at it again.
+    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 1)]
+    assert remaining == ["7102"]
 
 
 def test_a_deferred_job_cancelled_meanwhile_is_skipped(runtime):
@@ -292,19 +292,21 @@ def test_a_deferred_job_cancelled_meanwhile_is_skipped(runtime):
         nomad.set_status(child.id, "dead" if child.idempotency_token == "7101" else "running")
     assert send(worker, queued(7104, GPU, 20))[1]["outcome"] == "deferred"
     assert send(worker, queued(7105, GPU, 15))[1]["outcome"] == "deferred"
-    # 7103 was dispatched by the previous test but has not started: it stays queued with them.
-    waiting = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 4)]
-    assert sorted(waiting) == ["7102", "7103", "7104", "7105"]
+    # 7103, dispatched by the previous test, is no longer queued with them.
+    waiting = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 3)]
+    assert waiting == ["7104", "7105", "7102"]  # oldest first
     cancel = finished(7104, GPU, conclusion="cancelled", runner_id=None)
     assert send(worker, cancel)[0] == 200
     kv(worker, ledger_key(REPOSITORY, 7104), settled=lambda text: "completed" in text)
-    assert send(worker, finished(7103, GPU))[0] == 200
-    # 7104 is older but cancelled: 7105 gets the slot; 7104 leaves the queue.
-    expected = ["7101", "7103", "7105"]
-    assert settle(nomad, parent, expected) == expected
-    # 7104 (cancelled) and 7103 (completed) have left it; 7105 waits for its runner to start.
+    # Cancelled before a runner took it: 7104 leaves the queue with that delivery.
     remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 2)]
     assert remaining == ["7105", "7102"]
+    assert send(worker, finished(7103, GPU))[0] == 200
+    # 7104 was older but is cancelled: 7105 gets the slot, and leaves the queue with it.
+    expected = ["7101", "7103", "7105"]
+    assert settle(nomad, parent, expected) == expected
+    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:gpu:", 1)]
+    assert remaining == ["7102"]
 
 
 def test_two_completions_at_once_dispatch_two_never_three(runtime):
@@ -322,6 +324,9 @@ def test_two_completions_at_once_dispatch_two_never_three(runtime):
     assert [status for status, _ in answers] == [200, 200]
     expected = ["7201", "7202", "7204", "7205"]
     assert settle(nomad, parent, expected, quiet=1.5) == expected
+    # The two dispatched have left the queue; the newest waits alone.
+    remaining = [key.rsplit(":", 1)[-1] for key in listed(worker, "deferred:linux-x64-large:", 1)]
+    assert remaining == ["7203"]
 
 
 def test_one_structured_log_line_per_delivery_without_secrets(runtime):

@@ -7,16 +7,24 @@ while its deregister task runs.
 """
 
 import asyncio
+import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.deferred import DEFERRED_KEY_PREFIX, DeferredJob, pool_prefix, successor_token
-from handler.ledger import LedgerRecord, ledger_key
+from handler.deferred import (
+    DEFERRED_KEY_PREFIX,
+    DeferredJob,
+    JobLookupError,
+    interpret_job_state,
+    pool_prefix,
+)
+from handler.ledger import LedgerRecord, ledger_key, waits_for_a_slot
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.nomad import allocation_of_runner
-from handler.service import IncomingRequest, Ports, handle, settings_from_bindings
+from handler.service import FILL_LIMITS, IncomingRequest, Ports, handle, settings_from_bindings
 from tests.standins.github import ACTIONS_READ_TOKEN, GitHubStandIn
 from tests.standins.nomad import NomadStandIn
 from tests.standins.webhooks import REPOSITORY, bindings, delivery, register_pools, workflow_job
@@ -95,6 +103,10 @@ class Scene:
     def index(self):
         return sorted(k for k in self.ledger.snapshot() if k.startswith(DEFERRED_KEY_PREFIX))
 
+    def listed(self):
+        """The job ids the deferred index lists, in its (oldest first) order."""
+        return [key.rsplit(":", 1)[-1] for key in self.index()]
+
     def job_lookups(self):
         return [c for c in self.github.calls("GET") if "/actions/jobs/" in c.path]
 
@@ -130,12 +142,12 @@ class TestTheFreedSlot:
         # The same completion again (a redelivery) gives nothing away a second time.
         again = scene.post(scene.completed(1))
         assert again.log["ledger"] == "unchanged" and scene.tokens() == ["1", "2", "5"]
-        # Job 5 stays in the queue until a runner takes it: GitHub may give its runner to
-        # another job. Its in_progress delivery takes it out.
-        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["5", "4", "3"]
+        # Job 5 left the queue with its dispatch: no later completion looks at it again. Its
+        # in_progress delivery changes nothing there.
+        assert scene.listed() == ["4", "3"]
         running = workflow_job("in_progress", job_id=5, run_id=105, labels=LARGE, runner_id=4)
         assert scene.post(running).status == 200
-        assert [k.rsplit(":", 1)[-1] for k in scene.index()] == ["4", "3"]
+        assert scene.listed() == ["4", "3"]
 
     def test_two_completions_at_once_dispatch_two_never_three(self, scene):
         scene.at_cap_with_three_deferred()
@@ -147,9 +159,9 @@ class TestTheFreedSlot:
 
         replies = asyncio.run(both())
         assert all(reply.status == 200 for reply in replies)
-        # The two oldest, each once; the newest still waits.
+        # The two oldest, each once; the newest still waits, alone in the queue.
         assert scene.tokens() == ["1", "2", "4", "5"]
-        assert len(scene.index()) == 3  # none has started yet
+        assert scene.listed() == ["3"]
 
     def test_a_job_cancelled_at_github_meanwhile_is_skipped(self, scene):
         """The ledger never heard of the cancellation (its delivery was lost): GitHub's answer
@@ -173,21 +185,68 @@ class TestTheFreedSlot:
         # One lookup: job 4's; job 5 was settled by the ledger alone.
         assert [c.path.rsplit("/", 1)[-1] for c in scene.job_lookups()[before:]] == ["4"]
 
-    def test_a_job_whose_runner_went_to_another_job_gets_the_next_slot(self, scene):
-        """Job 5 got the first freed slot, but GitHub gave that runner to job 4, and it ended:
-        the next freed slot goes to job 5 again, under the successor token of its dead child
-        (the reconciler's own derivation), and to nobody twice."""
+    def test_a_job_started_on_another_jobs_runner_gets_its_own_for_that_job(self, scene):
+        """Job 5 got the first freed slot, but GitHub gave that runner to job 4, which had none:
+        job 4 stays in the queue, owed, and the next freed slot dispatches under job 4's own
+        token, whose runner is the one job 5 now lacks. No GitHub lookup: the ledger knows job
+        4 started. Every job one runner, none twice."""
         scene.at_cap_with_three_deferred()
         scene.post(scene.completed(1))
         (fifth,) = [c for c in scene.nomad.children(PARENT) if c.idempotency_token == "5"]
         runner = workflow_job("in_progress", job_id=4, run_id=104, labels=LARGE, runner_id=4)
+        runner["workflow_job"]["runner_name"] = scene.nomad.runner_name(fifth.id, POOL)
         assert scene.post(runner).status == 200  # job 4 started, on job 5's runner
-        scene.nomad.set_status(fifth.id, "dead")
+        scene.github.set_job_status(4, "in_progress", runner_id=4)
+        assert scene.listed() == ["4", "3"]  # still owed a runner
+        lookups = len(scene.job_lookups())
         reply = scene.post(scene.completed(2))
-        assert "dispatched 1" in reply.log["ledger"], reply.log
-        successor = successor_token(5, fifth.id)
-        assert scene.tokens() == sorted(["1", "2", "5", successor])
-        assert scene.record(5).child_id != fifth.id
+        assert "dispatched 1 of 2" in reply.log["ledger"] and "owed 1" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "4", "5"]
+        assert len(scene.job_lookups()) == lookups
+        assert scene.listed() == ["3"]
+        record = scene.record(4)
+        assert record.state == "in_progress" and record.child_id is not None
+        # The reconciler's successor token for job 5's child is not spent: job 5 keeps its
+        # child in the ledger, and a later freed slot never looks at it.
+        assert scene.record(5).child_id == fifth.id
+
+    def test_a_job_github_has_started_before_the_ledger_heard_is_owed_too(self, scene):
+        """The race: a runner took job 5 (dispatched for another job) a moment ago and its
+        in_progress delivery is still on its way; GitHub's answer says in_progress."""
+        scene.at_cap_with_three_deferred()
+        scene.github.set_job_status(5, "in_progress", runner_id=9)
+        reply = scene.post(scene.completed(1))
+        assert "dispatched 1 of 3" in reply.log["ledger"] and "owed 1" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "5"]
+        # Its in_progress delivery, arriving now, neither lists it again nor dispatches.
+        running = workflow_job("in_progress", job_id=5, run_id=105, labels=LARGE, runner_id=9)
+        assert scene.post(running).status == 200
+        assert scene.listed() == ["4", "3"] and scene.tokens() == ["1", "2", "5"]
+
+    def test_a_job_that_completed_on_some_runner_is_owed_one_without_a_runner_is_not(self, scene):
+        scene.at_cap_with_three_deferred()
+        scene.github.set_job_status(5, "completed", "cancelled")  # never assigned
+        scene.github.set_job_status(4, "completed", "success", runner_id=9)  # ran somewhere
+        reply = scene.post(scene.completed(1))
+        assert "skipped 1" in reply.log["ledger"] and "owed 1" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "4"]
+        assert scene.listed() == ["3"]
+
+    def test_a_listing_of_a_job_already_dispatched_costs_one_read_and_no_runner(self, scene):
+        """KV's list may still show a key deleted elsewhere (up to ~60 s): the ledger, which
+        names the job's child, settles it without GitHub or Nomad, and the next job gets the
+        slot."""
+        scene.at_cap_with_three_deferred()
+        scene.post(scene.completed(1))  # job 5 dispatched, its key deleted
+        stale = DeferredJob(POOL, KEY, 5, 105, scene.record(5).created_at)
+        asyncio.run(scene.ledger.put(stale.key(), "", 60, stale.metadata()))
+        lookups = len(scene.job_lookups())
+        reply = scene.post(scene.completed(2))
+        assert "dispatched 1 of 3" in reply.log["ledger"] and "skipped 1" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "4", "5"]
+        # One lookup, job 4's; job 5 was settled by the ledger alone (and dropped again).
+        assert [c.path.rsplit("/", 1)[-1] for c in scene.job_lookups()[lookups:]] == ["4"]
+        assert scene.listed() == ["3"]
 
     def test_a_cancellation_before_assignment_frees_no_slot(self, scene):
         """A job cancelled before a runner took it leaves its runner idle, not finished: that
@@ -275,6 +334,61 @@ class TestTheIndex:
         assert DeferredJob.from_entry(POOL, job.key(), "not json") is None
 
 
+class TestWhoIsOwed:
+    def record(self, **changes):
+        base = LedgerRecord(
+            repository=KEY,
+            job_id=4,
+            run_id=104,
+            run_attempt=1,
+            pool=POOL,
+            state="queued",
+            last_action="queued",
+            conclusion=None,
+            runner_name=None,
+            child_id=None,
+            dispatch_outcome="deferred",
+            cancelled_before_assignment=False,
+            first_seen=1.0,
+            updated_at=1.0,
+            deliveries=("d",),
+            deferred_at=1.0,
+        )
+        return replace(base, **changes)
+
+    def test_a_deferred_job_without_a_runner_of_its_own_is_listed_even_once_started(self):
+        assert waits_for_a_slot(self.record())
+        assert waits_for_a_slot(self.record(state="in_progress", runner_name="r"))
+        assert waits_for_a_slot(self.record(state="completed", conclusion="success"))
+
+    def test_a_child_dispatched_for_it_or_a_cancellation_takes_it_out(self):
+        assert not waits_for_a_slot(self.record(child_id="p/dispatch-1"))
+        assert not waits_for_a_slot(self.record(cancelled_before_assignment=True))
+        assert not waits_for_a_slot(self.record(deferred_at=None))  # never deferred
+
+    @pytest.mark.parametrize(
+        ("document", "owed"),
+        [
+            ({"status": "queued", "runner_id": None}, True),
+            ({"status": "in_progress", "runner_id": 5}, True),
+            ({"status": "in_progress"}, True),  # in progress always has a runner
+            ({"status": "completed", "conclusion": "success", "runner_id": 5}, True),
+            ({"status": "completed", "conclusion": "cancelled", "runner_id": None}, False),
+            ({"status": "completed", "conclusion": "cancelled", "runner_id": 0}, False),
+            ({"status": "completed", "conclusion": "cancelled", "runner_id": True}, False),
+            ({"status": "waiting", "runner_id": None}, False),
+        ],
+    )
+    def test_githubs_word_on_a_job(self, document, owed):
+        state = interpret_job_state(200, json.dumps(document).encode())
+        assert state.status == document["status"] and state.owes_a_runner() is owed
+
+    @pytest.mark.parametrize(("status", "body"), [(404, b"{}"), (200, b"[]"), (200, b"{")])
+    def test_no_word_is_an_error(self, status, body):
+        with pytest.raises(JobLookupError):
+            interpret_job_state(status, body)
+
+
 class TestRunnerNames:
     def test_our_runner_names_carry_their_allocation(self):
         compact = "0f6d2c1e8b7a4c3d9e0f1a2b3c4d5e6f"
@@ -295,3 +409,88 @@ class TestRunnerNames:
     )
     def test_other_names_carry_none(self, name):
         assert allocation_of_runner(name) is None
+
+
+LINUX = ("self-hosted", "linux", "x64")  # the linux-x64 pool: cap 10
+LINUX_PARENT = "github-runner-linux-x64"
+
+
+class TestManyCompletions:
+    """Ten runners of a full pool of ten finish one after another, fifteen jobs deferred: each
+    completion reaches the next job still waiting within the Free plan's bounds, because the
+    jobs dispatched before it have left the queue (before, the fifth completion on met only
+    jobs already dispatched, four candidates, and gave its slot to nobody)."""
+
+    def at_cap(self, scene):
+        for job_id in range(101, 111):
+            payload = workflow_job(
+                job_id=job_id,
+                run_id=job_id + 1000,
+                labels=LINUX,
+                created_at=scene.now - timedelta(hours=2),
+            )
+            scene.github.queue_job(REPOSITORY, payload["workflow_job"])
+            assert scene.post(payload).document["outcome"] == "dispatched"
+        children = {c.idempotency_token: c for c in scene.nomad.children(LINUX_PARENT)}
+        for child in children.values():
+            scene.nomad.set_status(child.id, "running")
+        for job_id in range(201, 216):  # 201 the oldest
+            payload = workflow_job(
+                job_id=job_id,
+                run_id=job_id + 1000,
+                labels=LINUX,
+                created_at=scene.now - timedelta(minutes=300 - job_id),
+            )
+            scene.github.queue_job(REPOSITORY, payload["workflow_job"])
+            assert scene.post(payload).document["outcome"] == "deferred"
+        return children
+
+    def completed(self, scene, job_id, child):
+        payload = workflow_job(
+            "completed",
+            job_id=job_id,
+            run_id=job_id + 1000,
+            labels=LINUX,
+            conclusion="success",
+            runner_id=7,
+        )
+        payload["workflow_job"]["runner_name"] = scene.nomad.runner_name(child.id, "linux-x64")
+        scene.github.set_job_status(job_id, "completed", "success", runner_id=7)
+        return payload
+
+    def test_each_completion_fills_its_slot_with_the_next_waiting_job(self, scene):
+        assert scene.settings.plan == "free"
+        budget, _ = FILL_LIMITS["free"]
+        children = self.at_cap(scene)
+        for n, job_id in enumerate(range(101, 111)):
+            reply = scene.post(self.completed(scene, job_id, children[str(job_id)]))
+            log = reply.log["ledger"]
+            assert "dispatched 1 of " in log and "replays 0, skipped 0, held 0" in log, log
+            operations = int(log.rsplit(", ", 1)[-1].split()[0])
+            assert operations <= budget
+            # Oldest first: the n-th completion gave its slot to the n-th oldest job.
+            tokens = [c.idempotency_token for c in scene.nomad.children(LINUX_PARENT)]
+            assert str(201 + n) in tokens and len(tokens) == 11 + n
+        assert sorted(tokens) == sorted({*map(str, range(101, 111)), *map(str, range(201, 211))})
+        assert [int(j) for j in scene.listed()] == list(range(211, 216))
+
+    def test_ten_completions_at_once_never_dispatch_more_than_ten_nor_one_twice(self, scene):
+        """Fills that overlap list the same queue; they meet on its oldest jobs, where each
+        dispatch after the first is a replay at Nomad (so fewer than ten may be filled now: a
+        later completion or the reconciler fills the rest), never a second runner."""
+        children = self.at_cap(scene)
+
+        async def together():
+            return await asyncio.gather(
+                *(
+                    scene.post_async(self.completed(scene, job_id, children[str(job_id)]))
+                    for job_id in range(101, 111)
+                )
+            )
+
+        asyncio.run(together())
+        tokens = [c.idempotency_token for c in scene.nomad.children(LINUX_PARENT)]
+        assert len(tokens) == len(set(tokens))
+        new = sorted(int(t) for t in tokens if int(t) > 200)
+        assert 1 <= len(new) <= 10
+        assert new == list(range(201, 201 + len(new)))  # the oldest ones

@@ -28,7 +28,8 @@ It serves on 127.0.0.1 (ephemeral port) in a background thread and answers as Gi
   unknown run or one of another repository) and
   ``GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`` (``{"total_count", "jobs"}``; 404
   for an unknown run) and ``GET /repos/{owner}/{repo}/actions/jobs/{job_id}`` (one job object,
-  its ``status`` moved on by ``set_job_status``; 404 for an unknown job or another
+  its ``status``, ``conclusion`` and ``runner_id`` moved on by ``set_job_status``: ``runner_id``
+  is null until a runner is assigned, as GitHub documents it; 404 for an unknown job or another
   repository's). A workflow run object, in the list as alone, carries ``id``, ``name``,
   ``event``, ``status``, ``conclusion``, ``head_branch``, ``head_sha``, ``run_attempt``,
   ``repository`` and ``head_repository`` (minimal repository objects: ``id``, ``name``,
@@ -423,7 +424,7 @@ class GitHubStandIn:
         once one has, ``completed`` when all have (GitHub's own rule).
         """
         with self._lock:
-            document = dict(job, status="queued", conclusion=None)
+            document = dict(job, status="queued", conclusion=None, runner_id=None)
             self.jobs[int(job["id"])] = document
             head = repository if head_repository is SAME else head_repository
             run = self.runs.setdefault(
@@ -440,11 +441,24 @@ class GitHubStandIn:
             )
             self._update_run(run, int(job["run_id"]))
 
-    def set_job_status(self, job_id: int, status: str, conclusion: str | None = None) -> None:
+    def set_job_status(
+        self,
+        job_id: int,
+        status: str,
+        conclusion: str | None = None,
+        *,
+        runner_id: int | None = None,
+    ) -> None:
+        """Move job ``job_id`` on; ``runner_id`` names the runner that took it (kept from an
+        earlier call when not given; a queued job has none)."""
         with self._lock:
             job = self.jobs[job_id]
             job["status"] = status
             job["conclusion"] = conclusion
+            if status == "queued":
+                job["runner_id"] = None
+            elif runner_id is not None:
+                job["runner_id"] = runner_id
             self._update_run(self.runs[int(job["run_id"])], int(job["run_id"]))
 
     def _update_run(self, run: dict[str, Any], run_id: int) -> None:
