@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
@@ -1074,12 +1075,27 @@ async def fill_freed_slots(
     report.listed = len(waiting)
     count: int | None = None  # the pool's count, read afresh after each dispatch
     budget, most = FILL_LIMITS.get(settings.plan, FILL_LIMITS[contract.DEFAULT_WORKERS_PLAN])
-    for job in waiting[:most]:
-        # At most: summary, ledger read, GitHub, repository children, two dispatch attempts,
-        # ledger read and write, index delete.
-        if report.operations + 9 > budget:
+    # What tells this completion from others handled at the same moment (see _spread).
+    seed = freed_runner or freed_child
+    collisions = 0
+    for _ in range(most):
+        if not waiting:
+            break
+        job = waiting[0]
+        # At most: the pool's summary (unless known), ledger read, GitHub, the repository's
+        # children (with a cap of its own), two dispatch attempts, ledger read and write,
+        # index delete.
+        reserve = (
+            (0 if own_slot or count is not None else 1)
+            + 1
+            + int(settings.github_read is not None)
+            + int(settings.routing.repository_cap(job.repository) is not None)
+            + 5
+        )
+        if report.operations + reserve > budget:
             report.stopped = "budget"
             break
+        waiting.pop(0)
         if own_slot:
             active = pool.max_runners - 1  # the freed slot: one dispatch, whatever the count
         elif count is not None:
@@ -1107,9 +1123,12 @@ async def fill_freed_slots(
             report.stopped = "full"
             break
         verdict = await _still_owed(job, settings, ports, now, report)
-        if verdict == "gone":
+        if verdict in ("gone", "served"):
             report.skipped += 1
             await _forget(job, ledger, report)
+            if verdict == "served":  # another fill may be working down the same list
+                collisions += 1
+                waiting = _spread(waiting, pool.max_runners - 1, seed, collisions)
             continue
         if verdict == "held":
             report.held += 1
@@ -1150,6 +1169,8 @@ async def fill_freed_slots(
             count = None
         else:
             report.already_dispatched += 1
+            collisions += 1
+            waiting = _spread(waiting, pool.max_runners - 1, seed, collisions)
         seen = Observation(
             repository=job.repository,
             job_id=job.job_id,
@@ -1177,6 +1198,29 @@ async def fill_freed_slots(
         )
         report.operations += 3 if written == "written" else 1  # read; write, index delete
     return report
+
+
+def _spread(
+    waiting: list[deferred.DeferredJob], window: int, seed: str | None, collisions: int
+) -> list[deferred.DeferredJob]:
+    """``waiting`` with its first ``window`` jobs rotated by an offset drawn from ``seed``.
+
+    Completions handled at the same moment (runners finishing together, each in its own
+    isolate) list the same queue and go down it in the same order: each would meet, on every
+    job, the one that got there first (a replay at Nomad, four operations for nothing) and
+    fill few slots before its bounds end it. The first such meeting tells a completion it is
+    not alone; from there each goes on from its own point within the next ``window`` jobs (one
+    less than the pool's cap: at most that many runners can finish beside the one that got
+    there first), so they part instead of meeting again. The order is relaxed only within the
+    jobs those completions fill together; one that meets nobody keeps it oldest first, and two
+    of a pool of two keep it too.
+    """
+    width = min(window, len(waiting))
+    if seed is None or width < 2:
+        return waiting
+    digest = hashlib.sha256(f"{seed}:{collisions}".encode()).digest()
+    offset = int.from_bytes(digest[:4], "big") % width
+    return waiting[offset:width] + waiting[:offset] + waiting[width:]
 
 
 # Per Workers plan: (operations, outbound requests and KV calls, one completion may spend filling
@@ -1244,8 +1288,9 @@ async def _still_owed(
 ) -> str:
     """The verdict on one listed job: "waiting" (still queued: dispatch for it), "started" (a
     runner dispatched for another job took it, so the pool owes that other job one: dispatch
-    under this job's token), "gone" (it needs no runner from us: drop it from the index) or
-    "held" (it cannot be told now: leave it)."""
+    under this job's token), "served" (the ledger names its child: drop it from the index),
+    "gone" (it needs no runner from us: drop it too) or "held" (it cannot be told now: leave
+    it)."""
     if now.timestamp() - job.created_at > STALE_AFTER_SECONDS:
         return "gone"  # GitHub has cancelled it, or long since given its runner away
     report.operations += 1
@@ -1254,11 +1299,13 @@ async def _still_owed(
     except LedgerUnavailable:
         stored = None
     record = LedgerRecord.from_json(stored) if stored else None
+    if record is not None and record.child_id is not None:
+        # A runner was dispatched for it: listed late (KV's list lags behind its delete, or
+        # another completion got there a moment ago), or an entry from before the index held
+        # only owed jobs.
+        return "served"
     if record is not None and not waits_for_a_slot(record):
-        # A runner was dispatched for it (listed late: KV's list lags behind its delete, or an
-        # entry from before the index held only owed jobs), or it was cancelled before a
-        # runner took it.
-        return "gone"
+        return "gone"  # cancelled before a runner took it
     if record is not None and has_started(record):
         return "started"  # the ledger knows: no need to ask GitHub
     if settings.github_read is None:
