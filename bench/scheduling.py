@@ -11,7 +11,9 @@ simulated, and the world around the Worker:
 
 * a dispatched child becomes a registered, idle runner S = 10 s later (placement, image cached,
   JIT registration); GitHub gives an idle runner the oldest queued job at once (one runner per
-  job: GitHub may give any idle runner any matching job, only the count holds);
+  job: GitHub may give any idle runner any matching job, only the count holds). The jobs of a
+  burst share one ``created_at``, so the deferred index (by ``created_at``, then repository)
+  and GitHub's order (job id) differ: runners often take jobs they were not dispatched for;
 * the job's ``in_progress`` delivery carries ``started_at``; D seconds later its ``completed``
   delivery arrives, and the runner's allocation runs its deregister task R = 5 s more, still
   counted by Nomad (the race the design handles);
@@ -23,13 +25,23 @@ its slot, 4 candidates) and "paid" (40, 16). "reconciler only" is the same core 
 index hidden from it (its list answers
 empty), which is what it did before: a deferred job waited for a reconciler run.
 
+Completions that arrive at the same instant (C runners of fixed D finish together) are handled
+one after another by default: each completion's work after the answer ends before the next
+delivery, as when deliveries are a fill's length apart (a few hundred ms of round trips). With
+``--overlap`` their work runs concurrently, interleaved at every outbound request, as isolates
+handling them at the same moment would: the worst case, where their fills list the same queue.
+
 Ideal: the same jobs, FIFO, on C slots that each take the next job the moment a job ends, paying
 the same S per runner: makespan, and each job's wait (created_at to started_at). Printed: makespan
 / ideal, p50 and p95 wait against the ideal's, peak Nomad count (pending + running children;
-cap + 1 while a finished allocation deregisters beside its successor), dispatches (must equal
-N: none twice), and for each case whether the goal holds: makespan within 1.05x of the ideal and
-p95 wait within one job duration (the median D) of the ideal's.
-Run: ``.venv/bin/python bench/scheduling.py``.
+up to cap + the runners finishing at that moment, whose allocations still deregister beside
+their successors), dispatches (N when every job got exactly one runner; more: a spare, such as
+the reconciler replacing the dead child of a job whose runner took another job, while another
+runner is on its way for it; none twice is checked apart), ``owed`` (freed-slot dispatches for
+jobs that had started on another job's runner), ``ops`` (the most operations one completion
+spent: outbound requests and KV calls), and for each case whether the goal holds: makespan
+within 1.05x of the ideal and p95 wait within one job duration (the median D) of the ideal's.
+Run: ``.venv/bin/python bench/scheduling.py [--overlap]``.
 """
 
 from __future__ import annotations
@@ -88,13 +100,19 @@ class HiddenIndex(MemoryLedger):
 
 
 class InProcess:
-    """One transport for both services: Nomad's and GitHub's stand-in rules, no sockets."""
+    """One transport for both services: Nomad's and GitHub's stand-in rules, no sockets.
 
-    def __init__(self, nomad: NomadStandIn, github: GitHubStandIn) -> None:
+    With ``interleave``, each request first yields to the event loop, as a request over the
+    network does: work running concurrently then interleaves at every request."""
+
+    def __init__(self, nomad: NomadStandIn, github: GitHubStandIn, *, interleave: bool) -> None:
         self.nomad = DirectNomad(nomad)
         self.github = github
+        self.interleave = interleave
 
     async def send(self, request: HttpRequest) -> tuple[int, bytes]:
+        if self.interleave:
+            await asyncio.sleep(0)
         status, _, body = await self.exchange(request)
         return status, body
 
@@ -129,6 +147,10 @@ class World:
     cap: int
     hide_index: bool
     plan: str = "free"  # [reconcile] plan: bounds the freed-slot work per completion
+    # Deliveries of one instant have their work after the answer run concurrently (interleaved
+    # at each request), as isolates handling completions that arrive together would; without
+    # it, each completion's work ends before the next delivery.
+    overlap: bool = False
     nomad: NomadStandIn = field(default_factory=NomadStandIn)
     github: GitHubStandIn = field(default_factory=lambda: GitHubStandIn(tokens={}))
     clock: float = 0.0
@@ -138,6 +160,7 @@ class World:
     known_children: set[str] = field(default_factory=set)
     peak_count: int = 0
     deferred_work: list[Coroutine[Any, Any, str]] = field(default_factory=list)
+    fills: list[str] = field(default_factory=list)  # each completion's "filled: ..." report
 
     def __post_init__(self) -> None:
         routing = Routing(
@@ -155,7 +178,7 @@ class World:
             "RECONCILE_PLAN": self.plan,
         }
         self.settings = settings_from_bindings(values.get)
-        self.transport = InProcess(self.nomad, self.github)
+        self.transport = InProcess(self.nomad, self.github, interleave=self.overlap)
         self.ledger = HiddenIndex() if self.hide_index else MemoryLedger()
         self.ports = Ports(
             transport=self.transport,
@@ -192,12 +215,18 @@ class World:
         sent = delivery(self.payload(job, action, **extra), repository=job.repository)
         request = IncomingRequest("POST", sent.path, sent.headers, sent.body)
         await handle(request, self.settings, self.ports, self.now())
-        await self.after_reply()
+        if not self.overlap:
+            await self.after_reply()
 
     async def after_reply(self) -> None:
-        # waitUntil: the work after the answer runs at the same instant, before the next event.
+        # waitUntil: the work after the answer runs at the same instant, before the next event
+        # (with ``overlap``, the work of all the instant's deliveries together).
         while self.deferred_work:
-            await self.deferred_work.pop(0)
+            work, self.deferred_work = self.deferred_work, []
+            outcomes = await asyncio.gather(*work)
+            self.fills.extend(
+                outcome.split("filled: ", 1)[1] for outcome in outcomes if "filled: " in outcome
+            )
         self.notice_children()
 
     def notice_children(self) -> None:
@@ -220,7 +249,7 @@ class World:
             job = self.jobs[self.queued.pop(0)]
             job.started = self.clock
             job.runner_name = self.nomad.runner_name(child_id, "sim")
-            self.github.set_job_status(job.id, "in_progress")
+            self.github.set_job_status(job.id, "in_progress", runner_id=1)
             await self.deliver(job, "in_progress", runner_id=1)
             self.at(self.clock + job.duration, self.job_done(job, child_id))
 
@@ -257,6 +286,8 @@ class World:
             self.queued.append(job.id)
         for job in self.jobs.values():
             await self.deliver(job, "queued")
+        if self.overlap:
+            await self.after_reply()
         self.at(RECONCILE_FIRST, self.reconciler)
         while (
             self.events
@@ -265,6 +296,8 @@ class World:
         ):
             self.clock, _, action = heapq.heappop(self.events)
             await action()
+            if self.overlap and not (self.events and self.events[0][0] == self.clock):
+                await self.after_reply()
 
 
 def ideal(jobs: list[Job], cap: int) -> tuple[float, list[float]]:
@@ -301,10 +334,16 @@ def make_jobs(count: int, durations: str, seed: int) -> list[Job]:
 
 
 def simulate(
-    count: int, cap: int, durations: str, *, hide_index: bool, plan: str = "free"
+    count: int,
+    cap: int,
+    durations: str,
+    *,
+    hide_index: bool,
+    plan: str = "free",
+    overlap: bool = False,
 ) -> dict[str, Any]:
     jobs = make_jobs(count, durations, seed=11 + count + cap)
-    world = World({job.id: job for job in jobs}, cap, hide_index, plan)
+    world = World({job.id: job for job in jobs}, cap, hide_index, plan, overlap)
     asyncio.run(world.run())
     makespan = max(HORIZON if job.completed is None else job.completed for job in jobs)
     waits = sorted((HORIZON if job.started is None else job.started) - job.created for job in jobs)
@@ -318,17 +357,32 @@ def simulate(
         "twice": len(tokens) - len(set(tokens)),
         "unfinished": sum(job.completed is None for job in jobs),
         "jobs": jobs,
+        # The most operations one completion spent, and the dispatches for jobs that had
+        # started on another job's runner (the runner they owed that job).
+        "operations": max((_figure(fill, " operations)") for fill in world.fills), default=0),
+        "owed": sum(_figure(fill, "owed ") for fill in world.fills),
     }
 
 
+def _figure(report: str, label: str) -> int:
+    """The number before ``label`` (``"9 operations)"``) or after it (``"owed 2"``) in a fill's
+    log text."""
+    if label.startswith(" "):
+        return int(report.split(label, 1)[0].rsplit(" ", 1)[-1])
+    return int(report.split(label, 1)[1].split(",", 1)[0])
+
+
 def main() -> None:
+    overlap = "--overlap" in sys.argv[1:]
     print(
         f"S = {START_SECONDS:.0f} s start, R = {DEREGISTER_SECONDS:.0f} s deregister, reconciler"
-        f" every {RECONCILE_EVERY:.0f} s from t = {RECONCILE_FIRST:.0f} s; waits in seconds"
+        f" every {RECONCILE_EVERY:.0f} s from t = {RECONCILE_FIRST:.0f} s; waits in seconds;"
+        f" completions of one instant handled {'together' if overlap else 'one after another'}"
     )
     header = (
         f"{'N':>4} {'C':>3} {'D':>9} | {'behaviour':<16} {'makespan':>9} {'/ideal':>7} "
-        f"{'p50':>7} {'p95':>7} {'ideal p50/p95':>14} {'peak':>5} {'runners':>8} | goal"
+        f"{'p50':>7} {'p95':>7} {'ideal p50/p95':>14} {'peak':>5} {'runners':>8} {'owed':>5}"
+        f" {'ops':>4} | goal"
     )
     print(header)
     print("-" * len(header))
@@ -349,7 +403,11 @@ def main() -> None:
                     ("freed, Free plan", False, "free"),
                     ("freed, paid plan", False, "paid"),
                 ):
-                    result = simulate(count, cap, durations, hide_index=hide, plan=plan)
+                    if hide and overlap:
+                        continue  # no freed slots: nothing runs after the answer to overlap
+                    result = simulate(
+                        count, cap, durations, hide_index=hide, plan=plan, overlap=overlap
+                    )
                     ratio = result["makespan"] / best
                     met = ratio <= 1.05 and result["p95"] <= ideal_p95 + typical
                     sound = result["twice"] == 0 and result["unfinished"] == 0
@@ -364,7 +422,8 @@ def main() -> None:
                         f"{count:>4} {cap:>3} {label:>9} | {name:<16} {result['makespan']:>8.0f}s"
                         f" {ratio:>6.2f}x {result['p50']:>7.0f} {result['p95']:>7.0f}"
                         f" {ideal_p50:>6.0f}/{ideal_p95:<7.0f} {result['peak']:>5}"
-                        f" {result['dispatches']:>8} | {verdict}",
+                        f" {result['dispatches']:>8} {result['owed']:>5}"
+                        f" {result['operations']:>4} | {verdict}",
                         flush=True,
                     )
     elapsed = time.perf_counter() - started
