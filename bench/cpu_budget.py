@@ -16,7 +16,12 @@ additions read 0.0 ms on all three).
 Cases: ``GET /healthz`` (the floor of any request through the entry), one signed delivery of a
 GitHub-hosted job (verify + parse + decide, no I/O), one signed queued self-hosted delivery
 (verify + parse + decide + the fork check's run lookup at the GitHub stand-in, each job of a run
-of its own + capacity read + dispatch at the Nomad stand-in + ledger write), and one
+of its own + capacity read + dispatch at the Nomad stand-in + ledger write), one ``completed``
+delivery at a full pool (``gpu``, cap 1) with one job deferred, whose work after the answer
+(``waitUntil``) records the completion and fills the freed slot (the finished runner's
+allocation read, the deferred index's list, the job's ledger read and GitHub lookup, the
+dispatch, the job's ledger read, write and index delete: the operations a Free-plan completion
+spends on its own slot; the deferred job's queued delivery, before each, is not counted), and one
 reconciler run (``Default.scheduled``) over 20 repositories whose runs lists hold 0, 10 or 100
 runs of GitHub's full size (``GitHubStandIn(full_run_objects=True)``), each run in progress with
 one job in progress (nothing to dispatch: the cost of looking). Before each case the Cron handler
@@ -45,6 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -216,6 +222,53 @@ def delivery_rows(session: Session, github: GitHubStandIn) -> list[tuple[str, li
     ]
 
 
+GPU = ("self-hosted", "linux", "x64", "gpu")
+
+
+def completion_rows(
+    session: Session, github: GitHubStandIn, nomad: NomadStandIn
+) -> list[tuple[str, list[float]]]:
+    """A completion at the ``gpu`` pool's cap (1) that gives its slot to the one deferred job."""
+    parent = "github-runner-gpu"
+
+    def job(job_id: int) -> dict[str, Any]:
+        payload = workflow_job(job_id=job_id, run_id=job_id, labels=GPU, repository=DELIVERED_TO)
+        github.queue_job(DELIVERED_TO, payload["workflow_job"])
+        return payload
+
+    def child_of(job_id: int) -> Any:
+        (child,) = [c for c in nomad.children(parent) if c.idempotency_token == str(job_id)]
+        return child
+
+    first = 40_000_000
+    assert session.post(delivery(job(first), repository=DELIVERED_TO)) == 202  # takes the slot
+    samples = []
+    for index in range(1, DELIVERIES + 1):
+        finishing, waiting = first + index - 1, first + index
+        child = child_of(finishing)
+        nomad.set_status(child.id, "running")  # its deregister task still runs
+        assert session.post(delivery(job(waiting), repository=DELIVERED_TO)) == 202  # deferred
+        done = workflow_job(
+            "completed",
+            job_id=finishing,
+            run_id=finishing,
+            labels=GPU,
+            repository=DELIVERED_TO,
+            conclusion="success",
+            runner_id=7,
+        )
+        done["workflow_job"]["runner_name"] = nomad.runner_name(child.id, "gpu")
+        github.set_job_status(finishing, "completed", "success", runner_id=7)
+        samples.extend(
+            session.cpu(
+                lambda sent=done: session.post(delivery(sent, repository=DELIVERED_TO)), 1, 200
+            )
+        )
+        child_of(waiting)  # the freed slot went to the deferred job
+        nomad.set_status(child.id, "dead")
+    return [("completion at the cap: record + fill its slot (8 operations)", samples)]
+
+
 def breakdown_rows(session: Session) -> list[tuple[str, list[float]]]:
     """What one outbound request costs in this process, beside the route's own floor."""
     reads = 10
@@ -264,6 +317,10 @@ def main() -> None:
     for pool in document["pools"]:
         pool["max_runners"] = 1_000_000  # every queued delivery takes the full dispatch path
     document["repositories"] = {repository: ["linux-x64"] for repository in REPOSITORIES}
+    # One pool at a cap of 1, for the completion case.
+    (gpu,) = [pool for pool in document["pools"] if pool["name"] == "gpu"]
+    gpu["max_runners"] = 1
+    document["repositories"][DELIVERED_TO] = ["linux-x64", "gpu"]
     routing = Routing.from_document(document)
     grants = {ACTIONS_READ_TOKEN: {name: "actions_read" for name in REPOSITORIES}}
     rows: list[tuple[str, list[float]]] = []
@@ -297,6 +354,7 @@ def main() -> None:
                     session.get("/healthz")
                 if plan == "free":
                     rows.extend(delivery_rows(session, github))
+                    rows.extend(completion_rows(session, github, nomad))
                     rows.extend(breakdown_rows(session))
                 rows.extend(reconciler_rows(session, github, plan))
                 reports = [
