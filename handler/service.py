@@ -1306,8 +1306,13 @@ async def _still_owed(
         return "served"
     if record is not None and not waits_for_a_slot(record):
         return "gone"  # cancelled before a runner took it
-    if record is not None and has_started(record):
-        return "started"  # the ledger knows: no need to ask GitHub
+    if record is not None and (
+        record.state == "in_progress" or (has_started(record) and record.runner_name)
+    ):
+        # The ledger knows a runner took it: no need to ask GitHub. (A job the ledger has
+        # completed with no runner named may be one of GitHub's artefacts, a `skipped` or
+        # runner-less `completed` that took no runner: GitHub's runner_id tells.)
+        return "started"
     if settings.github_read is None:
         return "waiting"  # nothing more to ask; a wrong guess: one idle runner
     report.operations += 1

@@ -239,6 +239,29 @@ class TestTheFreedSlot:
         assert scene.tokens() == ["1", "2", "4"]
         assert scene.listed() == ["3"]
 
+    def test_a_runnerless_completion_the_ledger_has_is_settled_by_github(self, scene):
+        """``completed`` with ``skipped`` (or ``success``) and no runner is one of GitHub's
+        artefacts, not a runner taken: the ledger cannot tell, GitHub's runner_id does. A job
+        the ledger has completed on a named runner is owed without asking."""
+        scene.at_cap_with_three_deferred()
+        skipped = workflow_job(
+            "completed", job_id=5, run_id=105, labels=LARGE, conclusion="skipped", runner_id=None
+        )
+        skipped["workflow_job"]["runner_name"] = None
+        scene.post(skipped)
+        scene.github.set_job_status(5, "completed", "skipped")
+        ran = workflow_job(
+            "completed", job_id=4, run_id=104, labels=LARGE, conclusion="success", runner_id=9
+        )
+        ran["workflow_job"]["runner_name"] = "somebody-elses-runner"
+        scene.post(ran)
+        assert scene.listed() == ["5", "4", "3"]  # neither took a runner of its own
+        lookups = len(scene.job_lookups())
+        reply = scene.post(scene.completed(1))
+        assert "skipped 1" in reply.log["ledger"] and "owed 1" in reply.log["ledger"]
+        assert scene.tokens() == ["1", "2", "4"]
+        assert [c.path.rsplit("/", 1)[-1] for c in scene.job_lookups()[lookups:]] == ["5"]
+
     def test_a_listing_of_a_job_already_dispatched_costs_one_read_and_no_runner(self, scene):
         """KV's list may still show a key deleted elsewhere (up to ~60 s): the ledger, which
         names the job's child, settles it without GitHub or Nomad, and the next job gets the
