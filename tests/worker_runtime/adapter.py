@@ -17,6 +17,17 @@ Trigger's handler) on ``GET /__test/scheduled[?time=MS&cron=...]``: the local ru
 ``GET /__test/nomad-reads/{n}`` sends ``n`` capacity reads (the first pool's job summary)
 through the entry's own ``FetchTransport``, one after the other, and answers their statuses:
 ``n = 0`` against ``n = 1`` is the cost of one outbound request from inside the Worker.
+Also for the benchmark (bench/cpu_budget.py), the I/O baseline: ``GET /__test/io/arm`` starts
+recording every call the entry's ``FetchTransport`` and ``KvLedger`` make (the request and its
+arguments, not the answers; work deferred with ``waitUntil`` included) and empties the entry's
+``/status`` cache, so the next ``/status`` is computed afresh; ``GET /__test/io/replay`` stops
+recording and makes the recorded calls again, one after the other, through the same two
+classes, doing nothing with the answers: the same outbound requests and KV operations as the
+recorded invocation, without the handler's work. Both the recorded and the replayed calls go
+through the same recording wrapper, so it costs each side the same. A replayed dispatch reuses
+its idempotency token (Nomad answers with the existing child) and a replayed KV put writes the
+same value again. ``POST /__test/kv-fill`` stores ``[[key, value, metadata], ...]`` in the
+``LEDGER`` namespace (a ledger of known size for ``/status``).
 ``KvLedger`` and ``FetchTransport`` are taken from the module that defines the loaded class.
 Never uploaded: production calls ``Default.fetch`` and ``Default.scheduled`` itself.
 """
@@ -39,6 +50,10 @@ _KV_PREFIX = "/__test/kv/"
 _LIST_PREFIX = "/__test/ledger-list/"
 _SCHEDULED_PATH = "/__test/scheduled"
 _READS_PREFIX = "/__test/nomad-reads/"
+_IO_ARM_PATH = "/__test/io/arm"
+_IO_REPLAY_PATH = "/__test/io/replay"
+_KV_FILL_PATH = "/__test/kv-fill"
+_LEDGER_TTL_SECONDS = 4 * 24 * 3600
 
 
 class _Controller:
@@ -71,8 +86,87 @@ async def _nomad_reads(env, count):
     return [(await transport.send(summary))[0] for _ in range(count)]
 
 
+class _IoRecorder:
+    """Wraps the entry's ``FetchTransport._call`` and ``KvLedger``'s four methods once, for the
+    life of the isolate; while ``recording`` each call is appended to ``calls``."""
+
+    def __init__(self):
+        self.recording = False
+        self.calls = []
+        self.installed = False
+
+    def install(self):
+        if self.installed:
+            return
+        self.installed = True
+        transport = _ENTRY_MODULE.FetchTransport
+        original_call = transport._call
+        recorder = self
+
+        async def call(self, request, *, with_headers):
+            if recorder.recording:
+                recorder.calls.append(("fetch", request, with_headers))
+            return await original_call(self, request, with_headers=with_headers)
+
+        transport._call = call
+        ledger = _ENTRY_MODULE.KvLedger
+        for name in ("get", "put", "delete", "list"):
+            setattr(ledger, name, self._wrap(name, getattr(ledger, name)))
+
+    def _wrap(self, name, original):
+        recorder = self
+
+        async def method(self, *args, **kwargs):
+            if recorder.recording:
+                recorder.calls.append((name, args, kwargs))
+            return await original(self, *args, **kwargs)
+
+        return method
+
+    def arm(self):
+        self.install()
+        self.calls = []
+        self.recording = True
+
+    async def replay(self, env):
+        self.recording = False
+        calls, self.calls = self.calls, []
+        transport = _ENTRY_MODULE.FetchTransport()
+        ledger = _ENTRY_MODULE.KvLedger(env.LEDGER)
+        counts = {"fetch": 0, "kv": 0, "errors": 0}
+        for call in calls:
+            try:
+                if call[0] == "fetch":
+                    counts["fetch"] += 1
+                    await transport._call(call[1], with_headers=call[2])
+                else:
+                    counts["kv"] += 1
+                    await getattr(ledger, call[0])(*call[1], **call[2])
+            except Exception:  # counted: the bench refuses a replay with errors
+                counts["errors"] += 1
+        return counts
+
+
+_IO = _IoRecorder()
+
+
+async def _kv_fill(request, env):
+    entries = json.loads(await request.text())
+    for key, value, metadata in entries:
+        await env.LEDGER.put(key, value, expirationTtl=_LEDGER_TTL_SECONDS, metadata=metadata)
+    return len(entries)
+
+
 async def on_fetch(request, env, ctx=None):
     path = urlsplit(request.url).path
+    if path == _IO_ARM_PATH:
+        _IO.arm()
+        _ENTRY_MODULE._STATUS_CACHE.document = None
+        return JsResponse.new("armed", status=200)
+    if path == _IO_REPLAY_PATH:
+        return JsResponse.new(json.dumps(await _IO.replay(env)), status=200)
+    if path == _KV_FILL_PATH:
+        return JsResponse.new(json.dumps(await _kv_fill(request, env)), status=200)
     if path.startswith(_KV_PREFIX):
         value = await env.LEDGER.get(unquote(path[len(_KV_PREFIX) :]))
         return JsResponse.new(value if isinstance(value, str) else "", status=200)
