@@ -21,9 +21,10 @@ Also for the benchmark (bench/cpu_budget.py), the I/O baseline: ``GET /__test/io
 recording every call the entry's ``FetchTransport`` and ``KvLedger`` make (the request and its
 arguments, not the answers; work deferred with ``waitUntil`` included) and empties the entry's
 ``/status`` cache, so the next ``/status`` is computed afresh; ``GET /__test/io/replay`` stops
-recording and makes the recorded calls again, one after the other, through the same two
-classes, doing nothing with the answers: the same outbound requests and KV operations as the
-recorded invocation, without the handler's work. Both the recorded and the replayed calls go
+recording and makes the recorded calls again, one after the other, through the same
+``FetchTransport`` code and the very ``KvLedger`` objects (so the same KV binding), doing
+nothing with the answers: the same outbound requests and KV operations as the recorded
+invocation, without the handler's work. Both the recorded and the replayed calls go
 through the same recording wrapper, so it costs each side the same. A replayed dispatch reuses
 its idempotency token (Nomad answers with the existing child) and a replayed KV put writes the
 same value again. ``POST /__test/kv-fill`` stores ``[[key, value, metadata], ...]`` in the
@@ -118,7 +119,7 @@ class _IoRecorder:
 
         async def method(self, *args, **kwargs):
             if recorder.recording:
-                recorder.calls.append((name, args, kwargs))
+                recorder.calls.append((name, self, args, kwargs))
             return await original(self, *args, **kwargs)
 
         return method
@@ -128,11 +129,10 @@ class _IoRecorder:
         self.calls = []
         self.recording = True
 
-    async def replay(self, env):
+    async def replay(self):
         self.recording = False
         calls, self.calls = self.calls, []
         transport = _ENTRY_MODULE.FetchTransport()
-        ledger = _ENTRY_MODULE.KvLedger(env.LEDGER)
         counts = {"fetch": 0, "kv": 0, "errors": 0}
         for call in calls:
             try:
@@ -140,8 +140,11 @@ class _IoRecorder:
                     counts["fetch"] += 1
                     await transport._call(call[1], with_headers=call[2])
                 else:
+                    # The very KvLedger the entry used: the same binding (the SDK's wrapper of
+                    # the KV namespace converts every answer to Python values, at a cost).
+                    name, ledger, args, kwargs = call
                     counts["kv"] += 1
-                    await getattr(ledger, call[0])(*call[1], **call[2])
+                    await getattr(ledger, name)(*args, **kwargs)
             except Exception:  # counted: the bench refuses a replay with errors
                 counts["errors"] += 1
         return counts
@@ -164,7 +167,7 @@ async def on_fetch(request, env, ctx=None):
         _ENTRY_MODULE._STATUS_CACHE.document = None
         return JsResponse.new("armed", status=200)
     if path == _IO_REPLAY_PATH:
-        return JsResponse.new(json.dumps(await _IO.replay(env)), status=200)
+        return JsResponse.new(json.dumps(await _IO.replay()), status=200)
     if path == _KV_FILL_PATH:
         return JsResponse.new(json.dumps(await _kv_fill(request, env)), status=200)
     if path.startswith(_KV_PREFIX):
