@@ -10,6 +10,7 @@ import pytest
 from handler import service
 from handler.local_server import MemoryLedger, UrllibTransport
 from handler.service import (
+    STATUS_MAX_RECORDS,
     IncomingRequest,
     LedgerUnavailable,
     Ports,
@@ -75,6 +76,17 @@ class TestSummarize:
         assert document["pools"]["gpu"]["dispatched"] == 1
         assert document["pools"]["arm"]["jobs"] == 0  # every configured pool is listed
         assert document["unreadable_records"] == 2
+
+    def test_a_damaged_record_cannot_merge_with_its_neighbours(self):
+        """Summaries are parsed as one JSON array when each looks like an object; a record
+        that would parse as two (or merge with the next) sends them back to one parse each."""
+        good = self.metadata(o="dispatched", c=1, d=100.5)
+        entries = [good, '{"p":"linux-x64"},{"p":"gpu"}', good, "{}"]
+        document = summarize(entries, ROUTING)
+        assert document["pools"]["linux-x64"]["jobs"] == 2
+        assert document["pools"]["gpu"]["jobs"] == 0
+        assert document["unreadable_records"] == 2
+        assert document == summarize([good, None, good, None], ROUTING)
 
     def test_percentile_is_nearest_rank(self):
         values = [float(n) for n in range(1, 101)]
@@ -160,6 +172,76 @@ def test_a_ledger_not_listed_in_full_reads_no_nomad_children(nomad, monkeypatch)
     assert len(nomad.requests) == before
 
 
+class LimitRecordingLedger(MemoryLedger):
+    """A ledger that notes the ``limit`` of every list call, as KV's ``limit`` option."""
+
+    def __init__(self):
+        super().__init__()
+        self.limits = []
+
+    async def list(self, prefix, cursor, limit=1000):
+        self.limits.append(limit)
+        return await super().list(prefix, cursor, limit)
+
+
+def fill_summaries(ledger, count, pool="linux-x64"):
+    for job_id in range(count):
+        summary = json.dumps({"p": pool, "s": "completed", "o": "dispatched", "c": 1, "x": 0})
+        asyncio.run(ledger.put(f"job:octo-org/repo:{job_id:05d}", "{}", 3600, summary))
+
+
+def status_on(nomad, ledger, plan):
+    values = bindings(nomad.url) | ({"RECONCILE_PLAN": plan} if plan else {})
+    settings = settings_from_bindings(values.get)
+    ports = Ports(UrllibTransport(), ledger, time.monotonic)
+    request = IncomingRequest("GET", "/status", status_headers(), b"")
+    return asyncio.run(handle(request, settings, ports, datetime.now(UTC))).document
+
+
+@pytest.mark.parametrize("plan", [None, "free"])
+def test_status_on_the_free_plan_stops_at_its_record_bound_and_says_incomplete(nomad, plan):
+    """The Free plan's 10 ms of CPU holds about a hundred records (bench/cpu_budget.py): past
+    them the answer is partial and says so, and KV is asked for no more than it summarizes."""
+    bound = STATUS_MAX_RECORDS["free"]
+    ledger = LimitRecordingLedger()
+    fill_summaries(ledger, bound + 50)
+    document = status_on(nomad, ledger, plan)  # no RECONCILE_PLAN binding: the Free plan
+    assert document["complete"] is False
+    assert document["records_read"] == bound
+    assert document["pools"]["linux-x64"]["jobs"] == bound
+    assert ledger.limits == [bound]  # one list call, for exactly the records it summarizes
+
+
+def test_status_on_the_free_plan_is_complete_within_its_bound(nomad):
+    ledger = LimitRecordingLedger()
+    fill_summaries(ledger, STATUS_MAX_RECORDS["free"] - 1)
+    document = status_on(nomad, ledger, "free")
+    assert document["complete"] is True
+    assert document["records_read"] == document["pools"]["linux-x64"]["jobs"] == 99
+
+
+def test_status_on_a_paid_plan_reads_every_page(nomad):
+    ledger = LimitRecordingLedger()
+    ledger.PAGE_SIZE = 40
+    fill_summaries(ledger, 150)
+    document = status_on(nomad, ledger, "paid")
+    assert document["complete"] is True and document["records_read"] == 150
+    assert document["pools"]["linux-x64"]["jobs"] == 150
+    assert len(ledger.limits) == 4  # pages of 40: 40, 40, 40, 30
+
+
+def test_metrics_say_the_free_plan_answer_is_incomplete(nomad):
+    ledger = LimitRecordingLedger()
+    fill_summaries(ledger, STATUS_MAX_RECORDS["free"] + 1)
+    settings = settings_from_bindings(bindings(nomad.url).get)
+    ports = Ports(UrllibTransport(), ledger, time.monotonic)
+    request = IncomingRequest("GET", "/metrics", status_headers(), b"")
+    text = asyncio.run(handle(request, settings, ports, datetime.now(UTC))).text
+    lines = text.splitlines()
+    assert "github_runners_ledger_complete 0" in lines
+    assert "github_runners_ledger_records_read 100" in lines
+
+
 def test_status_answers_are_reused_within_the_cache_window(nomad):
     """Polling /status cannot spend the KV list quota: one list per window, then fresh again."""
     settings = settings_from_bindings(bindings(nomad.url).get)
@@ -168,9 +250,9 @@ def test_status_answers_are_reused_within_the_cache_window(nomad):
     class CountingLedger(MemoryLedger):
         lists = 0
 
-        async def list(self, prefix, cursor):
+        async def list(self, prefix, cursor, limit=1000):
             CountingLedger.lists += 1
-            return await super().list(prefix, cursor)
+            return await super().list(prefix, cursor, limit)
 
     ledger = CountingLedger()
     cache = StatusCache(seconds=30)
@@ -194,7 +276,7 @@ def test_status_wants_get_and_a_working_ledger(nomad):
     assert call(nomad, MemoryLedger(), path="/status", method="POST").status == 405
 
     class BrokenKv(MemoryLedger):
-        async def list(self, prefix, cursor):
+        async def list(self, prefix, cursor, limit=1000):
             raise LedgerUnavailable("KV 503")
 
     reply = call(nomad, BrokenKv(), path="/status", method="GET")
@@ -219,9 +301,9 @@ class TestBearerToken:
         class CountingLedger(MemoryLedger):
             lists = 0
 
-            async def list(self, prefix, cursor):
+            async def list(self, prefix, cursor, limit=1000):
                 CountingLedger.lists += 1
-                return await super().list(prefix, cursor)
+                return await super().list(prefix, cursor, limit)
 
         ledger = CountingLedger()
         reply = call(nomad, ledger, path="/status", method="GET", headers=headers)
