@@ -34,9 +34,9 @@ class CountingLedger(MemoryLedger):
         super().__init__()
         self.calls = {"list": 0, "get": 0, "put": 0, "delete": 0}
 
-    async def list(self, prefix, cursor):  # type: ignore[no-untyped-def]
+    async def list(self, prefix, cursor, limit=1000):  # type: ignore[no-untyped-def]
         self.calls["list"] += 1
-        return await super().list(prefix, cursor)
+        return await super().list(prefix, cursor, limit)
 
     async def get(self, key):  # type: ignore[no-untyped-def]
         self.calls["get"] += 1

@@ -45,6 +45,7 @@ from handler.reconcile import (
     run_slot,
 )
 from handler.service import (
+    LEDGER_PAGE_KEYS,
     ConfigurationError,
     IncomingRequest,
     LedgerPage,
@@ -191,8 +192,10 @@ class KvLedger:
         except Exception as error:
             raise LedgerUnavailable(type(error).__name__) from None
 
-    async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
-        options: dict[str, Any] = {"prefix": prefix}
+    async def list(
+        self, prefix: str, cursor: str | None, limit: int = LEDGER_PAGE_KEYS
+    ) -> LedgerPage:
+        options: dict[str, Any] = {"prefix": prefix, "limit": max(1, min(LEDGER_PAGE_KEYS, limit))}
         if cursor:
             options["cursor"] = cursor
         try:

@@ -159,7 +159,7 @@ class MemoryLedger:
         with self._lock:
             self._entries[key] = (value, time.time() + ttl_seconds, metadata)
 
-    async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
+    async def list(self, prefix: str, cursor: str | None, limit: int = PAGE_SIZE) -> LedgerPage:
         # KV lists keys in lexicographic order; the cursor here is the last key returned.
         now = time.time()
         with self._lock:
@@ -168,9 +168,10 @@ class MemoryLedger:
                 for key, (_, expires, _) in self._entries.items()
                 if key.startswith(prefix) and expires >= now and (cursor is None or key > cursor)
             )
-            page = keys[: self.PAGE_SIZE]
+            size = max(1, min(self.PAGE_SIZE, limit))
+            page = keys[:size]
             entries = tuple((key, self._entries[key][2]) for key in page)
-        more = len(keys) > self.PAGE_SIZE
+        more = len(keys) > size
         return LedgerPage(entries=entries, cursor=page[-1] if more else None)
 
     async def delete(self, key: str) -> None:

@@ -146,8 +146,13 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         ),
         (
             "ledger_complete",
-            "1 when every ledger key was listed, 0 when the listing stopped at its page limit.",
+            "1 when every ledger key was summarized, 0 when the answer stopped at its bound.",
             1 if status.get("complete") else 0,
+        ),
+        (
+            "ledger_records_read",
+            "Ledger records this answer summarized (at most the Workers plan's bound).",
+            status.get("records_read", 0),
         ),
         (
             "ledger_window_seconds",

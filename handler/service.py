@@ -33,6 +33,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from handler import contract, deferred, forks
@@ -99,8 +100,18 @@ HEALTH_PATH: Final = "/healthz"
 STATUS_PATH: Final = "/status"
 # The same figures as /status, for a Prometheus scrape, behind the same token.
 METRICS_PATH: Final = "/metrics"
+# KV's maximum keys per list call (and its default).
+LEDGER_PAGE_KEYS: Final = 1000
 # Status reads at most this many KV list pages (1000 keys each): one call per 1000 jobs.
 STATUS_MAX_PAGES: Final = 20
+# Ledger records one /status or /metrics answer summarizes at most, per Workers plan: past it
+# the answer says ``complete: false``. In the Workers runtime (Pyodide) each record costs about
+# 50-65 us of the isolate's CPU (listing it, parsing its summary, counting it:
+# bench/cpu_budget.py), so the Free plan's 10 ms per invocation holds about a hundred beside
+# the request's own floor; a paid plan reads up to 20 pages.
+STATUS_MAX_RECORDS: Final[Mapping[str, int]] = MappingProxyType(
+    {"free": 100, "paid": STATUS_MAX_PAGES * LEDGER_PAGE_KEYS}
+)
 # GitHub gives up after 10 s. Two attempts of at most 4 s each, the second only started while
 # there is time for it, keep the answer inside that window.
 ATTEMPT_TIMEOUT_SECONDS: Final = 4.0
@@ -140,8 +151,11 @@ class LedgerStore(Protocol):
         """Store ``value``; ``metadata`` (a short JSON text) comes back from :meth:`list`."""
         ...
 
-    async def list(self, prefix: str, cursor: str | None) -> LedgerPage:
-        """One page (up to 1000 keys, KV's maximum) of keys under ``prefix``, with metadata."""
+    async def list(
+        self, prefix: str, cursor: str | None, limit: int = LEDGER_PAGE_KEYS
+    ) -> LedgerPage:
+        """One page (up to ``limit`` keys; 1000, KV's maximum, by default) of keys under
+        ``prefix``, with metadata."""
         ...
 
     async def delete(self, key: str) -> None:
@@ -374,7 +388,10 @@ async def handle(
             try:
                 recorded_jobs: set[int] = set()
                 document = await ledger_status(
-                    ports.ledger, settings.routing, job_ids=recorded_jobs
+                    ports.ledger,
+                    settings.routing,
+                    STATUS_MAX_RECORDS.get(settings.plan),
+                    job_ids=recorded_jobs,
                 )
                 document = await with_unrecorded_runners(document, recorded_jobs, settings, ports)
             except LedgerUnavailable as error:
@@ -1338,24 +1355,37 @@ async def _forget(job: deferred.DeferredJob, ledger: LedgerStore, report: FillRe
 
 
 async def ledger_status(
-    ledger: LedgerStore, routing: Routing, *, job_ids: set[int] | None = None
+    ledger: LedgerStore,
+    routing: Routing,
+    max_records: int | None = None,
+    *,
+    job_ids: set[int] | None = None,
 ) -> dict[str, Any]:
-    """:func:`handler.status.summarize` over the ledger's job keys, one list call per page; the
-    GitHub job ids of the keys listed go into ``job_ids`` when given."""
+    """:func:`handler.status.summarize` over the ledger's job keys, one list call per page, at
+    most ``max_records`` of them (by default the Free plan's bound, the safe one): ``complete``
+    is false when the ledger holds more, ``records_read`` says how many were summarized. The
+    GitHub job ids of the keys summarized go into ``job_ids`` when given."""
+    if max_records is None:
+        max_records = STATUS_MAX_RECORDS[contract.DEFAULT_WORKERS_PLAN]
     summaries: list[str | None] = []
     cursor: str | None = None
     for _ in range(STATUS_MAX_PAGES):
-        page = await ledger.list(JOB_KEY_PREFIX, cursor)
-        summaries.extend(metadata for _, metadata in page.entries)
+        limit = min(LEDGER_PAGE_KEYS, max_records - len(summaries))
+        if limit <= 0:
+            break
+        page = await ledger.list(JOB_KEY_PREFIX, cursor, limit)
+        entries = page.entries[:limit]
+        summaries.extend(metadata for _, metadata in entries)
         if job_ids is not None:
             job_ids.update(
-                int(tail) for key, _ in page.entries if (tail := key.rpartition(":")[2]).isdigit()
+                int(tail) for key, _ in entries if (tail := key.rpartition(":")[2]).isdigit()
             )
         cursor = page.cursor
         if cursor is None:
             break
     document = summarize(summaries, routing)
     document["complete"] = cursor is None
+    document["records_read"] = len(summaries)
     document["window_seconds"] = LEDGER_TTL_SECONDS
     return document
 
