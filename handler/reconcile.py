@@ -23,8 +23,9 @@ Limits, so one run stays cheap and bounded:
   ``RECONCILE_REQUEST_BUDGET`` binding (``[reconcile] request_budget``), by default the plan's
   (``RECONCILE_PLAN``, ``[reconcile] plan``: 10 on the Free plan, whose 10 ms of CPU per
   invocation bound a run before its 50 subrequests do; 40 on a paid plan);
-* runs lists of ``contract.RUNS_PER_PAGE[plan]`` runs (20 on the Free plan, 100 on a paid one):
-  a 100-run answer is about 1.2 MB of JSON to parse;
+* runs lists of ``contract.RUNS_PER_PAGE[plan]`` runs (20 on the Free plan, 100 on a paid one),
+  and no more than the budget can follow (:func:`runs_per_page`: 9 with the Free plan's default
+  budget): a 100-run answer is about 1.2 MB of JSON to parse;
 * conditional requests: each runs list is sent with the ``ETag`` of its last answer
   (``If-None-Match``), kept in KV; a 304 costs no GitHub rate limit and reuses the stored run ids;
 * round-robin without state: the run's scheduled time names the slice of repositories it starts
@@ -162,15 +163,25 @@ def github_settings_from_bindings(lookup: Callable[[str], str | None]) -> GitHub
     if not api_url.startswith(("https://", "http://")):
         raise ConfigurationError(f"binding {contract.GITHUB_API_URL_BINDING}: expected a URL")
     plan = plan_from_binding(lookup(contract.RECONCILE_PLAN_BINDING))
+    budget = request_budget_from_binding(
+        lookup(contract.RECONCILE_REQUEST_BUDGET_BINDING),
+        default=contract.PLAN_DEFAULT_REQUEST_BUDGET[plan],
+    )
     return GitHubReadSettings(
         api_url=api_url.rstrip("/"),
         token=values[contract.GITHUB_READ_TOKEN_BINDING],
-        request_budget=request_budget_from_binding(
-            lookup(contract.RECONCILE_REQUEST_BUDGET_BINDING),
-            default=contract.PLAN_DEFAULT_REQUEST_BUDGET[plan],
-        ),
-        runs_per_page=contract.RUNS_PER_PAGE[plan],
+        request_budget=budget,
+        runs_per_page=runs_per_page(plan, budget),
     )
+
+
+def runs_per_page(plan: str, request_budget: int) -> int:
+    """The runs lists' page size: the plan's (``contract.RUNS_PER_PAGE``), but never more runs
+    than one run can follow. A run spends a request on the list itself, so it reads the jobs of
+    at most ``request_budget - 1`` of its runs; the rest of a longer page would be parsed for
+    nothing, and parsing full-size runs is most of a changed list's CPU (bench/cpu_budget.py):
+    9 on the Free plan's default budget of 10, 39 on a paid plan's 40."""
+    return max(1, min(contract.RUNS_PER_PAGE[plan], request_budget - 1))
 
 
 def plan_from_binding(value: object) -> str:

@@ -483,11 +483,11 @@ class TestPureParts:
         values = {"GITHUB_API_URL": "https://api.github.com", "GITHUB_READ_TOKEN": "t"}
         # No RECONCILE_PLAN (a deployment older than the binding): the Free plan's bound.
         free = github_settings_from_bindings(values.get)
-        assert (free.request_budget, free.runs_per_page) == (10, 20)
+        assert (free.request_budget, free.runs_per_page) == (10, 9)
         empty = values | {"RECONCILE_REQUEST_BUDGET": "", "RECONCILE_PLAN": " "}
         assert github_settings_from_bindings(empty.get).request_budget == 10
         paid = github_settings_from_bindings((values | {"RECONCILE_PLAN": "paid"}).get)
-        assert (paid.request_budget, paid.runs_per_page) == (DEFAULT_REQUEST_BUDGET, 100)
+        assert (paid.request_budget, paid.runs_per_page) == (DEFAULT_REQUEST_BUDGET, 39)
         both = values | {"RECONCILE_PLAN": "free", "RECONCILE_REQUEST_BUDGET": "40"}
         assert github_settings_from_bindings(both.get).request_budget == 40
 
@@ -507,6 +507,19 @@ class TestPureParts:
             "/actions/runs?status=in_progress&per_page=20"
         )
 
+    @pytest.mark.parametrize(
+        ("plan", "budget", "page"),
+        [("free", "10", 9), ("free", "40", 20), ("paid", "40", 39), ("paid", "950", 100)],
+    )
+    def test_a_page_holds_no_more_runs_than_a_run_can_follow(self, plan, budget, page):
+        values = {
+            "GITHUB_API_URL": "https://api.github.com",
+            "GITHUB_READ_TOKEN": "t",
+            "RECONCILE_PLAN": plan,
+            "RECONCILE_REQUEST_BUDGET": budget,
+        }
+        assert github_settings_from_bindings(values.get).runs_per_page == page
+
     @pytest.mark.parametrize(("text", "budget"), [("10", 10), ("400", 400), (" 950\n", 950)])
     def test_request_budget_binding_is_read(self, text, budget):
         values = {
@@ -525,6 +538,28 @@ class TestPureParts:
         }
         with pytest.raises(ConfigurationError, match="binding RECONCILE_REQUEST_BUDGET: "):
             github_settings_from_bindings(values.get)
+
+
+def test_a_page_cut_to_the_budget_follows_the_same_runs(world):
+    """More runs in progress than one run can follow: a page of budget - 1 runs reads the jobs
+    of exactly the runs a page of 20 would (the newest ones), so the cut loses no job."""
+    for index in range(14):
+        job_id = 7700 + index
+        world.github.queue_job(REPO, rest_job(job_id, run_id=job_id))
+        world.github.set_job_status(job_id, "in_progress")
+    followed = {}
+    for page in (20, 9):
+        before = len(world.github.calls())
+        world.read = GitHubReadSettings(
+            world.github.url, ACTIONS_READ_TOKEN, request_budget=10, runs_per_page=page
+        )
+        world.ledger = MemoryLedger()  # no ETag: both runs read the lists afresh
+        world.slot = 0
+        report = world.run()
+        assert report.github_requests == 10 and report.stopped == "budget"
+        calls = world.github.calls()[before:]
+        followed[page] = sorted(call.path for call in calls if "/jobs?" in call.path)
+    assert len(followed[9]) == 8 and followed[9] == followed[20]
 
 
 class TestLocalCommand:
