@@ -33,18 +33,18 @@ simulation and cannot tell apart from it. A control line (a test route with no I
 empty replay) shows the method's noise.
 
 Cases: the control, ``GET /healthz`` (the floor of any request through the entry), one signed
-delivery of a GitHub-hosted job (verify + parse + decide, no I/O), one signed queued
-self-hosted delivery (verify + parse + decide + the fork check's run lookup at the GitHub
-stand-in, each job of a run of its own + capacity read + dispatch at the Nomad stand-in + ledger
-write), one reconciler run (``Default.scheduled``) over 20 repositories whose runs lists hold 0,
-10 or 100 runs of GitHub's full size (``GitHubStandIn(full_run_objects=True)``), each run in
-progress with one job in progress (nothing to dispatch: the cost of looking), and ``GET
-/status`` computed afresh on ledgers of 0, 1,000 and 3,000 records (``bench/status_ledger.py``'s
-records, stored as the Worker stores them). Before each reconciler case the Cron handler runs
-until the rotation has visited every repository (each list's ETag is in KV); then "every list
-changed" moves every run on before each measured run (each list answers 200 with a body), "no
-list changed" does not (each list the reconciler kept an ETag for answers 304). Each case runs
-with ``RECONCILE_PLAN`` = ``free`` and ``paid`` (``[reconcile] plan``).
+delivery of a GitHub-hosted job (verify + parse + decide, no I/O), one signed queued self-hosted
+delivery (verify + parse + decide + the fork check's run lookup at the GitHub stand-in, each job of
+a run of its own + capacity read + dispatch at the Nomad stand-in + ledger write), one reconciler
+run (``Default.scheduled``) over 20 repositories whose runs lists hold 0, 10 or 100 runs of GitHub's
+full size (``GitHubStandIn(full_run_objects=True)``), each run in progress with one job in progress
+(nothing to dispatch: the cost of looking), and ``GET /status`` computed afresh on ledgers of 0,
+100, 1,000 and 3,000 records (``bench/status_ledger.py``'s records, stored as the Worker stores
+them). Before each reconciler case the Cron handler runs until the rotation has visited every
+repository (each list's ETag is in KV); then "every list changed" moves every run on before each
+measured run (each list answers 200 with a body), "no list changed" does not (each list the
+reconciler kept an ETag for answers 304). Each case runs with ``RECONCILE_PLAN`` = ``free`` and
+``paid`` (``[reconcile] plan``).
 
 The local machine's CPU is not Cloudflare's: compare the figures with each other and with the
 limit's order of magnitude, not to the tenth of a millisecond.
@@ -91,8 +91,8 @@ assert not CHOSEN - set(SECTIONS), f"sections: {', '.join(SECTIONS)}"
 REPOSITORIES = [f"octo-org/service-{index:02d}" for index in range(20)]
 DELIVERED_TO = REPOSITORIES[0]  # the deliveries' repository: one of the 20
 RUNS_PER_LIST = (0, 10, 100)
-STATUS_RECORDS = (0, 1_000, 3_000)
-STATUS_SAMPLES = 10
+STATUS_RECORDS = (0, 100, 1_000, 3_000)
+STATUS_SAMPLES = 15
 FREE_PLAN_CPU_MS = 10.0
 # The process counts as idle once its CPU clock moves less than this over one poll interval.
 IDLE_NS_PER_POLL = 50_000
