@@ -3,9 +3,11 @@
 The records are realistic (four pools, every outcome, time-to-runner spans, a share deferred at
 the cap), written through ``ledger.merge`` and stored as the Worker stores them (value plus the
 ``summary()`` metadata) in the in-memory ledger, which pages lists as KV does (1,000 keys per
-call). Each answer goes through ``service.handle`` with the status token, no cache. Printed: the
-KV operations one answer costs (list calls, reads, writes), and the time per answer under
-CPython (median of 20; the Worker's Pyodide is slower, see handler/README.md Performance).
+call). Each answer goes through ``service.handle`` with the status token, no cache, with
+``RECONCILE_PLAN`` = ``paid`` (every record, up to 20,000) and ``free`` (the first 100: the Free
+plan's bound, ``service.STATUS_MAX_RECORDS``). Printed: the KV operations one answer costs (list
+calls, reads, writes), and the time per answer under CPython (median of 20; the Worker's Pyodide
+is several times slower: bench/cpu_budget.py measures it in the local Workers runtime).
 Run: ``.venv/bin/python bench/status_ledger.py [RECORDS]``.
 """
 
@@ -111,23 +113,27 @@ class NoLiveChildren:
 def main() -> None:
     ledger = CountingLedger()
     fill(ledger, RECORDS)
-    settings = settings_from_bindings(bindings("http://127.0.0.1:9").get)
-    ports = Ports(transport=NoLiveChildren(), ledger=ledger, monotonic=time.monotonic)  # type: ignore[arg-type]
-    for path in ("/status", "/metrics"):
-        request = IncomingRequest("GET", path, status_headers(), b"")
-        timings = []
-        for _ in range(20):
-            ledger.calls = dict.fromkeys(ledger.calls, 0)
-            started = time.perf_counter()
-            reply = asyncio.run(handle(request, settings, ports, datetime.now(UTC)))
-            timings.append(time.perf_counter() - started)
-            assert reply.status == 200, reply.document
-        size = len(reply.text or "") if path == "/metrics" else len(str(reply.document))
-        print(
-            f"{path:<9} {RECORDS} records: median {statistics.median(timings) * 1000:.1f} ms,"
-            f" max {max(timings) * 1000:.1f} ms (CPython); KV per answer: {ledger.calls['list']}"
-            f" list, {ledger.calls['get']} get, {ledger.calls['put']} put; answer {size} bytes"
-        )
+    for plan in ("paid", "free"):
+        values = bindings("http://127.0.0.1:9") | {"RECONCILE_PLAN": plan}
+        settings = settings_from_bindings(values.get)
+        ports = Ports(transport=NoLiveChildren(), ledger=ledger, monotonic=time.monotonic)  # type: ignore[arg-type]
+        for path in ("/status", "/metrics"):
+            request = IncomingRequest("GET", path, status_headers(), b"")
+            timings = []
+            for _ in range(20):
+                ledger.calls = dict.fromkeys(ledger.calls, 0)
+                started = time.perf_counter()
+                reply = asyncio.run(handle(request, settings, ports, datetime.now(UTC)))
+                timings.append(time.perf_counter() - started)
+                assert reply.status == 200, reply.document
+            size = len(reply.text or "") if path == "/metrics" else len(str(reply.document))
+            read = reply.document.get("records_read", "-") if path == "/status" else "-"
+            print(
+                f"plan {plan} {path:<9} {RECORDS} records (summarized: {read}): median"
+                f" {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms"
+                f" (CPython); KV per answer: {ledger.calls['list']} list, {ledger.calls['get']}"
+                f" get, {ledger.calls['put']} put; answer {size} bytes"
+            )
 
 
 if __name__ == "__main__":
