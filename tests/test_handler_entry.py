@@ -416,6 +416,32 @@ def test_hostile_subset_in_the_runtime(runtime, case):
     assert len(nomad.dispatch_requests()) == before
 
 
+def test_status_on_the_free_plan_stops_at_its_bound_through_kv(runtime):
+    """In the real runtime, through the SDK's KV binding: the Free plan's /status (no
+    RECONCILE_PLAN binding) asks KV for one page of its record bound, summarizes exactly that
+    many and says it is incomplete. The bench's I/O replay of that answer is one KV call."""
+    worker, _ = runtime
+    bound = STATUS_MAX_RECORDS["free"]
+    summary = json.dumps({"p": "linux-x64", "s": "completed", "o": "dispatched", "c": 1, "x": 0})
+    entries = [[f"job:octo-org/filler:{n:05d}", "{}", summary] for n in range(bound + 20)]
+    request = urllib.request.Request(
+        worker.url + "/__test/kv-fill", data=json.dumps(entries).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert json.loads(response.read()) == bound + 20
+    with urllib.request.urlopen(worker.url + "/__test/io/arm", timeout=30) as response:
+        assert response.status == 200  # also empties the isolate's /status cache
+    status, document = post(worker, "GET", "/status", status_headers())
+    assert status == 200, document
+    assert document["complete"] is False and document["records_read"] == bound
+    assert (
+        sum(pool["jobs"] for pool in document["pools"].values()) + document["unreadable_records"]
+        == bound
+    )
+    with urllib.request.urlopen(worker.url + "/__test/io/replay", timeout=30) as response:
+        assert json.loads(response.read()) == {"fetch": 0, "kv": 1, "errors": 0}
+
+
 def test_oversized_body_is_413(runtime):
     """Runs last: after a body the Worker chose not to read, wrangler's local dev proxy may fail
     a request (the next one, or this one when the answer beats the upload) with its own 503
@@ -458,29 +484,3 @@ def test_oversized_body_is_413(runtime):
     bodies = [text for _, text in ours if text is not None]
     assert all(json.loads(text)["outcome"] == "rejected" for text in bodies), bodies
     assert len(nomad.dispatch_requests()) == before
-
-
-def test_status_on_the_free_plan_stops_at_its_bound_through_kv(runtime):
-    """In the real runtime, through the SDK's KV binding: the Free plan's /status (no
-    RECONCILE_PLAN binding) asks KV for one page of its record bound, summarizes exactly that
-    many and says it is incomplete. The bench's I/O replay of that answer is one KV call."""
-    worker, _ = runtime
-    bound = STATUS_MAX_RECORDS["free"]
-    summary = json.dumps({"p": "linux-x64", "s": "completed", "o": "dispatched", "c": 1, "x": 0})
-    entries = [[f"job:octo-org/filler:{n:05d}", "{}", summary] for n in range(bound + 20)]
-    request = urllib.request.Request(
-        worker.url + "/__test/kv-fill", data=json.dumps(entries).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert json.loads(response.read()) == bound + 20
-    with urllib.request.urlopen(worker.url + "/__test/io/arm", timeout=30) as response:
-        assert response.status == 200  # also empties the isolate's /status cache
-    status, document = post(worker, "GET", "/status", status_headers())
-    assert status == 200, document
-    assert document["complete"] is False and document["records_read"] == bound
-    assert (
-        sum(pool["jobs"] for pool in document["pools"].values()) + document["unreadable_records"]
-        == bound
-    )
-    with urllib.request.urlopen(worker.url + "/__test/io/replay", timeout=30) as response:
-        assert json.loads(response.read()) == {"fetch": 0, "kv": 1, "errors": 0}
