@@ -4,7 +4,7 @@ The records are realistic (four pools, every outcome, time-to-runner spans, a sh
 the cap), written through ``ledger.merge`` and stored as the Worker stores them (value plus the
 ``summary()`` metadata) in the in-memory ledger, which pages lists as KV does (1,000 keys per
 call). Each answer goes through ``service.handle`` with the status token, no cache, with
-``RECONCILE_PLAN`` = ``paid`` (every record, up to 20,000) and ``free`` (the first 100: the Free
+``RECONCILE_PLAN`` = ``paid`` (every record, up to 20,000) and ``free`` (the first 50: the Free
 plan's bound, ``service.STATUS_MAX_RECORDS``). Printed: the KV operations one answer costs (list
 calls, reads, writes), and the time per answer under CPython (median of 20; the Worker's Pyodide
 is several times slower: bench/cpu_budget.py measures it in the local Workers runtime).

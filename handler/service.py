@@ -106,11 +106,11 @@ LEDGER_PAGE_KEYS: Final = 1000
 STATUS_MAX_PAGES: Final = 20
 # Ledger records one /status or /metrics answer summarizes at most, per Workers plan: past it
 # the answer says ``complete: false``. In the Workers runtime (Pyodide) each record costs about
-# 50-65 us of the isolate's CPU (listing it, parsing its summary, counting it:
-# bench/cpu_budget.py), so the Free plan's 10 ms per invocation holds about a hundred beside
-# the request's own floor; a paid plan reads up to 20 pages.
+# 60 us of the handler's own CPU (bench/cpu_budget.py), on top of an answer's floor of 5-8 ms
+# (the entry, each pool's Nomad read, the document); so the Free plan's 10 ms per invocation
+# leaves room for about 50. A paid plan reads up to 20 pages.
 STATUS_MAX_RECORDS: Final[Mapping[str, int]] = MappingProxyType(
-    {"free": 100, "paid": STATUS_MAX_PAGES * LEDGER_PAGE_KEYS}
+    {"free": 50, "paid": STATUS_MAX_PAGES * LEDGER_PAGE_KEYS}
 )
 # GitHub gives up after 10 s. Two attempts of at most 4 s each, the second only started while
 # there is time for it, keep the answer inside that window.
