@@ -5,7 +5,7 @@ runs at the compatibility date 2025-08-14) against the Nomad and GitHub stand-in
 CPU time the Worker's ``workerd`` process spends on each invocation: its process CPU clock
 (``clock_gettime`` on the process's CPU-time clock, nanoseconds, every thread) read when the
 process is idle before the request and again once it is idle after the answer, so work deferred
-with ``waitUntil`` (the ledger write) is counted too. Inside the Worker no clock can measure it:
+with ``waitUntil`` (a ledger write) is counted too. Inside the Worker no clock can measure it:
 ``time.perf_counter``, ``time.process_time`` and ``time.monotonic`` stand still while the Worker
 computes (the runtime's timer mitigation; checked in this runtime, where a loop of 3 million
 additions read 0.0 ms on all three), and the local runtime reports no CPU time of its own (its
@@ -34,17 +34,22 @@ empty replay) shows the method's noise.
 
 Cases: the control, ``GET /healthz`` (the floor of any request through the entry), one signed
 delivery of a GitHub-hosted job (verify + parse + decide, no I/O), one signed queued self-hosted
-delivery (verify + parse + decide + the fork check's run lookup at the GitHub stand-in, each job of
-a run of its own + capacity read + dispatch at the Nomad stand-in + ledger write), one reconciler
-run (``Default.scheduled``) over 20 repositories whose runs lists hold 0, 10 or 100 runs of GitHub's
+delivery (verify + parse + decide + the job's ledger read + the fork check's run lookup at the
+GitHub stand-in, each job of a run of its own + capacity read + dispatch at the Nomad stand-in), one
+``completed`` delivery at a full pool (``gpu``, cap 1) with one job deferred, whose work after the
+answer (``waitUntil``) records the completion and fills the freed slot (the finished runner's
+allocation read, the deferred index's list, the job's ledger read and GitHub lookup, the dispatch,
+the job's ledger read, write and index delete: the operations a Free-plan completion spends on its
+own slot; the deferred job's queued delivery, before each, is not counted), one reconciler run
+(``Default.scheduled``) over 20 repositories whose runs lists hold 0, 10 or 100 runs of GitHub's
 full size (``GitHubStandIn(full_run_objects=True)``), each run in progress with one job in progress
-(nothing to dispatch: the cost of looking), and ``GET /status`` computed afresh on ledgers of 0,
-50, 1,000 and 3,000 records (``bench/status_ledger.py``'s records, stored as the Worker stores
-them). Before each reconciler case the Cron handler runs until the rotation has visited every
-repository (each list's ETag is in KV); then "every list changed" moves every run on before each
-measured run (each list answers 200 with a body), "no list changed" does not (each list the
-reconciler kept an ETag for answers 304). Each case runs with ``RECONCILE_PLAN`` = ``free`` and
-``paid`` (``[reconcile] plan``).
+(nothing to dispatch: the cost of looking), and ``GET /status`` computed afresh on ledgers of 0, 50,
+1,000 and 3,000 records (``bench/status_ledger.py``'s records, stored as the Worker stores them).
+Before each reconciler case the Cron handler runs until the rotation has visited every repository
+(each list's ETag is in KV); then "every list changed" moves every run on before each measured run
+(each list answers 200 with a body), "no list changed" does not (each list the reconciler kept an
+ETag for answers 304). Each case runs with ``RECONCILE_PLAN`` = ``free`` and ``paid`` (``[reconcile]
+plan``).
 
 The local machine's CPU is not Cloudflare's: compare the figures with each other and with the
 limit's order of magnitude, not to the tenth of a millisecond.
@@ -64,6 +69,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -281,12 +287,61 @@ def delivery_rows(session: Session, github: GitHubStandIn) -> list[Row]:
             200,
         ),
         session.cpu(
-            "delivery: + fork check + capacity read + dispatch + ledger write",
+            "delivery: + ledger read + fork check + capacity read + dispatch",
             lambda: session.post(next(queued)),
             DELIVERIES,
             202,
         ),
     ]
+
+
+GPU = ("self-hosted", "linux", "x64", "gpu")
+
+
+def completion_row(session: Session, github: GitHubStandIn, nomad: NomadStandIn) -> Row:
+    """A completion at the ``gpu`` pool's cap (1) that gives its slot to the one deferred job."""
+    parent = "github-runner-gpu"
+
+    def job(job_id: int) -> dict[str, Any]:
+        payload = workflow_job(job_id=job_id, run_id=job_id, labels=GPU, repository=DELIVERED_TO)
+        github.queue_job(DELIVERED_TO, payload["workflow_job"])
+        return payload
+
+    def child_of(job_id: int) -> Any:
+        (child,) = [c for c in nomad.children(parent) if c.idempotency_token == str(job_id)]
+        return child
+
+    first = 40_000_000
+    assert session.post(delivery(job(first), repository=DELIVERED_TO)) == 202  # takes the slot
+    row = Row("completion at the cap: record + fill its slot (8 operations)", [], [], 0, 0)
+    for index in range(1, DELIVERIES + 1):
+        finishing, waiting = first + index - 1, first + index
+        child = child_of(finishing)
+        nomad.set_status(child.id, "running")  # its deregister task still runs
+        assert session.post(delivery(job(waiting), repository=DELIVERED_TO)) == 202  # deferred
+        done = workflow_job(
+            "completed",
+            job_id=finishing,
+            run_id=finishing,
+            labels=GPU,
+            repository=DELIVERED_TO,
+            conclusion="success",
+            runner_id=7,
+        )
+        done["workflow_job"]["runner_name"] = nomad.runner_name(child.id, "gpu")
+        github.set_job_status(finishing, "completed", "success", runner_id=7)
+        sample = session.cpu(
+            row.name,
+            lambda sent=done: session.post(delivery(sent, repository=DELIVERED_TO)),
+            1,
+            200,
+        )
+        row.raw.extend(sample.raw)
+        row.baseline.extend(sample.baseline)
+        row.fetches, row.kv_calls = sample.fetches, sample.kv_calls
+        child_of(waiting)  # the freed slot went to the deferred job (the replay reused its token)
+        nomad.set_status(child.id, "dead")
+    return row
 
 
 def reconciler_rows(session: Session, github: GitHubStandIn, plan: str) -> list[Row]:
@@ -355,6 +410,10 @@ def main() -> None:
     for pool in document["pools"]:
         pool["max_runners"] = 1_000_000  # every queued delivery takes the full dispatch path
     document["repositories"] = {repository: ["linux-x64"] for repository in REPOSITORIES}
+    # One pool at a cap of 1, for the completion case.
+    (gpu,) = [pool for pool in document["pools"] if pool["name"] == "gpu"]
+    gpu["max_runners"] = 1
+    document["repositories"][DELIVERED_TO] = ["linux-x64", "gpu"]
     routing = Routing.from_document(document)
     grants = {ACTIONS_READ_TOKEN: {name: "actions_read" for name in REPOSITORIES}}
     rows: list[Row] = []
@@ -392,6 +451,7 @@ def main() -> None:
                     rows.append(control_row(session))
                 if plan == "free" and "deliveries" in CHOSEN:
                     rows.extend(delivery_rows(session, github))
+                    rows.append(completion_row(session, github, nomad))
                 if "reconciler" in CHOSEN:
                     rows.extend(reconciler_rows(session, github, plan))
                 if "status" in CHOSEN:
