@@ -18,7 +18,7 @@ microtasks) and closed before the isolate lock is released. Waiting on a subrequ
 operation happens outside that scope (those are counted as operations, ``newSubrequest`` and
 ``newKvRequest``, not as CPU); the sockets, HTTP parsing and KV service behind them run outside
 the isolate. The process clock read here counts all of that as well: in the local runtime the
-KV simulator is another worker in the same ``workerd`` process, on the same thread.
+KV simulator is another worker in the same ``workerd`` process.
 
 So each case is measured twice per sample, in the same process: the invocation itself (raw),
 then a baseline that makes exactly the same outbound requests and KV calls with none of the
