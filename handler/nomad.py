@@ -197,6 +197,36 @@ def interpret_job_status(status: int, body: bytes) -> str | None:
     raise _error(status, body)
 
 
+def _statuses_request(
+    nomad_addr: str, namespace: str, expression: str, per_page: int, credentials: NomadCredentials
+) -> HttpRequest:
+    """``GET {nomad}/v1/jobs/statuses`` with children included and ``expression`` as filter."""
+    query = urlencode(
+        {
+            "namespace": namespace,
+            "include_children": "true",
+            "per_page": str(per_page),
+            "filter": expression,
+        }
+    )
+    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
+    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+
+
+def _statuses_array(status: int, body: bytes) -> list[object]:
+    """The entries of a ``/v1/jobs/statuses`` answer; a :class:`NomadError` subclass for any
+    answer but a 200 with a JSON array."""
+    if status != 200:
+        raise _error(status, body)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
+    if not isinstance(document, list):
+        raise NomadBadResponse(status, "job statuses: expected a JSON array")
+    return document
+
+
 def repository_children_request(
     *,
     nomad_addr: str,
@@ -219,16 +249,7 @@ def repository_children_request(
     expression = (
         f'ParentID != "" and Status != "dead" and Meta.{META_REPOSITORY} matches "{pattern}"'
     )
-    query = urlencode(
-        {
-            "namespace": namespace,
-            "include_children": "true",
-            "per_page": str(limit),
-            "filter": expression,
-        }
-    )
-    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
-    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+    return _statuses_request(nomad_addr, namespace, expression, limit, credentials)
 
 
 def interpret_children_response(status: int, body: bytes) -> int:
@@ -236,15 +257,7 @@ def interpret_children_response(status: int, body: bytes) -> int:
 
     Raises a :class:`NomadError` subclass for any answer but a 200 with a JSON array.
     """
-    if status == 200:
-        try:
-            document = json.loads(body)
-        except ValueError:
-            raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
-        if not isinstance(document, list):
-            raise NomadBadResponse(status, "job statuses: expected a JSON array")
-        return len(document)
-    raise _error(status, body)
+    return len(_statuses_array(status, body))
 
 
 # One GitHub job has a child per dispatch that started a runner for it: the first, then a successor
@@ -279,16 +292,7 @@ def job_children_request(
     collects them.
     """
     expression = f'ParentID == "{parent}" and Meta.{META_JOB_ID} == "{job_id}"'
-    query = urlencode(
-        {
-            "namespace": namespace,
-            "include_children": "true",
-            "per_page": str(JOB_CHILDREN_PER_PAGE),
-            "filter": expression,
-        }
-    )
-    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
-    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+    return _statuses_request(nomad_addr, namespace, expression, JOB_CHILDREN_PER_PAGE, credentials)
 
 
 def parse_child_id(parent: str, child_id: str) -> tuple[int, float] | None:
@@ -310,16 +314,8 @@ def interpret_job_children(status: int, body: bytes, parent: str, job_id: int) -
     Entries that are not children of ``parent`` for ``job_id`` (by their id) are left out.
     Raises a :class:`NomadError` subclass for any answer but a 200 with a JSON array.
     """
-    if status != 200:
-        raise _error(status, body)
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
-    if not isinstance(document, list):
-        raise NomadBadResponse(status, "job statuses: expected a JSON array")
     children = []
-    for entry in document:
+    for entry in _statuses_array(status, body):
         if not isinstance(entry, dict):
             continue
         child_id, child_status = entry.get("ID"), entry.get("Status")
@@ -344,32 +340,15 @@ def live_children_request(
     """``GET {nomad}/v1/jobs/statuses``: up to ``limit`` pending or running children of
     ``parent`` (``read-job``, as :func:`repository_children_request`)."""
     expression = f'ParentID == "{parent}" and Status != "dead"'
-    query = urlencode(
-        {
-            "namespace": namespace,
-            "include_children": "true",
-            "per_page": str(limit),
-            "filter": expression,
-        }
-    )
-    url = f"{nomad_addr.rstrip('/')}/v1/jobs/statuses?{query}"
-    return HttpRequest(method="GET", url=url, headers=_auth_headers(credentials), body=b"")
+    return _statuses_request(nomad_addr, namespace, expression, limit, credentials)
 
 
 def interpret_live_children(status: int, body: bytes, parent: str) -> list[int]:
     """The GitHub job ids the listed children of ``parent`` were dispatched for (by their ids;
     a child whose id is not one of ours is left out). Raises a :class:`NomadError` subclass for
     any answer but a 200 with a JSON array."""
-    if status != 200:
-        raise _error(status, body)
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise NomadBadResponse(status, "job statuses: 200 without a JSON body") from None
-    if not isinstance(document, list):
-        raise NomadBadResponse(status, "job statuses: expected a JSON array")
     jobs = []
-    for entry in document:
+    for entry in _statuses_array(status, body):
         child_id = entry.get("ID") if isinstance(entry, dict) else None
         parsed = parse_child_id(parent, child_id) if isinstance(child_id, str) else None
         if parsed is not None:
