@@ -602,24 +602,14 @@ class _Run:
                 self.report.redispatched += 1
         if result is None:
             return
-        job = event.job
-        seen = Observation(
-            repository=repository,
-            job_id=job.id,
-            run_id=job.run_id,
-            run_attempt=job.run_attempt,
-            pool=decision.pool.name,
-            action="queued",
-            conclusion=None,
-            runner_id=None,
-            runner_name=None,
-            delivery="reconciler",
+        seen = _queued_observation(
+            event,
+            repository,
+            decision.pool.name,
             child_id=result.child_id,
-            dispatch_outcome=result.outcome,
+            outcome=result.outcome,
             at=self.now.timestamp(),
-            created_at=job.created_at.timestamp() if job.created_at else None,
             source="reconciler",
-            missing_fields=job.missing,
         )
         # A replay is written only when the ledger lacks its child: the webhook's dispatch may
         # be Nomad's record alone, or it landed although it timed out (recorded "failed").
@@ -719,23 +709,14 @@ class _Run:
         if not children:
             return _CHILD_GONE, None, None
         newest = children[-1]
-        learned = Observation(
-            repository=repository,
-            job_id=job.id,
-            run_id=job.run_id,
-            run_attempt=job.run_attempt,
-            pool=decision.pool.name,
-            action="queued",
-            conclusion=None,
-            runner_id=None,
-            runner_name=None,
-            delivery="reconciler",
+        learned = _queued_observation(
+            event,
+            repository,
+            decision.pool.name,
             child_id=newest.child_id,
-            dispatch_outcome="dispatched",
+            outcome="dispatched",
             at=children[0].dispatched_at,
-            created_at=job.created_at.timestamp() if job.created_at else None,
             source="webhook",
-            missing_fields=job.missing,
         )
         state = _CHILD_DEAD if newest.status == "dead" else _CHILD_LIVE
         return state, newest.child_id, learned
@@ -769,16 +750,19 @@ class _Run:
         return _CHILD_DEAD if job_status == "dead" else _CHILD_LIVE
 
 
-async def record_ignored(
-    event: WorkflowJobEvent, repository: str, pool: str, code: str, run: _Run
-) -> None:
-    """Note in the ledger that the job was not dispatched for ``code``, unless it says so
-    already: the job stays queued and every run finds it again, and KV writes are scarce."""
+def _queued_observation(
+    event: WorkflowJobEvent,
+    repository: str,
+    pool: str,
+    *,
+    child_id: str | None,
+    outcome: str,
+    at: float,
+    source: str,
+) -> Observation:
+    """What the reconciler saw of a queued job, as the ledger merges it."""
     job = event.job
-    outcome = f"not dispatched: {code}"
-    key = ledger_key(repository, job.id)
-    ledger = run.ports.ledger
-    seen = Observation(
+    return Observation(
         repository=repository,
         job_id=job.id,
         run_id=job.run_id,
@@ -789,12 +773,32 @@ async def record_ignored(
         runner_id=None,
         runner_name=None,
         delivery="reconciler",
-        child_id=None,
+        child_id=child_id,
         dispatch_outcome=outcome,
-        at=run.now.timestamp(),
+        at=at,
         created_at=job.created_at.timestamp() if job.created_at else None,
-        source="reconciler",
+        source=source,
         missing_fields=job.missing,
+    )
+
+
+async def record_ignored(
+    event: WorkflowJobEvent, repository: str, pool: str, code: str, run: _Run
+) -> None:
+    """Note in the ledger that the job was not dispatched for ``code``, unless it says so
+    already: the job stays queued and every run finds it again, and KV writes are scarce."""
+    job = event.job
+    outcome = f"not dispatched: {code}"
+    key = ledger_key(repository, job.id)
+    ledger = run.ports.ledger
+    seen = _queued_observation(
+        event,
+        repository,
+        pool,
+        child_id=None,
+        outcome=outcome,
+        at=run.now.timestamp(),
+        source="reconciler",
     )
     with contextlib.suppress(LedgerUnavailable):
         stored = await ledger.get(key)
